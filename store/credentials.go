@@ -1,0 +1,124 @@
+package store
+
+import "fmt"
+
+// SIPCredentials are what a phone needs to register as a user. Username is the
+// extension; Realm and Domain are the account's sip_domain.
+type SIPCredentials struct {
+	Username string
+	Password string
+	Realm    string
+	Domain   string
+}
+
+// String never prints the password, so a credential cannot leak through a log line.
+func (c SIPCredentials) String() string {
+	return fmt.Sprintf("SIPCredentials{Username:%s Realm:%s Password:[redacted]}", c.Username, c.Realm)
+}
+
+// GoString hides the password from %#v too.
+func (c SIPCredentials) GoString() string { return c.String() }
+
+// SIPCredentials returns a user's credentials and records the read in the
+// audit log (each read of a password is audited).
+func (db *DB) SIPCredentials(accountID, userID string, actor Actor) (SIPCredentials, error) {
+	var c SIPCredentials
+	err := db.update(func(t *tx) error {
+		var err error
+		var u User
+		if c, u, err = t.credentials(accountID, userID); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "sip_credentials.read", TargetKind: "user", TargetID: userID, TargetLabel: u.Label()})
+	})
+	if err != nil {
+		return SIPCredentials{}, fmt.Errorf("sip credentials of %s: %w", userID, err)
+	}
+	return c, nil
+}
+
+func (t *tx) credentials(acct, userID string) (SIPCredentials, User, error) {
+	u, err := t.user(acct, userID)
+	if err != nil {
+		return SIPCredentials{}, User{}, err
+	}
+	a, err := t.account(acct)
+	if err != nil {
+		return SIPCredentials{}, User{}, err
+	}
+	sealed := t.Bucket(bSecrets).Get([]byte(k(acct, userID)))
+	if sealed == nil {
+		return SIPCredentials{}, User{}, fmt.Errorf("password of %s: %w", userID, ErrNotFound)
+	}
+	pw, err := t.db.open(sealed)
+	if err != nil {
+		return SIPCredentials{}, User{}, err
+	}
+	return SIPCredentials{Username: u.Extension, Password: pw, Realm: a.SIPDomain, Domain: a.SIPDomain}, u, nil
+}
+
+// RotateSIPCredentials gives the user a new password. Existing registrations
+// stay until they refresh, which then needs the new password.
+func (db *DB) RotateSIPCredentials(accountID, userID string, actor Actor) (SIPCredentials, error) {
+	pw, err := newPassword()
+	if err != nil {
+		return SIPCredentials{}, err
+	}
+	sealed, err := db.seal(pw)
+	if err != nil {
+		return SIPCredentials{}, err
+	}
+	var c SIPCredentials
+	err = db.update(func(t *tx) error {
+		u, err := t.user(accountID, userID)
+		if err != nil {
+			return err
+		}
+		if err := t.Bucket(bSecrets).Put([]byte(k(accountID, userID)), sealed); err != nil {
+			return err
+		}
+		if c, _, err = t.credentials(accountID, userID); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "sip_credentials.rotate", TargetKind: "user", TargetID: userID, TargetLabel: u.Label()})
+	})
+	if err != nil {
+		return SIPCredentials{}, fmt.Errorf("rotate sip credentials of %s: %w", userID, err)
+	}
+	return c, nil
+}
+
+// SIPIdentity is what the registrar needs to check a digest: the account
+// (realm), the user (status) and the password.
+type SIPIdentity struct {
+	Account  Account
+	User     User
+	Password string
+}
+
+// SIPIdentity looks up extension@domain for authentication. Not audited (it is
+// the registrar's hot path); the password never leaves the process.
+func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
+	var id SIPIdentity
+	err := db.view(func(t *tx) error {
+		acct := t.Bucket(bDomains).Get([]byte(domain))
+		if acct == nil {
+			return fmt.Errorf("domain %s: %w", domain, ErrNotFound)
+		}
+		u, err := t.userByExtension(string(acct), extension)
+		if err != nil {
+			return err
+		}
+		c, _, err := t.credentials(string(acct), u.ID)
+		if err != nil {
+			return err
+		}
+		a, err := t.account(string(acct))
+		if err != nil {
+			return err
+		}
+		id = SIPIdentity{Account: a, User: u, Password: c.Password}
+		return nil
+	})
+	return id, err
+}

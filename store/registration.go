@@ -1,0 +1,355 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Binding is one live registration: a contact of a user's address of record,
+// with the flow it arrived on (source address and transport, for NAT).
+type Binding struct {
+	AccountID    string    `json:"account_id"`
+	UserID       string    `json:"user_id"`
+	Contact      string    `json:"contact"`     // contact URI, e.g. sip:1002@192.0.2.7:5062;transport=tcp
+	InstanceID   string    `json:"instance_id"` // +sip.instance without quotes, if the phone sent one
+	Q            string    `json:"q,omitempty"`
+	Source       string    `json:"source"`    // ip:port the REGISTER came from
+	Transport    string    `json:"transport"` // udp, tcp, tls, ws, wss
+	UserAgent    string    `json:"user_agent"`
+	MAC          string    `json:"mac,omitempty"` // 12 lower-case hex digits, from a Yealink User-Agent
+	CallID       string    `json:"call_id"`
+	CSeq         uint32    `json:"cseq"`
+	RegisteredAt time.Time `json:"registered_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// Live reports whether the binding is unexpired at now.
+func (b Binding) Live(now time.Time) bool { return b.ExpiresAt.After(now) }
+
+// key identifies the binding within its AOR: the instance id when the phone
+// sent one (RFC 5626: the same device re-registering from a new address
+// replaces its old contact), else the contact URI.
+func (b Binding) key() string {
+	if b.InstanceID != "" {
+		return "i:" + b.InstanceID
+	}
+	return "c:" + b.Contact
+}
+
+// ContactUpdate is one Contact of a REGISTER, with the expiry the registrar
+// granted (already bounded); Expires 0 removes the binding.
+type ContactUpdate struct {
+	URI        string
+	InstanceID string
+	Q          string
+	Expires    int
+}
+
+// RegisterRequest is a REGISTER the registrar has authenticated.
+type RegisterRequest struct {
+	AccountID string
+	UserID    string
+	CallID    string
+	CSeq      uint32
+	Source    string
+	Transport string
+	UserAgent string
+	// RemoveAll is "Contact: *" with Expires 0: remove every binding of the AOR.
+	RemoveAll bool
+	Contacts  []ContactUpdate
+}
+
+// Register applies a REGISTER (RFC 3261 §10.3 steps 6-8) in one group-committed
+// write transaction and returns every live binding of the AOR afterwards.
+//
+// Errors: ErrNotFound if the user no longer exists (deleted after the digest
+// check: the REGISTER lost the race), ErrDisabled if a disabled user tries to
+// add or refresh a binding (removals are allowed), ErrOutOfOrder for a
+// repeated or older CSeq on the same Call-ID.
+func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
+	adds := false
+	for _, c := range r.Contacts {
+		if c.Expires > 0 {
+			adds = true
+		}
+	}
+	mac := MACFromUserAgent(r.UserAgent)
+	var out []Binding
+	err := db.batch(func(t *tx) error {
+		out = nil // fn may run more than once
+		u, err := t.user(r.AccountID, r.UserID)
+		if err != nil {
+			return err
+		}
+		if adds && u.Status != StatusEnabled {
+			return ErrDisabled
+		}
+		b := t.Bucket(bBindings)
+		prefix := k(r.AccountID, r.UserID)
+		current := map[string]Binding{}
+		if err := each(b, prefix, func(key, v []byte) error {
+			var bd Binding
+			if err := decode(v, &bd); err != nil {
+				return err
+			}
+			if !bd.Live(t.now) {
+				return b.Delete(key) // prune the AOR's expired bindings as we go
+			}
+			current[bd.key()] = bd
+			return nil
+		}); err != nil {
+			return err
+		}
+		if r.RemoveAll {
+			for key, bd := range current {
+				// §10.3 step 6: a wildcard with the same Call-ID and an older CSeq is refused.
+				if bd.CallID == r.CallID && r.CSeq <= bd.CSeq {
+					return ErrOutOfOrder
+				}
+				if err := b.Delete([]byte(k(prefix, key))); err != nil {
+					return err
+				}
+				delete(current, key)
+			}
+		}
+		for _, c := range r.Contacts {
+			nb := Binding{AccountID: r.AccountID, UserID: r.UserID, Contact: c.URI, InstanceID: c.InstanceID, Q: c.Q,
+				Source: r.Source, Transport: strings.ToLower(r.Transport), UserAgent: r.UserAgent, MAC: mac,
+				CallID: r.CallID, CSeq: r.CSeq, RegisteredAt: t.now, UpdatedAt: t.now,
+				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second)}
+			key := nb.key()
+			old, exists := current[key]
+			if exists {
+				if old.CallID == r.CallID && r.CSeq <= old.CSeq {
+					return ErrOutOfOrder
+				}
+				nb.RegisteredAt = old.RegisteredAt
+			}
+			if c.Expires <= 0 {
+				if exists {
+					if err := b.Delete([]byte(k(prefix, key))); err != nil {
+						return err
+					}
+					delete(current, key)
+				}
+				continue
+			}
+			if !exists && len(current) >= t.db.maxContacts {
+				// Evict the binding that would expire soonest: it is the one
+				// least recently refreshed, most likely a phone that went away.
+				var victim string
+				for vk, vb := range current {
+					if victim == "" || vb.ExpiresAt.Before(current[victim].ExpiresAt) {
+						victim = vk
+					}
+				}
+				if err := b.Delete([]byte(k(prefix, victim))); err != nil {
+					return err
+				}
+				delete(current, victim)
+			}
+			if err := put(b, k(prefix, key), nb); err != nil {
+				return err
+			}
+			current[key] = nb
+		}
+		out = sortedBindings(current)
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrDisabled) || errors.Is(err, ErrOutOfOrder) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("register %s: %w", r.UserID, err)
+	}
+	return out, nil
+}
+
+func sortedBindings(m map[string]Binding) []Binding {
+	out := make([]Binding, 0, len(m))
+	for _, b := range m {
+		out = append(out, b)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RegisteredAt.Before(out[j].RegisteredAt) || out[i].RegisteredAt.Equal(out[j].RegisteredAt) && out[i].Contact < out[j].Contact })
+	return out
+}
+
+func (t *tx) liveBindings(acct, userID string) []Binding {
+	var out []Binding
+	_ = each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
+		var b Binding
+		if decode(v, &b) == nil && b.Live(t.now) {
+			out = append(out, b)
+		}
+		return nil
+	})
+	return out
+}
+
+func (t *tx) deleteBindings(acct, userID string) error {
+	b := t.Bucket(bBindings)
+	var keys [][]byte
+	_ = each(b, k(acct, userID), func(key, _ []byte) error {
+		keys = append(keys, append([]byte(nil), key...))
+		return nil
+	})
+	for _, key := range keys {
+		if err := b.Delete(key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Bindings returns the user's live bindings (expired ones never show).
+func (db *DB) Bindings(accountID, userID string) ([]Binding, error) {
+	var out []Binding
+	err := db.view(func(t *tx) error {
+		if _, err := t.user(accountID, userID); err != nil {
+			return err
+		}
+		out = t.liveBindings(accountID, userID)
+		return nil
+	})
+	return out, err
+}
+
+// AccountBindings returns every live binding in the account.
+func (db *DB) AccountBindings(accountID string) ([]Binding, error) {
+	var out []Binding
+	err := db.view(func(t *tx) error {
+		if _, err := t.account(accountID); err != nil {
+			return err
+		}
+		return each(t.Bucket(bBindings), accountID, func(_, v []byte) error {
+			var b Binding
+			if err := decode(v, &b); err != nil {
+				return err
+			}
+			if b.Live(t.now) {
+				out = append(out, b)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// SignOut removes every binding of the user (the admin's forced sign-out) and
+// returns the ones it removed (live only).
+func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) {
+	var removed []Binding
+	err := db.update(func(t *tx) error {
+		u, err := t.user(accountID, userID)
+		if err != nil {
+			return err
+		}
+		removed = t.liveBindings(accountID, userID)
+		if err := t.deleteBindings(accountID, userID); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "registrations.sign_out", TargetKind: "user", TargetID: userID, TargetLabel: u.Label(),
+			Detail: map[string]string{"removed": fmt.Sprint(len(removed))}})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sign out %s: %w", userID, err)
+	}
+	return removed, nil
+}
+
+// LiveBindingCount counts live bindings in every account (for the metrics gauge).
+func (db *DB) LiveBindingCount() (int, error) {
+	n := 0
+	err := db.view(func(t *tx) error {
+		return t.Bucket(bBindings).ForEach(func(_, v []byte) error {
+			var b struct {
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if len(v) > 0 && decode(v, &b) == nil && b.ExpiresAt.After(t.now) {
+				n++
+			}
+			return nil
+		})
+	})
+	return n, err
+}
+
+// PruneExpired deletes every expired binding and reports how many. Open calls
+// it; a sweeper may call it periodically. Correctness never depends on it.
+func (db *DB) PruneExpired() (int, error) {
+	n := 0
+	err := db.update(func(t *tx) error {
+		n = 0
+		b := t.Bucket(bBindings)
+		c := b.Cursor()
+		for key, v := c.First(); key != nil; {
+			var bd struct {
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if err := decode(v, &bd); err != nil || !bd.ExpiresAt.After(t.now) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				n++
+				key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key
+				continue
+			}
+			key, v = c.Next()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune expired bindings: %w", err)
+	}
+	return n, nil
+}
+
+// MACFromUserAgent finds a MAC address in a Yealink-style User-Agent
+// ("Yealink SIP-T46S 66.86.0.15 00:15:65:aa:bb:cc") and returns it as 12
+// lower-case hex digits, or "" if there is none.
+func MACFromUserAgent(ua string) string {
+	for _, f := range strings.Fields(ua) {
+		if m, ok := NormalizeMAC(f); ok {
+			return m
+		}
+	}
+	return ""
+}
+
+// NormalizeMAC accepts 12 hex digits, optionally separated by ':' or '-' in
+// pairs, and returns them as 12 lower-case hex digits.
+func NormalizeMAC(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if len(s) == 17 {
+		sep := s[2]
+		if sep != ':' && sep != '-' {
+			return "", false
+		}
+		for i := 2; i < 17; i += 3 {
+			if s[i] != sep {
+				return "", false
+			}
+		}
+		s = strings.ReplaceAll(s, string(sep), "")
+	}
+	if len(s) != 12 {
+		return "", false
+	}
+	out := make([]byte, 12)
+	for i := 0; i < 12; i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9', c >= 'a' && c <= 'f':
+			out[i] = c
+		case c >= 'A' && c <= 'F':
+			out[i] = c + ('a' - 'A')
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
+}

@@ -1,0 +1,36 @@
+package store
+
+import (
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// tx wraps a bbolt transaction with the time fixed at its start, so every rule
+// inside one transaction sees the same "now".
+type tx struct {
+	*bolt.Tx
+	now time.Time
+	db  *DB
+}
+
+func (db *DB) update(fn func(*tx) error) error {
+	return db.bolt.Update(func(btx *bolt.Tx) error {
+		return fn(&tx{Tx: btx, now: db.now(), db: db})
+	})
+}
+
+// batch is update through bolt's group commit: many concurrent callers share
+// one fsync. fn may run more than once, so it must only touch the transaction
+// and overwrite (never append to) the variables it reports through.
+func (db *DB) batch(fn func(*tx) error) error {
+	return db.bolt.Batch(func(btx *bolt.Tx) error {
+		return fn(&tx{Tx: btx, now: db.now(), db: db})
+	})
+}
+
+func (db *DB) view(fn func(*tx) error) error {
+	return db.bolt.View(func(btx *bolt.Tx) error {
+		return fn(&tx{Tx: btx, now: db.now(), db: db})
+	})
+}
