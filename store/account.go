@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
 )
 
 // Account is one customer: its SIP domain (which is also the digest realm)
@@ -237,4 +236,3 @@ func (db *DB) Seats(accountID string) (Seats, error) {
 	s.Free = s.Total - s.Assigned
 	return s, err
 }
-

@@ -174,7 +174,9 @@ func sortedBindings(m map[string]Binding) []Binding {
 	for _, b := range m {
 		out = append(out, b)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].RegisteredAt.Before(out[j].RegisteredAt) || out[i].RegisteredAt.Equal(out[j].RegisteredAt) && out[i].Contact < out[j].Contact })
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].RegisteredAt.Before(out[j].RegisteredAt) || out[i].RegisteredAt.Equal(out[j].RegisteredAt) && out[i].Contact < out[j].Contact
+	})
 	return out
 }
 
