@@ -1,0 +1,133 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is every setting of the dialtone process. Each flag can also be set
+// through the environment as DIALTONE_<FLAG> (dashes become underscores); a
+// flag on the command line wins over the environment.
+type config struct {
+	DataDir          string
+	SIPAddr          string
+	SIPTLSAddr       string
+	SIPHost          string
+	ProvisioningAddr string
+	ProvisioningURL  string
+	AdminAddr        string
+	Domain           string
+	BootstrapToken   string
+	TLSCert, TLSKey  string
+	LogLevel         string
+	LogFormat        string
+	MinExpires       int
+	MaxExpires       int
+	DefaultExpires   int
+	Announcement     string
+	RTPPorts         string
+	RingTimeout      time.Duration
+}
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("dialtone", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.DataDir, "data", "./data", "data directory: the bbolt file, the secret key and admin-token live here")
+	fs.StringVar(&c.SIPAddr, "sip-addr", "0.0.0.0:5060", "SIP listen address, UDP and TCP")
+	fs.StringVar(&c.SIPTLSAddr, "sip-tls-addr", "0.0.0.0:5061", "SIP over TLS listen address (only with --tls-cert and --tls-key)")
+	fs.StringVar(&c.SIPHost, "sip-host", "", "host name or IP phones use to reach SIP (rendered into phone configs, Record-Route); default: the listen IP, or the account's domain")
+	fs.StringVar(&c.ProvisioningAddr, "provisioning-addr", "0.0.0.0:8080", "provisioning (Yealink) HTTP(S) listen address")
+	fs.StringVar(&c.ProvisioningURL, "provisioning-url", "", "base URL phones use to reach provisioning, e.g. https://prov.example.test:8080 (default: built from --provisioning-addr)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:8081", "admin REST API HTTP(S) listen address")
+	fs.StringVar(&c.Domain, "domain", "localhost", "SIP domain (and digest realm) of the default account, set when it is created at first start")
+	fs.StringVar(&c.BootstrapToken, "bootstrap-token", "", "make sure a provider-role admin token with this value exists (at least 16 characters)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: enables SIP over TLS and HTTPS for provisioning and admin")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for --tls-cert")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.IntVar(&c.MinExpires, "min-expires", 60, "shortest registration accepted, in seconds (shorter: 423 Interval Too Brief)")
+	fs.IntVar(&c.MaxExpires, "max-expires", 3600, "longest registration granted, in seconds (longer requests are clamped)")
+	fs.IntVar(&c.DefaultExpires, "default-expires", 3600, "registration length when the phone asks for none, in seconds")
+	fs.StringVar(&c.Announcement, "announcement", "", "WAV file (8 kHz mono) replacing the built-in 'Extension is not recognized' announcement")
+	fs.StringVar(&c.RTPPorts, "rtp-ports", "10000-20000", "UDP port range for announcement media")
+	fs.DurationVar(&c.RingTimeout, "ring-timeout", 60*time.Second, "how long a routed call rings before 480")
+
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		name := "DIALTONE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s=%q: %v", name, v, err)
+			}
+			set[f.Name] = true
+		}
+	})
+	if envErr != nil {
+		return c, envErr
+	}
+	c.SIPTLSAddr = ifSet(set["sip-tls-addr"], c.SIPTLSAddr, "0.0.0.0:5061")
+	return c, c.validate()
+}
+
+func ifSet(isSet bool, v, def string) string {
+	if isSet {
+		return v
+	}
+	return def
+}
+
+func (c config) tls() bool { return c.TLSCert != "" }
+
+func (c config) validate() error {
+	for name, addr := range map[string]string{"--sip-addr": c.SIPAddr, "--provisioning-addr": c.ProvisioningAddr, "--admin-addr": c.AdminAddr, "--sip-tls-addr": c.SIPTLSAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s %q: want HOST:PORT", name, addr)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.MinExpires < 1 || c.MaxExpires < c.MinExpires || c.DefaultExpires < c.MinExpires || c.DefaultExpires > c.MaxExpires {
+		return fmt.Errorf("expires: want 1 <= --min-expires (%d) <= --default-expires (%d) <= --max-expires (%d)", c.MinExpires, c.DefaultExpires, c.MaxExpires)
+	}
+	if c.BootstrapToken != "" && len(c.BootstrapToken) < 16 {
+		return errors.New("--bootstrap-token must be at least 16 characters")
+	}
+	if _, _, err := c.rtpRange(); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	return nil
+}
+
+func (c config) rtpRange() (int, int, error) {
+	lo, hi, ok := strings.Cut(c.RTPPorts, "-")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || a < 1024 || b > 65535 || b-a < 2 {
+		return 0, 0, fmt.Errorf("--rtp-ports %q: want MIN-MAX within 1024-65535", c.RTPPorts)
+	}
+	return a, b, nil
+}

@@ -1,0 +1,283 @@
+// Command dialtone runs the SIP registrar, the Yealink provisioning server and
+// the admin REST API in one process, on one bbolt data directory.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/dialtone-voip/dialtone/admin"
+	"github.com/dialtone-voip/dialtone/sip"
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "cert" {
+		err = runCert(os.Args[2:], os.Stdout, os.Stderr)
+	} else {
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
+	}
+	if err != nil && !errors.Is(err, errHelp) {
+		fmt.Fprintln(os.Stderr, "dialtone:", err)
+		os.Exit(1)
+	}
+}
+
+var errHelp = errors.New("help requested")
+
+// addrs are the addresses dialtone actually listens on (useful with port 0).
+type addrs struct {
+	SIPUDP, SIPTCP, SIPTLS, Provisioning, Admin string
+	AdminToken                                  string // the generated token's file, if one was written
+}
+
+// run starts dialtone and blocks until ctx ends or a server fails. ready, if
+// not nil, is called once every socket is bound and serving.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(addrs)) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
+		return err
+	}
+	log := newLogger(cfg, stderr)
+
+	db, err := store.Open(cfg.DataDir, store.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	acct, created, err := db.EnsureAccount(store.DefaultAccount, cfg.Domain)
+	if err != nil {
+		return fmt.Errorf("default account: %w", err)
+	}
+	if created {
+		log.Info("created the default account", "sip_domain", acct.SIPDomain)
+	} else if acct.SIPDomain != cfg.Domain {
+		log.Warn("the default account keeps its sip_domain; --domain only applies at first start (change it with PATCH /api/v1/accounts/default)",
+			"sip_domain", acct.SIPDomain, "flag", cfg.Domain)
+	}
+	tokenFile, err := bootstrapToken(db, cfg, log)
+	if err != nil {
+		return err
+	}
+
+	var tlsConf *tls.Config
+	if cfg.tls() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return fmt.Errorf("load --tls-cert/--tls-key: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+
+	// Bind every socket before serving anything, so a port in use is one clear
+	// error at start-up rather than a half-running process.
+	var lc net.ListenConfig
+	udp, err := lc.ListenPacket(ctx, "udp", cfg.SIPAddr)
+	if err != nil {
+		return fmt.Errorf("SIP: %w", err)
+	}
+	defer udp.Close()
+	tcp, err := lc.Listen(ctx, "tcp", cfg.SIPAddr)
+	if err != nil {
+		return fmt.Errorf("SIP: %w", err)
+	}
+	defer tcp.Close()
+	var sipTLS net.Listener
+	if tlsConf != nil {
+		l, err := lc.Listen(ctx, "tcp", cfg.SIPTLSAddr)
+		if err != nil {
+			return fmt.Errorf("SIP TLS: %w", err)
+		}
+		sipTLS = tls.NewListener(l, tlsConf)
+		defer sipTLS.Close()
+	}
+	provLn, err := lc.Listen(ctx, "tcp", cfg.ProvisioningAddr)
+	if err != nil {
+		return fmt.Errorf("provisioning: %w", err)
+	}
+	defer provLn.Close()
+	adminLn, err := lc.Listen(ctx, "tcp", cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	defer adminLn.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	sipSrv, err := sip.New(sip.Config{
+		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires,
+		Hostname: cfg.SIPHost, ServerName: "dialtone/" + version,
+	}, db, log.With("component", "sip"), reg)
+	if err != nil {
+		return fmt.Errorf("SIP: %w", err)
+	}
+	adminHandler, err := admin.NewHandler(admin.Options{DB: db, Log: log.With("component", "admin"), Registry: reg, Notifier: nil, Version: version})
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	provHandler, err := newProvisioning(db, cfg, provLn.Addr().String(), log.With("component", "provisioning"), reg)
+	if err != nil {
+		return fmt.Errorf("provisioning: %w", err)
+	}
+
+	adminHTTP := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	provHTTP := &http.Server{Handler: provHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	sipCtx, stopSIP := context.WithCancel(context.Background())
+	defer stopSIP()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sipSrv.ServeUDP(sipCtx, udp) })
+	g.Go(func() error { return sipSrv.ServeTCP(sipCtx, tcp) })
+	if sipTLS != nil {
+		g.Go(func() error { return sipSrv.ServeTLS(sipCtx, sipTLS) })
+	}
+	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
+	g.Go(func() error { return serveHTTP(provHTTP, provLn, tlsConf != nil) })
+	g.Go(func() error { sweep(gctx, db, log); return nil })
+
+	a := addrs{SIPUDP: udp.LocalAddr().String(), SIPTCP: tcp.Addr().String(), Provisioning: provLn.Addr().String(),
+		Admin: adminLn.Addr().String(), AdminToken: tokenFile}
+	if sipTLS != nil {
+		a.SIPTLS = sipTLS.Addr().String()
+	}
+	log.Info("dialtone ready", "version", version, "data", cfg.DataDir, "sip_udp", a.SIPUDP, "sip_tcp", a.SIPTCP,
+		"sip_tls", a.SIPTLS, "provisioning", a.Provisioning, "admin", a.Admin, "tls", tlsConf != nil)
+	if ready != nil {
+		ready(a)
+	}
+
+	// Shut down in reverse order once ctx ends or any server fails.
+	g.Go(func() error {
+		<-gctx.Done()
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		adminHTTP.Shutdown(sctx)
+		provHTTP.Shutdown(sctx)
+		stopSIP()
+		udp.Close()
+		tcp.Close()
+		if sipTLS != nil {
+			sipTLS.Close()
+		}
+		return nil
+	})
+	err = g.Wait()
+	sipSrv.Close()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func serveHTTP(s *http.Server, ln net.Listener, useTLS bool) error {
+	var err error
+	if useTLS {
+		err = s.ServeTLS(ln, "", "")
+	} else {
+		err = s.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// sweep compacts expired bindings every minute. Correctness never depends on
+// it: expired bindings are ignored by every read.
+func sweep(ctx context.Context, db *store.DB, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := db.PruneExpired(); err != nil {
+				log.Error("sweeping expired registrations", "err", err)
+			} else if n > 0 {
+				log.Debug("swept expired registrations", "count", n)
+			}
+		}
+	}
+}
+
+// bootstrapToken makes sure an operator can reach the admin API: with
+// --bootstrap-token that token exists; otherwise, the first start writes a
+// generated provider token to DATA/admin-token (0600) and logs only the path.
+func bootstrapToken(db *store.DB, cfg config, log *slog.Logger) (string, error) {
+	if cfg.BootstrapToken != "" {
+		_, created, err := db.EnsureToken(cfg.BootstrapToken, store.RoleProvider, "bootstrap")
+		if err != nil {
+			return "", fmt.Errorf("--bootstrap-token: %w", err)
+		}
+		if created {
+			log.Info("created the provider token given by --bootstrap-token")
+		}
+		return "", nil
+	}
+	path := filepath.Join(cfg.DataDir, "admin-token")
+	if _, err := os.Stat(path); err == nil {
+		log.Info("admin token file present", "path", path)
+		return path, nil
+	}
+	existing, err := db.Tokens("")
+	if err != nil {
+		return "", err
+	}
+	if len(existing) > 0 {
+		log.Info("provider tokens exist; not generating another (create one with POST /api/v1/tokens)", "count", len(existing))
+		return "", nil
+	}
+	tok, secret, err := db.CreateToken("", store.RoleProvider, "generated at first start", store.System)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, []byte(secret+"\n"), 0o600); err != nil {
+		db.RevokeToken(tok.ID, store.System)
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	log.Info("generated a provider admin token", "path", path, "token_id", tok.ID)
+	return path, nil
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
