@@ -102,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("SIP: %w", err)
 	}
 	defer udp.Close()
-	tcp, err := lc.Listen(ctx, "tcp", cfg.SIPAddr)
+	tcp, err := listenSIPTCP(ctx, &lc, cfg.SIPAddr, udp.LocalAddr())
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
 	}
@@ -197,6 +197,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// listenSIPTCP binds TCP on the SIP address. With port 0 it first tries the
+// port UDP got, so SIP is on one port number for both transports.
+func listenSIPTCP(ctx context.Context, lc *net.ListenConfig, addr string, udp net.Addr) (net.Listener, error) {
+	host, port, _ := net.SplitHostPort(addr)
+	if port == "0" {
+		_, udpPort, _ := net.SplitHostPort(udp.String())
+		if ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, udpPort)); err == nil {
+			return ln, nil
+		}
+	}
+	return lc.Listen(ctx, "tcp", addr)
 }
 
 func serveHTTP(s *http.Server, ln net.Listener, useTLS bool) error {

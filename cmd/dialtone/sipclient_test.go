@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+)
+
+// phone is a minimal SIP user agent for end-to-end tests: it registers with
+// digest auth, choosing the algorithm itself (sipgo's client always answers
+// the first challenge).
+type phone struct {
+	t         *testing.T
+	cli       *sipgo.Client
+	ua        *sipgo.UserAgent
+	transport string // "UDP" or "TCP"
+	target    string // dialtone's host:port
+	domain    string
+	user      string
+	password  string
+	userAgent string
+	callID    string
+	cseq      uint32
+}
+
+func newPhone(t *testing.T, transport, target, domain, user, password string) *phone {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	return &phone{t: t, cli: cli, ua: ua, transport: transport, target: target, domain: domain, user: user,
+		password: password, userAgent: "e2e-phone/1.0", callID: sip.GenerateTagN(16)}
+}
+
+// register sends REGISTER (answering one challenge with alg) and returns the
+// final response. contact "" sends no Contact (a query); "*" is the wildcard.
+func (p *phone) register(contact string, expires int, alg string) *sip.Response {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res := p.send(ctx, contact, expires, "")
+	if res.StatusCode != 401 {
+		return res
+	}
+	var chal *digest.Challenge
+	for _, h := range res.GetHeaders("WWW-Authenticate") {
+		c, err := digest.ParseChallenge(h.Value())
+		if err != nil {
+			p.t.Fatalf("bad challenge %q: %v", h.Value(), err)
+		}
+		if strings.EqualFold(c.Algorithm, alg) {
+			chal = c
+			break
+		}
+	}
+	if chal == nil {
+		p.t.Fatalf("no %s challenge in %v", alg, res.GetHeaders("WWW-Authenticate"))
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + p.domain,
+		Username: p.user, Password: p.password, Count: 1, Cnonce: sip.GenerateTagN(12)})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return p.send(ctx, contact, expires, cred.String())
+}
+
+func (p *phone) send(ctx context.Context, contact string, expires int, authz string) *sip.Response {
+	p.t.Helper()
+	p.cseq++
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: p.domain})
+	aor := sip.Uri{Scheme: "sip", User: p.user, Host: p.domain}
+	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{"tag": sip.GenerateTagN(8)}})
+	req.AppendHeader(&sip.ToHeader{Address: aor})
+	callID := sip.CallIDHeader(p.callID)
+	req.AppendHeader(&callID)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: p.cseq, MethodName: sip.REGISTER})
+	switch contact {
+	case "":
+	case "*":
+		req.AppendHeader(sip.NewHeader("Contact", "*"))
+	default:
+		req.AppendHeader(sip.NewHeader("Contact", "<"+contact+">"))
+	}
+	req.AppendHeader(sip.NewHeader("Expires", fmt.Sprint(expires)))
+	req.AppendHeader(sip.NewHeader("User-Agent", p.userAgent))
+	if authz != "" {
+		req.AppendHeader(sip.NewHeader("Authorization", authz))
+	}
+	req.SetTransport(p.transport)
+	req.SetDestination(p.target)
+	res, err := p.cli.Do(ctx, req)
+	if err != nil {
+		p.t.Fatalf("REGISTER over %s: %v", p.transport, err)
+	}
+	return res
+}
