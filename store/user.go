@@ -365,7 +365,7 @@ var userBlockerHooks []func(t *tx, acct string, u User) ([]Blocker, error)
 
 // userDeleteHooks let later nouns clean up after a user (group membership,
 // device lines, …) inside the delete transaction.
-var userDeleteHooks []func(t *tx, acct string, u User, actor Actor) error
+var userDeleteHooks = []func(t *tx, acct string, u User, actor Actor) error{unassignUserLines}
 
 // DeletionCheck returns the blockers DeleteUser would report, changing nothing.
 func (db *DB) DeletionCheck(accountID, id string) ([]Blocker, error) {
