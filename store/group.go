@@ -1,0 +1,348 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+var bGroups = []byte("groups") // acct/group → Group
+
+// Group kinds.
+const (
+	GroupPaging = "paging"
+	GroupRing   = "ring"
+)
+
+// Group is a paging or ring group: an extension that rings (or pages) its
+// members. Status is StatusEnabled or StatusDisabled; a disabled group's
+// extension behaves like a disabled user to callers (announcement + busy).
+// Membership never blocks a user's deletion: deleting a user removes them
+// from every group and the audit log records it.
+type Group struct {
+	ID        string    `json:"id"`
+	AccountID string    `json:"account_id"`
+	Kind      string    `json:"kind"`
+	Name      string    `json:"name"`
+	Extension string    `json:"extension"`
+	Members   []string  `json:"members"` // user ids, in the order they were added
+	Status    string    `json:"status"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Label is how history shows the group: "700 Warehouse".
+func (g Group) Label() string { return g.Extension + " " + g.Name }
+
+// NewGroup is what a group create needs.
+type NewGroup struct {
+	Kind      string
+	Name      string
+	Extension string
+	Members   []string
+}
+
+// GroupPatch lists the fields of a group that may change (not its kind); nil
+// leaves one as it is. Members replaces the whole list.
+type GroupPatch struct {
+	Name      *string
+	Extension *string
+	Members   *[]string
+}
+
+// CreateGroup adds an enabled group. Kind is "paging" or "ring"; the extension
+// must be free; members must be users of the account.
+func (db *DB) CreateGroup(accountID string, n NewGroup, actor Actor) (Group, error) {
+	n.Kind = strings.ToLower(strings.TrimSpace(n.Kind))
+	n.Name = strings.TrimSpace(n.Name)
+	n.Extension = strings.TrimSpace(n.Extension)
+	p := map[string]string{}
+	if n.Kind != GroupPaging && n.Kind != GroupRing {
+		p["kind"] = `must be "paging" or "ring"`
+	}
+	if !validEntityName(n.Name) {
+		p["name"] = entityNameRule
+	}
+	if !validExtension(n.Extension) {
+		p["extension"] = extensionRule
+	}
+	if len(p) > 0 {
+		return Group{}, &ValidationError{Problems: p}
+	}
+	var g Group
+	err := db.update(func(t *tx) error {
+		if _, err := t.account(accountID); err != nil {
+			return err
+		}
+		members, err := t.checkMemberIDs(accountID, "members", n.Members)
+		if err != nil {
+			return err
+		}
+		g = Group{ID: newID("g"), AccountID: accountID, Kind: n.Kind, Name: n.Name, Extension: n.Extension, Members: members,
+			Status: StatusEnabled, CreatedAt: t.now, UpdatedAt: t.now}
+		if err := t.claimExtension(accountID, g.Extension, "group:"+g.ID); err != nil {
+			return err
+		}
+		if err := put(t.Bucket(bGroups), k(accountID, g.ID), g); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "group.create", TargetKind: "group", TargetID: g.ID, TargetLabel: g.Label(),
+			Detail: map[string]string{"kind": g.Kind, "members": t.memberLabels(accountID, g.Members)}})
+	})
+	if err != nil {
+		return Group{}, fmt.Errorf("create group %s: %w", n.Name, err)
+	}
+	return g, nil
+}
+
+// Group returns one group of the account.
+func (db *DB) Group(accountID, id string) (Group, error) {
+	var g Group
+	err := db.view(func(t *tx) error {
+		var err error
+		g, err = t.group(accountID, id)
+		return err
+	})
+	return g, err
+}
+
+func (t *tx) group(acct, id string) (Group, error) {
+	var g Group
+	if err := get(t.Bucket(bGroups), k(acct, id), &g); err != nil {
+		return Group{}, fmt.Errorf("group %s: %w", id, err)
+	}
+	return g, nil
+}
+
+// Groups lists the account's groups, ordered by extension.
+func (db *DB) Groups(accountID string) ([]Group, error) {
+	var out []Group
+	err := db.view(func(t *tx) error {
+		if _, err := t.account(accountID); err != nil {
+			return err
+		}
+		var err error
+		out, err = t.groups(accountID)
+		return err
+	})
+	return out, err
+}
+
+func (t *tx) groups(acct string) ([]Group, error) {
+	var out []Group
+	err := each(t.Bucket(bGroups), acct, func(_, v []byte) error {
+		var g Group
+		if err := decode(v, &g); err != nil {
+			return err
+		}
+		out = append(out, g)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Extension < out[j].Extension })
+	return out, err
+}
+
+// UpdateGroup changes a group's name, extension or member list.
+func (db *DB) UpdateGroup(accountID, id string, p GroupPatch, actor Actor) (Group, error) {
+	trimOpt(p.Name)
+	trimOpt(p.Extension)
+	probs := map[string]string{}
+	if p.Name != nil && !validEntityName(*p.Name) {
+		probs["name"] = entityNameRule
+	}
+	if p.Extension != nil && !validExtension(*p.Extension) {
+		probs["extension"] = extensionRule
+	}
+	if len(probs) > 0 {
+		return Group{}, &ValidationError{Problems: probs}
+	}
+	var g Group
+	err := db.update(func(t *tx) error {
+		var err error
+		if g, err = t.group(accountID, id); err != nil {
+			return err
+		}
+		detail := map[string]string{}
+		if p.Name != nil {
+			g.Name = *p.Name
+			detail["name"] = g.Name
+		}
+		if p.Extension != nil && *p.Extension != g.Extension {
+			if err := t.claimExtension(accountID, *p.Extension, "group:"+id); err != nil {
+				return err
+			}
+			if err := t.releaseExtension(accountID, g.Extension, "group:"+id); err != nil {
+				return err
+			}
+			detail["extension"] = g.Extension + " → " + *p.Extension
+			g.Extension = *p.Extension
+		}
+		if p.Members != nil {
+			if g.Members, err = t.checkMemberIDs(accountID, "members", *p.Members); err != nil {
+				return err
+			}
+			detail["members"] = t.memberLabels(accountID, g.Members)
+		}
+		return t.saveGroup(&g, actor, "group.update", detail)
+	})
+	if err != nil {
+		return Group{}, fmt.Errorf("update group %s: %w", id, err)
+	}
+	return g, nil
+}
+
+func (t *tx) saveGroup(g *Group, actor Actor, action string, detail map[string]string) error {
+	g.UpdatedAt = t.now
+	if err := put(t.Bucket(bGroups), k(g.AccountID, g.ID), *g); err != nil {
+		return err
+	}
+	return t.audit(AuditEntry{AccountID: g.AccountID, Actor: actor, Action: action, TargetKind: "group", TargetID: g.ID, TargetLabel: g.Label(), Detail: detail})
+}
+
+// AddGroupMember appends a user to the group; adding a member twice is a no-op.
+func (db *DB) AddGroupMember(accountID, id, userID string, actor Actor) (Group, error) {
+	var g Group
+	err := db.update(func(t *tx) error {
+		var err error
+		if g, err = t.group(accountID, id); err != nil {
+			return err
+		}
+		u, err := t.user(accountID, userID)
+		if err != nil {
+			return invalid("user_id", "must be a user of this account")
+		}
+		if slices.Contains(g.Members, userID) {
+			return nil
+		}
+		if len(g.Members) >= maxMemberCount {
+			return invalid("user_id", fmt.Sprintf("the group already has %d members", maxMemberCount))
+		}
+		g.Members = append(g.Members, userID)
+		return t.saveGroup(&g, actor, "group.member_add", map[string]string{"user": u.Label(), "user_id": userID})
+	})
+	if err != nil {
+		return Group{}, fmt.Errorf("add member %s to group %s: %w", userID, id, err)
+	}
+	return g, nil
+}
+
+// RemoveGroupMember takes a user out of the group; ErrNotFound if they are not a member.
+func (db *DB) RemoveGroupMember(accountID, id, userID string, actor Actor) (Group, error) {
+	var g Group
+	err := db.update(func(t *tx) error {
+		var err error
+		if g, err = t.group(accountID, id); err != nil {
+			return err
+		}
+		if !slices.Contains(g.Members, userID) {
+			return fmt.Errorf("member %s: %w", userID, ErrNotFound)
+		}
+		g.Members = slices.DeleteFunc(g.Members, func(m string) bool { return m == userID })
+		return t.saveGroup(&g, actor, "group.member_remove", map[string]string{"user": t.memberLabels(accountID, []string{userID}), "user_id": userID})
+	})
+	if err != nil {
+		return Group{}, fmt.Errorf("remove member %s from group %s: %w", userID, id, err)
+	}
+	return g, nil
+}
+
+// DisableGroup disables a group (rule 11); callers to it hear the announcement.
+func (db *DB) DisableGroup(accountID, id string, actor Actor) (Group, error) {
+	return db.setGroupStatus(accountID, id, StatusDisabled, actor)
+}
+
+// EnableGroup re-enables a disabled group exactly as it was.
+func (db *DB) EnableGroup(accountID, id string, actor Actor) (Group, error) {
+	return db.setGroupStatus(accountID, id, StatusEnabled, actor)
+}
+
+func (db *DB) setGroupStatus(accountID, id, status string, actor Actor) (Group, error) {
+	var g Group
+	err := db.update(func(t *tx) error {
+		var err error
+		if g, err = t.group(accountID, id); err != nil {
+			return err
+		}
+		if g.Status == status {
+			return nil
+		}
+		g.Status = status
+		action := "group.enable"
+		if status == StatusDisabled {
+			action = "group.disable"
+		}
+		return t.saveGroup(&g, actor, action, nil)
+	})
+	if err != nil {
+		return Group{}, fmt.Errorf("%s group %s: %w", strings.TrimSuffix(status, "d"), id, err)
+	}
+	return g, nil
+}
+
+// DeleteGroup removes a disabled group and frees its extension. An enabled
+// group is refused with RuleError group_enabled (409); a group that a callflow
+// version sends calls to, with RuleError group_in_use (409,
+// Detail["callflows"] lists their ids).
+func (db *DB) DeleteGroup(accountID, id string, actor Actor) error {
+	err := db.update(func(t *tx) error {
+		g, err := t.group(accountID, id)
+		if err != nil {
+			return err
+		}
+		if g.Status != StatusDisabled {
+			return &RuleError{Code: "group_enabled", Status: 409,
+				Message: fmt.Sprintf("group %s is enabled; disable it before deleting it", g.Label())}
+		}
+		cfs, err := t.callflowsReferencing(accountID, func(s Step) bool { return s.Type == StepGroup && s.GroupID == id })
+		if err != nil {
+			return err
+		}
+		if len(cfs) > 0 {
+			return &RuleError{Code: "group_in_use", Status: 409,
+				Message: fmt.Sprintf("group %s is used by %d callflow version(s); edit or delete them first", g.Label(), len(cfs)),
+				Detail:  map[string]any{"callflows": cfs}}
+		}
+		if err := t.releaseExtension(accountID, g.Extension, "group:"+id); err != nil {
+			return err
+		}
+		if err := t.Bucket(bGroups).Delete([]byte(k(accountID, id))); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "group.delete", TargetKind: "group", TargetID: id, TargetLabel: g.Label()})
+	})
+	if err != nil {
+		return fmt.Errorf("delete group %s: %w", id, err)
+	}
+	return nil
+}
+
+// removeFromGroups takes userID out of every group of the account, auditing
+// each removal with reason; it returns the groups changed.
+func (t *tx) removeFromGroups(acct, userID string, actor Actor, reason string) ([]Group, error) {
+	gs, err := t.groups(acct)
+	if err != nil {
+		return nil, err
+	}
+	label := t.memberLabels(acct, []string{userID})
+	var changed []Group
+	for _, g := range gs {
+		if !slices.Contains(g.Members, userID) {
+			continue
+		}
+		g.Members = slices.DeleteFunc(g.Members, func(m string) bool { return m == userID })
+		if err := t.saveGroup(&g, actor, "group.member_remove", map[string]string{"user": label, "user_id": userID, "reason": reason}); err != nil {
+			return nil, err
+		}
+		changed = append(changed, g)
+	}
+	return changed, nil
+}
+
+// groupUserDelete is a userDeleteHooks entry: a deleted user leaves every
+// group, each removal audited.
+func groupUserDelete(t *tx, acct string, u User, actor Actor) error {
+	_, err := t.removeFromGroups(acct, u.ID, actor, "user deleted")
+	return err
+}

@@ -1,0 +1,349 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+var bQueues = []byte("queues") // acct/queue → Queue
+
+// Queue is a call queue: an extension (in the numbering plan users and groups
+// share) whose calls ring its members. A member blocks the user's deletion
+// (rule 2) until removed.
+type Queue struct {
+	ID        string    `json:"id"`
+	AccountID string    `json:"account_id"`
+	Name      string    `json:"name"`
+	Extension string    `json:"extension"`
+	Members   []string  `json:"members"` // user ids, in the order they were added
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Label is how history shows the queue: "600 Demo 1".
+func (q Queue) Label() string { return q.Extension + " " + q.Name }
+
+// NewQueue is what a queue create needs.
+type NewQueue struct {
+	Name      string
+	Extension string
+	Members   []string
+}
+
+// QueuePatch lists the fields of a queue that may change; nil leaves one as it is.
+// Members replaces the whole list.
+type QueuePatch struct {
+	Name      *string
+	Extension *string
+	Members   *[]string
+}
+
+// maxMemberCount bounds a queue's or group's member list.
+const maxMemberCount = 1000
+
+// validEntityName is the rule for names of queues, groups and callflows.
+func validEntityName(s string) bool {
+	return s != "" && utf8.RuneCountInString(s) <= 100 && !strings.ContainsAny(s, "\r\n\x00\"<>")
+}
+
+const entityNameRule = "must be 1 to 100 characters, without quotes, angle brackets or line breaks"
+
+// checkMemberIDs validates a member list inside t: every id must be a user of
+// the account, listed once. It returns the list (never nil, so JSON shows []).
+func (t *tx) checkMemberIDs(acct, field string, ids []string) ([]string, error) {
+	if len(ids) > maxMemberCount {
+		return nil, invalid(field, fmt.Sprintf("must list at most %d users", maxMemberCount))
+	}
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		id = strings.TrimSpace(id)
+		if slices.Contains(out, id) {
+			return nil, invalid(field, "lists user "+id+" twice")
+		}
+		if !validID(id) {
+			return nil, invalid(field, "must be user ids of this account")
+		}
+		if _, err := t.user(acct, id); err != nil {
+			return nil, invalid(field, "user "+id+" does not exist in this account")
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func trimOpt(s *string) {
+	if s != nil {
+		*s = strings.TrimSpace(*s)
+	}
+}
+
+// CreateQueue adds a queue. Its extension must be free in the account and
+// every member must be a user of the account (checked in the same transaction).
+func (db *DB) CreateQueue(accountID string, n NewQueue, actor Actor) (Queue, error) {
+	n.Name = strings.TrimSpace(n.Name)
+	n.Extension = strings.TrimSpace(n.Extension)
+	p := map[string]string{}
+	if !validEntityName(n.Name) {
+		p["name"] = entityNameRule
+	}
+	if !validExtension(n.Extension) {
+		p["extension"] = extensionRule
+	}
+	if len(p) > 0 {
+		return Queue{}, &ValidationError{Problems: p}
+	}
+	var q Queue
+	err := db.update(func(t *tx) error {
+		if _, err := t.account(accountID); err != nil {
+			return err
+		}
+		members, err := t.checkMemberIDs(accountID, "members", n.Members)
+		if err != nil {
+			return err
+		}
+		q = Queue{ID: newID("q"), AccountID: accountID, Name: n.Name, Extension: n.Extension, Members: members,
+			CreatedAt: t.now, UpdatedAt: t.now}
+		if err := t.claimExtension(accountID, q.Extension, "queue:"+q.ID); err != nil {
+			return err
+		}
+		if err := put(t.Bucket(bQueues), k(accountID, q.ID), q); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "queue.create", TargetKind: "queue", TargetID: q.ID, TargetLabel: q.Label(),
+			Detail: map[string]string{"members": t.memberLabels(accountID, q.Members)}})
+	})
+	if err != nil {
+		return Queue{}, fmt.Errorf("create queue %s: %w", n.Name, err)
+	}
+	return q, nil
+}
+
+// memberLabels renders user ids as "1002 Ada Lovelace, 1003 …" for audit details.
+func (t *tx) memberLabels(acct string, ids []string) string {
+	parts := make([]string, len(ids))
+	for i, id := range ids {
+		if u, err := t.user(acct, id); err == nil {
+			parts[i] = u.Label()
+		} else {
+			parts[i] = id
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Queue returns one queue of the account.
+func (db *DB) Queue(accountID, id string) (Queue, error) {
+	var q Queue
+	err := db.view(func(t *tx) error {
+		var err error
+		q, err = t.queue(accountID, id)
+		return err
+	})
+	return q, err
+}
+
+func (t *tx) queue(acct, id string) (Queue, error) {
+	var q Queue
+	if err := get(t.Bucket(bQueues), k(acct, id), &q); err != nil {
+		return Queue{}, fmt.Errorf("queue %s: %w", id, err)
+	}
+	return q, nil
+}
+
+// Queues lists the account's queues, ordered by extension.
+func (db *DB) Queues(accountID string) ([]Queue, error) {
+	var out []Queue
+	err := db.view(func(t *tx) error {
+		if _, err := t.account(accountID); err != nil {
+			return err
+		}
+		var err error
+		out, err = t.queues(accountID)
+		return err
+	})
+	return out, err
+}
+
+func (t *tx) queues(acct string) ([]Queue, error) {
+	var out []Queue
+	err := each(t.Bucket(bQueues), acct, func(_, v []byte) error {
+		var q Queue
+		if err := decode(v, &q); err != nil {
+			return err
+		}
+		out = append(out, q)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Extension < out[j].Extension })
+	return out, err
+}
+
+// UpdateQueue changes a queue's name, extension or member list.
+func (db *DB) UpdateQueue(accountID, id string, p QueuePatch, actor Actor) (Queue, error) {
+	trimOpt(p.Name)
+	trimOpt(p.Extension)
+	probs := map[string]string{}
+	if p.Name != nil && !validEntityName(*p.Name) {
+		probs["name"] = entityNameRule
+	}
+	if p.Extension != nil && !validExtension(*p.Extension) {
+		probs["extension"] = extensionRule
+	}
+	if len(probs) > 0 {
+		return Queue{}, &ValidationError{Problems: probs}
+	}
+	var q Queue
+	err := db.update(func(t *tx) error {
+		var err error
+		if q, err = t.queue(accountID, id); err != nil {
+			return err
+		}
+		detail := map[string]string{}
+		if p.Name != nil {
+			q.Name = *p.Name
+			detail["name"] = q.Name
+		}
+		if p.Extension != nil && *p.Extension != q.Extension {
+			if err := t.claimExtension(accountID, *p.Extension, "queue:"+id); err != nil {
+				return err
+			}
+			if err := t.releaseExtension(accountID, q.Extension, "queue:"+id); err != nil {
+				return err
+			}
+			detail["extension"] = q.Extension + " → " + *p.Extension
+			q.Extension = *p.Extension
+		}
+		if p.Members != nil {
+			if q.Members, err = t.checkMemberIDs(accountID, "members", *p.Members); err != nil {
+				return err
+			}
+			detail["members"] = t.memberLabels(accountID, q.Members)
+		}
+		q.UpdatedAt = t.now
+		if err := put(t.Bucket(bQueues), k(accountID, id), q); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "queue.update", TargetKind: "queue", TargetID: id, TargetLabel: q.Label(), Detail: detail})
+	})
+	if err != nil {
+		return Queue{}, fmt.Errorf("update queue %s: %w", id, err)
+	}
+	return q, nil
+}
+
+// AddQueueMember appends a user to the queue; adding a member twice is a no-op.
+func (db *DB) AddQueueMember(accountID, id, userID string, actor Actor) (Queue, error) {
+	var q Queue
+	err := db.update(func(t *tx) error {
+		var err error
+		if q, err = t.queue(accountID, id); err != nil {
+			return err
+		}
+		u, err := t.user(accountID, userID)
+		if err != nil {
+			return invalid("user_id", "must be a user of this account")
+		}
+		if slices.Contains(q.Members, userID) {
+			return nil
+		}
+		if len(q.Members) >= maxMemberCount {
+			return invalid("user_id", fmt.Sprintf("the queue already has %d members", maxMemberCount))
+		}
+		q.Members = append(q.Members, userID)
+		q.UpdatedAt = t.now
+		if err := put(t.Bucket(bQueues), k(accountID, id), q); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "queue.member_add", TargetKind: "queue", TargetID: id, TargetLabel: q.Label(),
+			Detail: map[string]string{"user": u.Label(), "user_id": userID}})
+	})
+	if err != nil {
+		return Queue{}, fmt.Errorf("add member %s to queue %s: %w", userID, id, err)
+	}
+	return q, nil
+}
+
+// RemoveQueueMember takes a user out of the queue; ErrNotFound if they are not a member.
+func (db *DB) RemoveQueueMember(accountID, id, userID string, actor Actor) (Queue, error) {
+	var q Queue
+	err := db.update(func(t *tx) error {
+		var err error
+		if q, err = t.queue(accountID, id); err != nil {
+			return err
+		}
+		if !slices.Contains(q.Members, userID) {
+			return fmt.Errorf("member %s: %w", userID, ErrNotFound)
+		}
+		return t.removeQueueMember(&q, userID, actor, "")
+	})
+	if err != nil {
+		return Queue{}, fmt.Errorf("remove member %s from queue %s: %w", userID, id, err)
+	}
+	return q, nil
+}
+
+// removeQueueMember drops userID from q, saves it and audits why (reason may be "").
+func (t *tx) removeQueueMember(q *Queue, userID string, actor Actor, reason string) error {
+	q.Members = slices.DeleteFunc(q.Members, func(m string) bool { return m == userID })
+	q.UpdatedAt = t.now
+	if err := put(t.Bucket(bQueues), k(q.AccountID, q.ID), *q); err != nil {
+		return err
+	}
+	detail := map[string]string{"user": t.memberLabels(q.AccountID, []string{userID}), "user_id": userID}
+	if reason != "" {
+		detail["reason"] = reason
+	}
+	return t.audit(AuditEntry{AccountID: q.AccountID, Actor: actor, Action: "queue.member_remove", TargetKind: "queue", TargetID: q.ID, TargetLabel: q.Label(), Detail: detail})
+}
+
+// DeleteQueue removes a queue and frees its extension. A queue that a
+// callflow version sends calls to is refused with RuleError queue_in_use (409,
+// Detail["callflows"] lists their ids): edit or delete those callflows first.
+func (db *DB) DeleteQueue(accountID, id string, actor Actor) error {
+	err := db.update(func(t *tx) error {
+		q, err := t.queue(accountID, id)
+		if err != nil {
+			return err
+		}
+		cfs, err := t.callflowsReferencing(accountID, func(s Step) bool { return s.Type == StepQueue && s.QueueID == id })
+		if err != nil {
+			return err
+		}
+		if len(cfs) > 0 {
+			return &RuleError{Code: "queue_in_use", Status: 409,
+				Message: fmt.Sprintf("queue %s is used by %d callflow version(s); edit or delete them first", q.Label(), len(cfs)),
+				Detail:  map[string]any{"callflows": cfs}}
+		}
+		if err := t.releaseExtension(accountID, q.Extension, "queue:"+id); err != nil {
+			return err
+		}
+		if err := t.Bucket(bQueues).Delete([]byte(k(accountID, id))); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "queue.delete", TargetKind: "queue", TargetID: id, TargetLabel: q.Label()})
+	})
+	if err != nil {
+		return fmt.Errorf("delete queue %s: %w", id, err)
+	}
+	return nil
+}
+
+// queueUserBlockers is a userBlockerHooks entry: one `queue` blocker per queue
+// the user is a member of, ordered by extension.
+func queueUserBlockers(t *tx, acct string, u User) ([]Blocker, error) {
+	qs, err := t.queues(acct)
+	if err != nil {
+		return nil, err
+	}
+	var bs []Blocker
+	for _, q := range qs {
+		if slices.Contains(q.Members, u.ID) {
+			bs = append(bs, Blocker{Kind: "queue", ID: q.ID, Name: q.Name, Detail: "remove the user from the queue"})
+		}
+	}
+	return bs, nil
+}
