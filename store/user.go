@@ -293,39 +293,43 @@ func (db *DB) EnableUser(accountID, id string, actor Actor) (User, error) {
 
 func (db *DB) setStatus(accountID, id, status string, actor Actor) (User, error) {
 	var u User
-	err := db.update(func(t *tx) error {
-		var err error
-		if u, err = t.user(accountID, id); err != nil {
-			return err
-		}
-		if status == StatusDisabled {
-			a, err := t.account(accountID)
-			if err != nil {
-				return err
-			}
-			if a.OperatorExtension != "" && a.OperatorExtension == u.Extension {
-				return &RuleError{Code: "operator_extension", Status: 409,
-					Message: fmt.Sprintf("extension %s is the operator extension and cannot be disabled; set another operator extension first", u.Extension)}
-			}
-		}
-		if u.Status == status {
-			return nil
-		}
-		u.Status = status
-		u.UpdatedAt = t.now
-		if err := put(t.Bucket(bUsers), k(accountID, id), u); err != nil {
-			return err
-		}
-		action := "user.enable"
-		if status == StatusDisabled {
-			action = "user.disable"
-		}
-		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: action, TargetKind: "user", TargetID: id, TargetLabel: u.Label()})
-	})
+	err := db.update(func(t *tx) error { return t.setStatus(accountID, id, status, actor, &u) })
 	if err != nil {
 		return User{}, fmt.Errorf("%s user %s: %w", strings.TrimSuffix(status, "d"), id, err)
 	}
 	return u, nil
+}
+
+// setStatus is EnableUser/DisableUser inside t, leaving the user in *u; the
+// offboarding job's disable step runs it in the transaction that records the step.
+func (t *tx) setStatus(accountID, id, status string, actor Actor, u *User) error {
+	var err error
+	if *u, err = t.user(accountID, id); err != nil {
+		return err
+	}
+	if status == StatusDisabled {
+		a, err := t.account(accountID)
+		if err != nil {
+			return err
+		}
+		if a.OperatorExtension != "" && a.OperatorExtension == u.Extension {
+			return &RuleError{Code: "operator_extension", Status: 409,
+				Message: fmt.Sprintf("extension %s is the operator extension and cannot be disabled; set another operator extension first", u.Extension)}
+		}
+	}
+	if u.Status == status {
+		return nil
+	}
+	u.Status = status
+	u.UpdatedAt = t.now
+	if err := put(t.Bucket(bUsers), k(accountID, id), *u); err != nil {
+		return err
+	}
+	action := "user.enable"
+	if status == StatusDisabled {
+		action = "user.disable"
+	}
+	return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: action, TargetKind: "user", TargetID: id, TargetLabel: u.Label()})
 }
 
 // userBlockers lists everything that stops the user's deletion. Later nouns
@@ -361,11 +365,11 @@ func (t *tx) userBlockers(acct string, u User) ([]Blocker, error) {
 	return bs, nil
 }
 
-var userBlockerHooks []func(t *tx, acct string, u User) ([]Blocker, error)
+var userBlockerHooks = []func(t *tx, acct string, u User) ([]Blocker, error){queueUserBlockers, callflowUserBlockers}
 
 // userDeleteHooks let later nouns clean up after a user (group membership,
 // device lines, …) inside the delete transaction.
-var userDeleteHooks = []func(t *tx, acct string, u User, actor Actor) error{unassignUserLines}
+var userDeleteHooks = []func(t *tx, acct string, u User, actor Actor) error{unassignUserLines, groupUserDelete}
 
 // DeletionCheck returns the blockers DeleteUser would report, changing nothing.
 func (db *DB) DeletionCheck(accountID, id string) ([]Blocker, error) {
@@ -385,39 +389,7 @@ func (db *DB) DeletionCheck(accountID, id string) ([]Blocker, error) {
 // *InUseError listing every blocker at once and changes nothing. The check and
 // the delete are one transaction, so no REGISTER can slip in between.
 func (db *DB) DeleteUser(accountID, id string, actor Actor) error {
-	err := db.update(func(t *tx) error {
-		u, err := t.user(accountID, id)
-		if err != nil {
-			return err
-		}
-		bs, err := t.userBlockers(accountID, u)
-		if err != nil {
-			return err
-		}
-		if len(bs) > 0 {
-			return &InUseError{Kind: "user", ID: id, Label: u.Extension, Blockers: bs}
-		}
-		for _, hook := range userDeleteHooks {
-			if err := hook(t, accountID, u, actor); err != nil {
-				return err
-			}
-		}
-		// Only expired bindings can remain; remove them with the user.
-		if err := t.deleteBindings(accountID, id); err != nil {
-			return err
-		}
-		if err := t.releaseExtension(accountID, u.Extension, "user:"+id); err != nil {
-			return err
-		}
-		if err := t.Bucket(bSecrets).Delete([]byte(k(accountID, id))); err != nil {
-			return err
-		}
-		if err := t.Bucket(bUsers).Delete([]byte(k(accountID, id))); err != nil {
-			return err
-		}
-		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "user.delete", TargetKind: "user", TargetID: id, TargetLabel: u.Label(),
-			Detail: map[string]string{"extension": u.Extension, "name": u.Name, "email": u.Email}})
-	})
+	err := db.update(func(t *tx) error { return t.deleteUser(accountID, id, actor) })
 	var inUse *InUseError
 	if errors.As(err, &inUse) {
 		return err
@@ -426,6 +398,42 @@ func (db *DB) DeleteUser(accountID, id string, actor Actor) error {
 		return fmt.Errorf("delete user %s: %w", id, err)
 	}
 	return nil
+}
+
+// deleteUser is DeleteUser inside t; the offboarding job's delete step runs it
+// in the transaction that records the step.
+func (t *tx) deleteUser(accountID, id string, actor Actor) error {
+	u, err := t.user(accountID, id)
+	if err != nil {
+		return err
+	}
+	bs, err := t.userBlockers(accountID, u)
+	if err != nil {
+		return err
+	}
+	if len(bs) > 0 {
+		return &InUseError{Kind: "user", ID: id, Label: u.Extension, Blockers: bs}
+	}
+	for _, hook := range userDeleteHooks {
+		if err := hook(t, accountID, u, actor); err != nil {
+			return err
+		}
+	}
+	// Only expired bindings can remain; remove them with the user.
+	if err := t.deleteBindings(accountID, id); err != nil {
+		return err
+	}
+	if err := t.releaseExtension(accountID, u.Extension, "user:"+id); err != nil {
+		return err
+	}
+	if err := t.Bucket(bSecrets).Delete([]byte(k(accountID, id))); err != nil {
+		return err
+	}
+	if err := t.Bucket(bUsers).Delete([]byte(k(accountID, id))); err != nil {
+		return err
+	}
+	return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "user.delete", TargetKind: "user", TargetID: id, TargetLabel: u.Label(),
+		Detail: map[string]string{"extension": u.Extension, "name": u.Name, "email": u.Email}})
 }
 
 const passwordAlphabet = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
