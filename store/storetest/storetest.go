@@ -3,6 +3,7 @@
 package storetest
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,20 @@ func OpenDir(tb testing.TB, dir string, clock *Clock) *store.DB {
 	if err != nil {
 		tb.Fatalf("store.Open(%s) = %v", dir, err)
 	}
-	tb.Cleanup(func() { db.Close() })
+	tb.Cleanup(func() {
+		// Like bbolt's own test helper: every test ends with a consistency check.
+		if err := db.Check(); err != nil && !strings.Contains(err.Error(), "database not open") {
+			tb.Errorf("store consistency check at cleanup: %v", err)
+		}
+		db.Close()
+	})
 	return db
+}
+
+// MustCheck fails the test if db.Check finds a problem.
+func MustCheck(tb testing.TB, db *store.DB) {
+	tb.Helper()
+	if err := db.Check(); err != nil {
+		tb.Fatalf("store consistency check: %v", err)
+	}
 }
