@@ -1,0 +1,334 @@
+// Package provisioning serves Yealink handsets their configuration over
+// HTTP(S): GET /p/{account-key}/{mac}.cfg and the common y0000000000XX.cfg.
+//
+// # Who gets what
+//
+// A request passes, in order: the per-source throttle (blocked → 429), the
+// path (/p/{key}/{file}, nothing else), the account's URL key, the account's
+// HTTP credentials (Digest, or Basic over TLS), the User-Agent's MAC against
+// the file's MAC (or its model against the common file's code), and the
+// device's existence in that account. Every refusal after the credentials,
+// and every refusal before them that is not a credentials problem, is the
+// same 404 (status, headers and body), so a scanner cannot tell an unknown
+// MAC from a wrong key, another account's phone or a forged User-Agent.
+//
+// The one exception is 401: a phone sends credentials only after a challenge
+// (notes §3), so a request with a valid key and no or wrong credentials gets
+// a Digest challenge. That reveals only that the key is valid; a key is 192
+// random bits, so it cannot be found by guessing, and the 401 is decided
+// before any device lookup, so it says nothing about MACs.
+//
+// HTTPS is the caller's: serve this handler from an http.Server with a TLS
+// certificate (and no plain-HTTP listener) in production.
+package provisioning
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// Config is the deployment's provisioning settings. Zero values are documented per field.
+type Config struct {
+	// SIPServer is the host phones send SIP to. Every account registers with
+	// its own sip_domain as the server address (the AOR's host and the digest
+	// realm); when SIPServer is set and differs from it, phones use SIPServer
+	// as their outbound proxy. "" means phones resolve the sip_domain itself.
+	SIPServer string
+	// SIPPort is the registrar's port; 0 means 5060 (5061 for TLS).
+	SIPPort int
+	// SIPTransport is "udp", "tcp" or "tls"; "" means udp.
+	SIPTransport string
+	// RegisterExpires is the REGISTER expiry phones ask for; 0 means 3600.
+	RegisterExpires int
+
+	// ExternalURL is the base URL phones use, e.g. https://prov.example.test:8443;
+	// the provisioning URL is ExternalURL + "/p/{key}/". Required.
+	ExternalURL string
+	// RepeatMinutes is how often phones poll; 0 means 60.
+	RepeatMinutes int
+
+	// FailureLimit failures from one source within FailureWindow block it for
+	// BlockFor. Zero values mean 10, 1 minute and 15 minutes.
+	FailureLimit  int
+	FailureWindow time.Duration
+	BlockFor      time.Duration
+
+	// NTPServer and TimeZone (Yealink's "+1" form) are rendered when set.
+	NTPServer, TimeZone string
+}
+
+// Fetch outcomes, the values of the outcome label of dialtone_provisioning_fetches_total.
+const (
+	OutcomeServed       = "served"       // a config was served with every assigned line active
+	OutcomeCleared      = "cleared"      // a MAC file was served with an assigned line cleared, or no line active
+	OutcomeNotFound     = "not_found"    // the identical 404 (unknown MAC, wrong key, UA mismatch, bad path, boot file)
+	OutcomeThrottled    = "throttled"    // 429 to a blocked source
+	OutcomeUnauthorized = "unauthorized" // 401 challenge (no, stale or wrong credentials)
+)
+
+// Handler serves /p/{key}/{file}. It is safe for concurrent use.
+type Handler struct {
+	db       *store.DB
+	log      *slog.Logger
+	baseURL  string
+	sip      sipSettings
+	repeat   int
+	ntp, tz  string
+	throttle *throttle
+	nonces   nonces
+
+	fetches *prometheus.CounterVec
+	blocks  prometheus.Counter
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// NewHandler validates cfg and builds the handler. Metrics are registered
+// with reg (nil: not registered).
+func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+	if db == nil {
+		return nil, errors.New("provisioning: nil store")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	u, err := url.Parse(cfg.ExternalURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" || !singleLine(cfg.ExternalURL) {
+		return nil, fmt.Errorf("provisioning: external URL %q must be http(s)://host[:port][/path] without credentials", cfg.ExternalURL)
+	}
+	h := &Handler{db: db, log: log, baseURL: strings.TrimRight(cfg.ExternalURL, "/"), ntp: cfg.NTPServer, tz: cfg.TimeZone}
+	for name, v := range map[string]string{"SIP server": cfg.SIPServer, "NTP server": cfg.NTPServer, "time zone": cfg.TimeZone} {
+		if !singleLine(v) || strings.ContainsAny(v, " \t") {
+			return nil, fmt.Errorf("provisioning: %s %q must be one word", name, v)
+		}
+	}
+	switch strings.ToLower(cfg.SIPTransport) {
+	case "", "udp":
+		h.sip.Transport = 0
+	case "tcp":
+		h.sip.Transport = 1
+	case "tls":
+		h.sip.Transport = 2
+	default:
+		return nil, fmt.Errorf("provisioning: SIP transport %q must be udp, tcp or tls", cfg.SIPTransport)
+	}
+	h.sip.Proxy = cfg.SIPServer
+	h.sip.Port = cfg.SIPPort
+	if h.sip.Port == 0 {
+		h.sip.Port = 5060
+		if h.sip.Transport == 2 {
+			h.sip.Port = 5061
+		}
+	}
+	if h.sip.Port < 1 || h.sip.Port > 65535 {
+		return nil, fmt.Errorf("provisioning: SIP port %d out of range", cfg.SIPPort)
+	}
+	h.sip.Expires = cfg.RegisterExpires
+	if h.sip.Expires <= 0 {
+		h.sip.Expires = 3600
+	}
+	h.repeat = cfg.RepeatMinutes
+	if h.repeat <= 0 {
+		h.repeat = 60
+	}
+	limit, window, block := cfg.FailureLimit, cfg.FailureWindow, cfg.BlockFor
+	if limit <= 0 {
+		limit = 10
+	}
+	if window <= 0 {
+		window = time.Minute
+	}
+	if block <= 0 {
+		block = 15 * time.Minute
+	}
+	h.throttle = newThrottle(limit, window, block, db.Now)
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	h.nonces = nonces{secret: secret, now: db.Now}
+
+	h.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dialtone_provisioning_fetches_total",
+		Help: "Provisioning requests by outcome: served, cleared, not_found, throttled, unauthorized.",
+	}, []string{"outcome"})
+	for _, o := range []string{OutcomeServed, OutcomeCleared, OutcomeNotFound, OutcomeThrottled, OutcomeUnauthorized} {
+		h.fetches.WithLabelValues(o)
+	}
+	h.blocks = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dialtone_provisioning_blocks_total",
+		Help: "Sources blocked for repeated provisioning failures.",
+	})
+	if reg != nil {
+		for _, c := range []prometheus.Collector{h.fetches, h.blocks} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("provisioning: register metrics: %w", err)
+			}
+		}
+	}
+	return h, nil
+}
+
+// URL is the provisioning URL for an account key: what a phone, DHCP option
+// 66 or Yealink RPS is configured with.
+func (h *Handler) URL(key string) string { return h.baseURL + "/p/" + key + "/" }
+
+var (
+	notFoundBody     = []byte("not found\n")
+	unauthorizedBody = []byte("unauthorized\n")
+	throttledBody    = []byte("too many failed requests\n")
+)
+
+// ServeHTTP implements the policy in the package comment.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	src := sourceKey(r.RemoteAddr)
+	if left, blocked := h.throttle.blocked(src); blocked {
+		w.Header().Set("Retry-After", strconv.Itoa(int((left+time.Second-1)/time.Second)))
+		h.reply(w, http.StatusTooManyRequests, throttledBody, OutcomeThrottled)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
+		return
+	}
+	req, ok := parsePath(r.URL.Path)
+	if !ok {
+		h.refuse(w, src, "bad_path", "")
+		return
+	}
+	if req.Kind == fileBoot {
+		// Phones ask for boot files first on every poll; the 404 sends them
+		// to the .cfg pair (notes §1). Not a failure.
+		h.reply(w, http.StatusNotFound, notFoundBody, OutcomeNotFound)
+		return
+	}
+	acc, err := h.db.AccountByProvisioningKey(req.Key)
+	if errors.Is(err, store.ErrNotFound) {
+		h.refuse(w, src, "unknown_key", "")
+		return
+	}
+	if err != nil {
+		h.internal(w, "look up provisioning key", err)
+		return
+	}
+	switch h.nonces.authenticate(r, acc) {
+	case authNone:
+		h.challenge(w, acc.Account.ID, false)
+		return
+	case authStale:
+		h.challenge(w, acc.Account.ID, true)
+		return
+	case authBad:
+		h.fail(src, "bad_credentials", acc.Account.ID)
+		h.challenge(w, acc.Account.ID, false)
+		return
+	}
+	ua, uaOK := ParseUserAgent(r.UserAgent())
+	switch req.Kind {
+	case fileCommon:
+		m, known := store.LookupModel(ua.Model)
+		if !uaOK || !known || "000000000"+m.Code != req.Code {
+			h.refuse(w, src, "model_mismatch", acc.Account.ID)
+			return
+		}
+		body, err := renderCommon(m.CommonFile())
+		if err != nil {
+			h.internal(w, "render common file", err)
+			return
+		}
+		h.serve(w, body, OutcomeServed)
+	case fileMAC:
+		// Look the device up whatever the User-Agent says, so every 404
+		// costs about the same time.
+		dc, err := h.db.DeviceConfig(acc.Account.ID, req.MAC)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			h.internal(w, "read device", err)
+			return
+		}
+		if err != nil || !uaOK || ua.MAC != req.MAC {
+			h.refuse(w, src, "unknown_device_or_ua_mismatch", acc.Account.ID)
+			return
+		}
+		body, cleared, err := renderMAC(dc, acc.Settings, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
+		if err != nil {
+			h.internal(w, "render device config", err)
+			return
+		}
+		if r.Method == http.MethodGet {
+			sum := sha256.Sum256(body)
+			if err := h.db.RecordFetch(store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
+				Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}); err != nil {
+				h.log.Error("record provisioning fetch", "mac", req.MAC, "err", err)
+			}
+		}
+		outcome := OutcomeServed
+		if cleared {
+			outcome = OutcomeCleared
+		}
+		h.serve(w, body, outcome)
+	}
+}
+
+// refuse answers the one 404 every refusal shares and counts a failure.
+func (h *Handler) refuse(w http.ResponseWriter, src, reason, acct string) {
+	h.fail(src, reason, acct)
+	h.reply(w, http.StatusNotFound, notFoundBody, OutcomeNotFound)
+}
+
+// fail counts a failure from src and logs it (source and reason only: never
+// the key, a password or an Authorization header).
+func (h *Handler) fail(src, reason, acct string) {
+	started, n := h.throttle.fail(src)
+	h.log.Info("provisioning request refused", "source", src, "reason", reason, "account", acct)
+	if started {
+		h.blocks.Inc()
+		h.log.Warn("provisioning source blocked", "source", src, "failures", n, "for", h.throttle.block.String())
+	}
+}
+
+func (h *Handler) challenge(w http.ResponseWriter, acct string, stale bool) {
+	w.Header().Set("WWW-Authenticate", h.nonces.challenge(acct, stale))
+	h.reply(w, http.StatusUnauthorized, unauthorizedBody, OutcomeUnauthorized)
+}
+
+func (h *Handler) serve(w http.ResponseWriter, body []byte, outcome string) {
+	sum := sha256.Sum256(body)
+	w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:16])+`"`)
+	h.reply(w, http.StatusOK, body, outcome)
+}
+
+func (h *Handler) reply(w http.ResponseWriter, status int, body []byte, outcome string) {
+	h.fetches.WithLabelValues(outcome).Inc()
+	writeText(w, status, body)
+}
+
+func (h *Handler) internal(w http.ResponseWriter, what string, err error) {
+	h.log.Error("provisioning: "+what, "err", err)
+	writeText(w, http.StatusInternalServerError, []byte("internal error\n"))
+}
+
+// writeText writes a plain-text response with fixed headers, so two
+// responses with the same status and body are identical apart from Date.
+func writeText(w http.ResponseWriter, status int, body []byte) {
+	hd := w.Header()
+	hd.Set("Content-Type", "text/plain; charset=utf-8")
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	hd.Set("Cache-Control", "no-store")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
