@@ -1,0 +1,190 @@
+package sip
+
+import (
+	"crypto/md5"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"hash"
+	"log/slog"
+	"strconv"
+	"strings"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+)
+
+// Reasons an authentication failed. They appear in metrics and logs only:
+// from outside, every failure is the same challenge.
+const (
+	authUnknownUser = "unknown_user"
+	authBadPassword = "bad_password"
+	authStale       = "stale"
+	authReplay      = "replay"
+	authBadNonce    = "bad_nonce"
+	authBadRealm    = "bad_realm"
+	authMalformed   = "malformed"
+	authWrongUser   = "wrong_user"
+)
+
+// authenticate checks the digest credentials of req (RFC 7616 with the SIP
+// rules of RFC 3261 §22 and RFC 8760) against the user named by the To URI
+// (extension@sip_domain; the domain is also the realm). With proxy set it
+// reads Proxy-Authorization and challenges with 407/Proxy-Authenticate (for
+// INVITE), otherwise Authorization and 401/WWW-Authenticate.
+//
+// On success it returns the user's identity and true. Otherwise it has
+// already answered the request — a challenge (fresh, or stale=true for an
+// expired nonce whose response was right), 400 for malformed credentials or
+// a digest uri that is not the Request-URI, 403 when the credentials name a
+// user other than the To user — and returns false. An unknown user and a
+// wrong password get the same challenge, after the same work.
+func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy bool) (store.SIPIdentity, bool) {
+	to := req.To()
+	realm := strings.ToLower(to.Address.Host)
+	user := unescapeUser(to.Address.User)
+	hdrName := "Authorization"
+	if proxy {
+		hdrName = "Proxy-Authorization"
+	}
+	log := s.log.With("source", req.Source(), "user", user+"@"+realm, "method", string(req.Method))
+
+	// Several credentials may be present (one per realm); use ours.
+	var raw string
+	for _, h := range req.GetHeaders(hdrName) {
+		v := h.Value()
+		if !digest.IsDigest(strings.TrimSpace(v)) {
+			continue
+		}
+		raw = v
+		if c, err := parseAuthorization(v); err == nil && strings.EqualFold(c.Realm, realm) {
+			break
+		}
+	}
+	if raw == "" {
+		s.challenge(req, tx, proxy, realm, false)
+		return store.SIPIdentity{}, false
+	}
+	cred, err := parseAuthorization(raw)
+	if err != nil {
+		s.authFailed(log, authMalformed)
+		s.reply(req, tx, 400, "Malformed Authorization")
+		return store.SIPIdentity{}, false
+	}
+	if !strings.EqualFold(cred.Realm, realm) {
+		// Credentials cached for another realm: ask again for this one.
+		s.authFailed(log, authBadRealm)
+		s.challenge(req, tx, proxy, realm, false)
+		return store.SIPIdentity{}, false
+	}
+	if unescapeUser(cred.Username) != user {
+		// RFC 3261 §10.3 step 4: this user may not touch that AOR.
+		s.authFailed(log, authWrongUser)
+		s.reply(req, tx, 403, "Forbidden")
+		return store.SIPIdentity{}, false
+	}
+	if !sameURI(cred.URI, &req.Recipient) {
+		s.authFailed(log, authMalformed)
+		s.reply(req, tx, 400, "Digest URI Mismatch")
+		return store.SIPIdentity{}, false
+	}
+	now := s.db.Now()
+	state, key := s.nonces.check(cred.Nonce, realm, now)
+	if state == nonceBad {
+		s.authFailed(log, authBadNonce)
+		s.challenge(req, tx, proxy, realm, false)
+		return store.SIPIdentity{}, false
+	}
+
+	id, err := s.db.SIPIdentity(realm, user)
+	known := err == nil
+	password := id.Password
+	if !known {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.log.Error("sip identity lookup", "user", user+"@"+realm, "err", err)
+			s.reply(req, tx, 500, "Server Internal Error")
+			return store.SIPIdentity{}, false
+		}
+		// Same work as for a real user, against a password nobody has.
+		password = s.dummyPassword
+	}
+	want := digestResponse(cred, string(req.Method), password)
+	match := subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) == 1
+	switch {
+	case !known:
+		s.authFailed(log, authUnknownUser)
+		s.challenge(req, tx, proxy, realm, false)
+		return store.SIPIdentity{}, false
+	case !match:
+		s.authFailed(log, authBadPassword)
+		s.challenge(req, tx, proxy, realm, false)
+		return store.SIPIdentity{}, false
+	case state == nonceStale:
+		// RFC 7616 §3.3: stale=true only when the response was right for
+		// the old nonce, so the phone retries without asking its user.
+		s.authFailed(log, authStale)
+		s.challenge(req, tx, proxy, realm, true)
+		return store.SIPIdentity{}, false
+	}
+	ok, stale := s.nonces.use(key, uint32(cred.Nc), now)
+	if !ok {
+		reason := authReplay
+		if stale {
+			reason = authStale
+		}
+		s.authFailed(log, reason)
+		s.challenge(req, tx, proxy, realm, stale)
+		return store.SIPIdentity{}, false
+	}
+	return id, true
+}
+
+func (s *Server) authFailed(log *slog.Logger, reason string) {
+	s.metrics.authFailures.WithLabelValues(reason).Inc()
+	log.Info("sip auth failed", "reason", reason)
+}
+
+// challenge answers 401 (407 for proxy) with one challenge per algorithm,
+// SHA-256 first then MD5 (RFC 8760 §2.4: in order of preference), sharing
+// one nonce.
+func (s *Server) challenge(req *sip.Request, tx sip.ServerTransaction, proxy bool, realm string, stale bool) {
+	code, reason, hdr := 401, "Unauthorized", "WWW-Authenticate"
+	if proxy {
+		code, reason, hdr = 407, "Proxy Authentication Required", "Proxy-Authenticate"
+	}
+	nonce := s.nonces.issue(realm, s.db.Now())
+	res := s.newResponse(req, code, reason)
+	for _, alg := range []string{algSHA256, algMD5} {
+		c := digest.Challenge{Realm: realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+		res.AppendHeader(sip.NewHeader(hdr, c.String()))
+	}
+	s.send(req, tx, res)
+}
+
+// digestResponse computes the expected qop=auth response for cred
+// (RFC 7616 §3.4.1), in lower-case hex.
+func digestResponse(cred *digest.Credentials, method, password string) string {
+	var h hash.Hash
+	if cred.Algorithm == algSHA256 {
+		h = sha256.New()
+	} else {
+		h = md5.New()
+	}
+	sum := func(parts ...string) string {
+		h.Reset()
+		for i, p := range parts {
+			if i > 0 {
+				h.Write([]byte{':'})
+			}
+			h.Write([]byte(p))
+		}
+		return hex.EncodeToString(h.Sum(nil))
+	}
+	ha1 := sum(cred.Username, cred.Realm, password)
+	ha2 := sum(method, cred.URI)
+	nc := strconv.FormatInt(int64(cred.Nc), 16)
+	nc = strings.Repeat("0", max(0, 8-len(nc))) + nc
+	return sum(ha1, cred.Nonce, nc, cred.Cnonce, cred.QOP, ha2)
+}

@@ -1,0 +1,174 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo/sip"
+)
+
+// onRegister is the registrar (RFC 3261 §10.3). Syntax is checked before
+// authentication (a 400 tells nothing about accounts), the expires bounds
+// (423) after it, and the store applies the change in one transaction that
+// also enforces "disabled users cannot add bindings" and the Call-ID/CSeq
+// ordering.
+func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	to := req.To()
+	if scheme := strings.ToLower(to.Address.Scheme); scheme != "sip" && scheme != "sips" || to.Address.User == "" || to.Address.Host == "" {
+		s.reply(req, tx, 400, "Invalid To URI")
+		return
+	}
+	cs, err := parseContacts(req)
+	if err != nil {
+		s.reply(req, tx, 400, err.Error())
+		return
+	}
+	hdrExpires := int64(-1)
+	if hs := req.GetHeaders("Expires"); len(hs) > 1 {
+		s.reply(req, tx, 400, "Duplicate Expires")
+		return
+	} else if len(hs) == 1 {
+		e, err := parseExpires(hs[0].Value())
+		if err != nil {
+			s.reply(req, tx, 400, "Invalid Expires")
+			return
+		}
+		hdrExpires = int64(e)
+	}
+	if cs.Wildcard && hdrExpires != 0 {
+		// §10.3 step 6: "*" is only valid with Expires: 0.
+		s.reply(req, tx, 400, "Wildcard Contact Needs Expires 0")
+		return
+	}
+
+	id, ok := s.authenticate(req, tx, false)
+	if !ok {
+		return
+	}
+
+	rr := store.RegisterRequest{
+		AccountID: id.Account.ID,
+		UserID:    id.User.ID,
+		CallID:    req.CallID().Value(),
+		CSeq:      req.CSeq().SeqNo,
+		Source:    req.Source(),
+		Transport: strings.ToLower(req.Transport()),
+		UserAgent: userAgent(req),
+		RemoveAll: cs.Wildcard,
+	}
+	tooBrief := false
+	for _, c := range cs.Contacts {
+		e := c.Expires
+		if e < 0 {
+			e = hdrExpires
+		}
+		if e < 0 {
+			e = int64(s.cfg.DefaultExpires)
+		}
+		switch {
+		case e > 0 && e < int64(s.cfg.MinExpires):
+			tooBrief = true
+		case e > int64(s.cfg.MaxExpires):
+			e = int64(s.cfg.MaxExpires)
+		}
+		rr.Contacts = append(rr.Contacts, store.ContactUpdate{URI: c.URI, InstanceID: c.InstanceID, Q: c.Q, Expires: int(e)})
+	}
+	if tooBrief {
+		res := s.newResponse(req, 423, "Interval Too Brief")
+		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(s.cfg.MinExpires)))
+		s.send(req, tx, res)
+		return
+	}
+
+	bindings, err := s.db.Register(rr)
+	if err != nil {
+		code, reason := registerStatus(err)
+		if code == 500 && !errors.Is(err, store.ErrOutOfOrder) {
+			s.log.Error("register", "aor", aor(req), "err", err)
+		}
+		s.reply(req, tx, code, reason)
+		return
+	}
+	now := s.db.Now()
+	res := s.newResponse(req, 200, "OK")
+	for _, b := range bindings {
+		res.AppendHeader(sip.NewHeader("Contact", bindingContact(b, now)))
+	}
+	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http.TimeFormat)))
+	s.send(req, tx, res)
+}
+
+// bindingContact is a binding as a Contact value of a 200 to REGISTER, with
+// the seconds it has left (§10.3 step 8).
+func bindingContact(b store.Binding, now time.Time) string {
+	left := int64((b.ExpiresAt.Sub(now) + time.Second/2) / time.Second)
+	if left < 1 {
+		left = 1
+	}
+	var sb strings.Builder
+	sb.WriteString("<")
+	sb.WriteString(b.Contact)
+	sb.WriteString(">;expires=")
+	sb.WriteString(strconv.FormatInt(left, 10))
+	if b.Q != "" {
+		sb.WriteString(";q=")
+		sb.WriteString(b.Q)
+	}
+	if b.InstanceID != "" {
+		sb.WriteString(`;+sip.instance="`)
+		sb.WriteString(b.InstanceID)
+		sb.WriteString(`"`)
+	}
+	return sb.String()
+}
+
+// registerStatus maps a store.Register error to a SIP status (the SIP twin
+// of admin's writeError).
+func registerStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, store.ErrDisabled):
+		return 403, "Forbidden"
+	case errors.Is(err, store.ErrNotFound):
+		// The user was deleted between the digest check and the write.
+		return 404, "Not Found"
+	case errors.Is(err, store.ErrOutOfOrder):
+		// §10.3 step 7 leaves the status open; 500 is what RFC 3261 uses
+		// for an out-of-order CSeq elsewhere (§12.2.2).
+		return 500, "Out of Order"
+	}
+	return 500, "Server Internal Error"
+}
+
+func userAgent(req *sip.Request) string {
+	h := req.GetHeader("User-Agent")
+	if h == nil {
+		return ""
+	}
+	ua := strings.TrimSpace(h.Value())
+	if len(ua) > maxUserAgentLen {
+		ua = ua[:maxUserAgentLen]
+	}
+	return strings.ToValidUTF8(ua, "")
+}
+
+func aor(req *sip.Request) string {
+	if to := req.To(); to != nil {
+		return unescapeUser(to.Address.User) + "@" + strings.ToLower(to.Address.Host)
+	}
+	return ""
+}
+
+// logRegister is the one debug line per REGISTER outcome.
+func (s *Server) logRegister(req *sip.Request, code int) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	s.log.Debug("register", "aor", aor(req), "status", code, "source", req.Source(), "transport", req.Transport(),
+		"contacts", len(req.GetHeaders("Contact")))
+}

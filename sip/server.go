@@ -1,0 +1,430 @@
+// Package sip is dialtone's SIP side: the registrar (digest-authenticated
+// REGISTER per RFC 3261 §10.3, bindings kept in the store), OPTIONS
+// keepalives, and the place where call handling is wired in.
+//
+// Inside this package `sip` means sipgo's message package; our own names are
+// unqualified.
+package sip
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Server. Zero values mean the defaults in brackets.
+type Config struct {
+	// MinExpires, MaxExpires and DefaultExpires bound a binding's lifetime in
+	// seconds [60, 3600, 3600]. Below MinExpires (and not 0) a REGISTER gets
+	// 423 with Min-Expires; above MaxExpires it is clamped and the 200 shows
+	// the granted value; without any expires DefaultExpires applies.
+	MinExpires, MaxExpires, DefaultExpires int
+	// NonceTTL is how long a digest nonce is accepted [5 min]; an older one
+	// gets a fresh challenge with stale=true.
+	NonceTTL time.Duration
+	// Hostname is the host advertised in Contact/Record-Route ["" = the
+	// listener's IP].
+	Hostname string
+	// ServerName is the Server header value ["dialtone"].
+	ServerName string
+	// MaxInFlight is how many requests may be handled at once; beyond it
+	// requests get 503 with Retry-After [4096].
+	MaxInFlight int
+	// TCPIdleTimeout closes a TCP or TLS connection that sent nothing for
+	// this long [MaxExpires + 60 s]. The default is longer than any binding
+	// can live without a refresh, so a phone that holds its registration on
+	// a connection never loses that flow, while abandoned connections (and
+	// scanners that connect and say nothing) are closed eventually.
+	TCPIdleTimeout time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.MinExpires == 0 {
+		c.MinExpires = 60
+	}
+	if c.MaxExpires == 0 {
+		c.MaxExpires = 3600
+	}
+	if c.DefaultExpires == 0 {
+		c.DefaultExpires = 3600
+	}
+	if c.NonceTTL == 0 {
+		c.NonceTTL = 5 * time.Minute
+	}
+	if c.ServerName == "" {
+		c.ServerName = "dialtone"
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = 4096
+	}
+	if c.TCPIdleTimeout == 0 {
+		c.TCPIdleTimeout = time.Duration(c.MaxExpires)*time.Second + time.Minute
+	}
+	switch {
+	case c.MinExpires < 1 || c.MaxExpires < c.MinExpires:
+		return fmt.Errorf("sip: expires bounds %d..%d are invalid", c.MinExpires, c.MaxExpires)
+	case c.DefaultExpires < c.MinExpires || c.DefaultExpires > c.MaxExpires:
+		return fmt.Errorf("sip: default expires %d is outside %d..%d", c.DefaultExpires, c.MinExpires, c.MaxExpires)
+	case c.NonceTTL < 0 || c.MaxInFlight < 0 || c.TCPIdleTimeout < 0:
+		return errors.New("sip: negative NonceTTL, MaxInFlight or TCPIdleTimeout")
+	}
+	return nil
+}
+
+// Server is the SIP registrar. Create it with New, serve any number of
+// sockets with ServeUDP/ServeTCP/ServeTLS, and Close it after they returned.
+type Server struct {
+	cfg     Config
+	db      *store.DB
+	log     *slog.Logger
+	metrics *metrics
+	nonces  *nonces
+
+	ua  *sipgo.UserAgent
+	srv *sipgo.Server
+
+	// dummyPassword is what an unknown user's digest is checked against,
+	// so that unknown users cost the same as wrong passwords.
+	dummyPassword string
+
+	inFlight atomic.Int64
+
+	// Handlers run inside wg while closing is false; Close flips it under
+	// the write lock and then waits, so Add never races with Wait.
+	mu      sync.RWMutex
+	closing bool
+	wg      sync.WaitGroup
+}
+
+// maxNonceEntries bounds the nonce-count replay table (per generation; see nonces).
+const maxNonceEntries = 1 << 18
+
+// udpMTU is the size sipgo refuses to exceed when writing over UDP (minus
+// 200). Its default of 1500 silently drops a 200 OK that lists several
+// bindings; raising it lets such a response go out (IP fragments it).
+const udpMTU = 8192
+
+var raiseUDPMTU sync.Once
+
+// New builds a registrar on db. log may be nil (discard); reg may be nil
+// (no metrics registered).
+func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if db == nil {
+		return nil, errors.New("sip: nil store")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("sip: metrics: %w", err)
+	}
+	n, err := newNonces(cfg.NonceTTL, maxNonceEntries)
+	if err != nil {
+		return nil, err
+	}
+	dummy := make([]byte, 16)
+	if _, err := rand.Read(dummy); err != nil {
+		return nil, err
+	}
+	// sipgo's UDP size limit is a package variable; it is only ever raised,
+	// once, before this server sends anything.
+	raiseUDPMTU.Do(func() {
+		if sip.UDPMTUSize < udpMTU {
+			sip.UDPMTUSize = udpMTU
+		}
+	})
+
+	s := &Server{cfg: cfg, db: db, log: log, metrics: m, nonces: n, dummyPassword: hex.EncodeToString(dummy)}
+	sipLog := log.With("component", "sipgo")
+	uaOpts := []sipgo.UserAgentOption{
+		sipgo.WithUserAgent(cfg.ServerName),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerTransports(sip.TransportsConfig{
+				TCP: &sip.TransportTCP{ReadTimeout: cfg.TCPIdleTimeout, WriteTimeout: 10 * time.Second},
+				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: cfg.TCPIdleTimeout, WriteTimeout: 10 * time.Second}},
+			}),
+		),
+	}
+	if cfg.Hostname != "" {
+		uaOpts = append(uaOpts, sipgo.WithUserAgentHostname(cfg.Hostname))
+	}
+	ua, err := sipgo.NewUA(uaOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("sip: user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(sipLog))
+	if err != nil {
+		ua.Close()
+		return nil, fmt.Errorf("sip: server: %w", err)
+	}
+	s.ua, s.srv = ua, srv
+	s.routes()
+	return s, nil
+}
+
+// allowed is the Allow header: the methods we implement.
+const allowed = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS"
+
+// routes registers every request handler. Call handling (invite*.go) plugs
+// in here: OnInvite, OnCancel, OnBye and OnAck.
+func (s *Server) routes() {
+	s.srv.OnRegister(s.handle(s.onRegister))
+	s.srv.OnOptions(s.handle(s.onOptions))
+
+	// Calls. Until the INVITE handler lands, INVITE is 501. OnAck must
+	// always be registered (sipgo notes §8.1): without it, on TCP the ACK
+	// for a non-2xx final response would reach the no-route handler and
+	// get a 405. ACKs are never answered.
+	s.srv.OnInvite(s.handle(func(req *sip.Request, tx sip.ServerTransaction) {
+		s.reply(req, tx, 501, "Not Implemented")
+	}))
+	s.srv.OnAck(s.handle(func(*sip.Request, sip.ServerTransaction) {}))
+	// A CANCEL that matches a live INVITE transaction is handled inside
+	// sipgo's transaction layer; one that reaches us matches nothing.
+	s.srv.OnCancel(s.handle(func(req *sip.Request, tx sip.ServerTransaction) {
+		s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+	}))
+	s.srv.OnBye(s.handle(func(req *sip.Request, tx sip.ServerTransaction) {
+		s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+	}))
+
+	s.srv.OnNoRoute(s.handle(s.onNoRoute))
+}
+
+// handle wraps every handler: it counts the request, refuses work while
+// closing or when MaxInFlight requests are already running (503 with
+// Retry-After), checks what every request must carry, and recovers from a
+// panic so that one bad message can never take the process down.
+func (s *Server) handle(h sipgo.RequestHandler) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		s.metrics.requests.WithLabelValues(methodLabel(req.Method)).Inc()
+		s.mu.RLock()
+		if s.closing {
+			s.mu.RUnlock()
+			s.overload(req, tx)
+			return
+		}
+		s.wg.Add(1)
+		s.mu.RUnlock()
+		defer s.wg.Done()
+
+		n := s.inFlight.Add(1)
+		s.metrics.inFlight.Inc()
+		defer func() {
+			s.inFlight.Add(-1)
+			s.metrics.inFlight.Dec()
+		}()
+		if n > int64(s.cfg.MaxInFlight) {
+			s.metrics.overloaded.Inc()
+			s.overload(req, tx)
+			return
+		}
+		defer func() {
+			if p := recover(); p != nil {
+				s.metrics.handlerPanics.Inc()
+				s.log.Error("sip handler panic", "method", methodLabel(req.Method), "source", req.Source(), "panic", fmt.Sprint(p))
+				func() {
+					defer func() { _ = recover() }()
+					s.reply(req, tx, 500, "Server Internal Error")
+				}()
+			}
+		}()
+		if code, reason := checkRequest(req); code != 0 {
+			s.reply(req, tx, code, reason)
+			return
+		}
+		h(req, tx)
+	}
+}
+
+func (s *Server) overload(req *sip.Request, tx sip.ServerTransaction) {
+	res := s.newResponse(req, 503, "Service Unavailable")
+	// Spread the retries of a re-registration storm over 5-35 s.
+	var b [1]byte
+	_, _ = rand.Read(b[:])
+	res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(5+int(b[0])%31)))
+	s.send(req, tx, res)
+}
+
+// checkRequest checks what sipgo lets through (notes §9) and every handler
+// relies on: one each of From, To, Call-ID and CSeq, a CSeq method equal to
+// the request method, a sip/sips Request-URI, SIP/2.0, and bounded header
+// counts and sizes. It returns the status and reason to answer, or 0.
+func checkRequest(req *sip.Request) (int, string) {
+	if req.SipVersion != "SIP/2.0" {
+		return 505, "Version Not Supported"
+	}
+	hdrs := req.Headers()
+	if len(hdrs) > maxHeaders {
+		return 400, "Too Many Headers"
+	}
+	var from, to, callID, cseq, via int
+	for _, h := range hdrs {
+		switch h.(type) {
+		case *sip.FromHeader:
+			from++
+		case *sip.ToHeader:
+			to++
+		case *sip.CallIDHeader:
+			callID++
+			if len(h.Value()) > maxHeaderLen {
+				return 400, "Call-ID Too Long"
+			}
+		case *sip.CSeqHeader:
+			cseq++
+		case *sip.ViaHeader:
+			via++
+		case *sip.ContactHeader, *sip.RouteHeader, *sip.RecordRouteHeader:
+		default:
+			if len(h.Value()) > maxHeaderLen {
+				return 400, "Header Too Long"
+			}
+		}
+	}
+	switch {
+	case from != 1 || req.From() == nil:
+		return 400, "Missing or Duplicate From"
+	case to != 1 || req.To() == nil:
+		return 400, "Missing or Duplicate To"
+	case callID != 1 || req.CallID() == nil || req.CallID().Value() == "":
+		return 400, "Missing or Duplicate Call-ID"
+	case cseq != 1 || req.CSeq() == nil:
+		return 400, "Missing or Duplicate CSeq"
+	case via > 20:
+		return 400, "Too Many Via"
+	case req.CSeq().MethodName != req.Method:
+		return 400, "CSeq Method Mismatch"
+	}
+	switch req.Recipient.Scheme {
+	case "sip", "sips":
+	default:
+		return 416, "Unsupported URI Scheme"
+	}
+	if req.Recipient.Host == "" {
+		return 400, "Bad Request-URI"
+	}
+	return 0, ""
+}
+
+func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	res := s.newResponse(req, 200, "OK")
+	res.AppendHeader(sip.NewHeader("Allow", allowed))
+	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
+	s.send(req, tx, res)
+}
+
+func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
+	switch req.Method {
+	case sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH:
+		res := s.newResponse(req, 405, "Method Not Allowed")
+		res.AppendHeader(sip.NewHeader("Allow", allowed))
+		s.send(req, tx, res)
+	default:
+		s.reply(req, tx, 501, "Not Implemented")
+	}
+}
+
+// newResponse builds a response to req with our Server header.
+func (s *Server) newResponse(req *sip.Request, code int, reason string) *sip.Response {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res.AppendHeader(sip.NewHeader("Server", s.cfg.ServerName))
+	return res
+}
+
+// reply answers req with a bodiless response.
+func (s *Server) reply(req *sip.Request, tx sip.ServerTransaction, code int, reason string) {
+	s.send(req, tx, s.newResponse(req, code, reason))
+}
+
+// send sends res on tx. ACKs are never answered. Over UDP the response goes
+// to the packet's source address and port (symmetric response, RFC 3581
+// behaviour for everyone): a phone behind NAT without rport still hears us,
+// and a Via whose sent-by was forged or parsed empty cannot aim our answer
+// at a third party.
+func (s *Server) send(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+	if req.IsAck() {
+		return
+	}
+	if sip.NetworkToLower(req.Transport()) == "udp" && req.Source() != "" {
+		res.SetDestination(req.Source())
+	}
+	if req.Method == sip.REGISTER && res.StatusCode >= 200 {
+		s.metrics.registers.WithLabelValues(strconv.Itoa(res.StatusCode)).Inc()
+		s.logRegister(req, res.StatusCode)
+	}
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
+	}
+}
+
+// ServeUDP serves SIP on conn until ctx ends or conn is closed; it closes
+// conn when ctx ends. It returns nil on such a clean stop.
+func (s *Server) ServeUDP(ctx context.Context, conn net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	return serveErr(ctx, s.srv.ServeUDP(conn))
+}
+
+// ServeTCP serves SIP on ln until ctx ends or ln is closed; it closes ln
+// when ctx ends. It returns nil on such a clean stop. Accepted connections
+// stay open until Close.
+func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	return serveErr(ctx, s.srv.ServeTCP(ln))
+}
+
+// ServeTLS is ServeTCP for a listener that already speaks TLS (tls.Listen
+// or tls.NewListener).
+func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	return serveErr(ctx, s.srv.ServeTLS(ln))
+}
+
+func serveErr(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("sip: serve: %w", err)
+}
+
+// Close stops accepting work (new requests get 503), waits up to 5 s for
+// running handlers, then closes sipgo's user agent: every transaction and
+// pooled connection. Call it after the Serve methods returned.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	already := s.closing
+	s.closing = true
+	s.mu.Unlock()
+	if already {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.log.Warn("sip close: handlers still running after 5 s")
+	}
+	return s.ua.Close()
+}
