@@ -469,3 +469,40 @@ func (db *DB) DeviceConfig(accountID, mac string) (DeviceConfig, error) {
 	})
 	return c, err
 }
+
+// checkDevices is a checkHooks entry: every device's MAC is indexed to its
+// account, every index entry has its device, every line names an existing
+// user within the model's limit.
+func checkDevices(t *tx, userExists func(acct, id string) bool) []error {
+	var problems []error
+	_ = t.Bucket(bDevices).ForEach(func(key, v []byte) error {
+		var d Device
+		if err := decode(v, &d); err != nil {
+			problems = append(problems, fmt.Errorf("device %s: %w", key, err))
+			return nil
+		}
+		if owner := t.Bucket(bDeviceMACs).Get([]byte(d.MAC)); string(owner) != d.AccountID {
+			problems = append(problems, fmt.Errorf("device %s: MAC indexed to account %q", key, owner))
+		}
+		m, ok := LookupModel(d.Model)
+		if !ok {
+			problems = append(problems, fmt.Errorf("device %s: unknown model %q", key, d.Model))
+		}
+		for _, l := range d.Lines {
+			if !userExists(d.AccountID, l.UserID) {
+				problems = append(problems, fmt.Errorf("device %s line %d: missing user %s", key, l.Line, l.UserID))
+			}
+			if ok && (l.Line < 1 || l.Line > m.Accounts) {
+				problems = append(problems, fmt.Errorf("device %s: line %d beyond a %s's %d", key, l.Line, m.Name, m.Accounts))
+			}
+		}
+		return nil
+	})
+	_ = t.Bucket(bDeviceMACs).ForEach(func(mac, acct []byte) error {
+		if t.Bucket(bDevices).Get([]byte(k(string(acct), string(mac)))) == nil {
+			problems = append(problems, fmt.Errorf("MAC index %s points at missing device in %s", mac, acct))
+		}
+		return nil
+	})
+	return problems
+}
