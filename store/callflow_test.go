@@ -191,3 +191,106 @@ func TestRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestJetSequence follows the Jet article in its order: remove the user from
+// queues, reassign their direct line, edit the group callflow (a new version)
+// and delete the AVAILABLE version, delete the user, then recycle the number
+// onto a new user's callflow.
+func TestJetSequence(t *testing.T) {
+	a := newAcme(t)
+	ada := a.user("1002", "Ada Lovelace")
+	sup := a.user("1001", "Sam Supervisor")
+	bob := a.user("1003", "Bob Byte")
+	demo := a.queue("Demo 1", "600", ada.ID, bob.ID)
+	direct := a.callflow("Ada direct", ring(ada.ID))
+	supLine := a.callflow("Sam direct", ring(sup.ID))
+	sales := a.callflow("Sales line", ring(ada.ID, bob.ID), store.Step{Type: "queue", QueueID: demo.ID})
+	a.number("+442079460000", direct.ID)
+	a.number("+442079460001", sales.ID)
+	a.licence(ada.ID)
+	a.register(ada, "sip:1002@192.0.2.7:5062")
+
+	// The quick tip: try to delete, and read every blocker at once.
+	var inUse *store.InUseError
+	if err := a.db.DeleteUser(a.id, ada.ID, ops); !errors.As(err, &inUse) {
+		t.Fatalf("DeleteUser = %v, want InUseError", err)
+	}
+	var kinds []string
+	for _, b := range inUse.Blockers {
+		kinds = append(kinds, b.Kind)
+	}
+	if want := []string{"enabled", "registration", "queue", "callflow", "callflow", "licence"}; !slices.Equal(kinds, want) {
+		t.Fatalf("blockers = %v, want %v (API.md order)", kinds, want)
+	}
+
+	// 1. Remove the user from queues.
+	_, err := a.db.RemoveQueueMember(a.id, demo.ID, ada.ID, ops)
+	a.ok(err)
+
+	// 2a. Direct line: reassign its numbers to the supervisor, then delete it.
+	from, to, err := a.db.ReassignCallflow(a.id, direct.ID, supLine.ID, ops)
+	a.ok(err)
+	if from.Status != store.CallflowAvailable || to.Status != store.CallflowActive {
+		t.Fatalf("after reassign: %s %s", from.Status, to.Status)
+	}
+	a.ok(a.db.DeleteCallflow(a.id, direct.ID, ops))
+
+	// 2b. Group callflow: edit (a new ACTIVE version), then delete the AVAILABLE one.
+	v2, err := a.db.NewCallflowVersion(a.id, sales.ID, store.CallflowSpec{Name: "Sales line",
+		Steps: []store.Step{ring(bob.ID), {Type: "queue", QueueID: demo.ID}}}, ops)
+	a.ok(err)
+	if v2.Status != store.CallflowActive || v2.Version != 2 || !slices.Equal(v2.Numbers, []string{"+442079460001"}) {
+		t.Fatalf("v2 = %+v", v2)
+	}
+	bs, err := a.db.DeletionCheck(a.id, ada.ID)
+	a.ok(err)
+	if !slices.ContainsFunc(bs, func(b store.Blocker) bool {
+		return b.Kind == "callflow" && b.ID == sales.ID && b.Status == "AVAILABLE" && b.Version == 1
+	}) {
+		t.Fatalf("the AVAILABLE v1 must still block: %+v", bs)
+	}
+	a.ok(a.db.DeleteCallflow(a.id, sales.ID, ops))
+
+	// 3. Remove the phone user: log them out, disable, move the licence, delete.
+	_, err = a.db.SignOut(a.id, ada.ID, ops)
+	a.ok(err)
+	_, err = a.db.DisableUser(a.id, ada.ID, ops)
+	a.ok(err)
+	lics, err := a.db.Licences(a.id)
+	a.ok(err)
+	_, err = a.db.ReleaseLicence(a.id, lics[0].ID, ops)
+	a.ok(err)
+	if got := a.blockers(ada.ID); len(got) != 0 {
+		t.Fatalf("blockers left = %v", got)
+	}
+	a.ok(a.db.DeleteUser(a.id, ada.ID, ops))
+	if seats, _ := a.db.Seats(a.id); seats.Total != 1 || seats.Free != 1 {
+		t.Fatalf("seats = %+v: deleting never reduces paid seats", seats)
+	}
+
+	// 4. Recycle the number: deactivate it, set it up against a new user.
+	n, err := a.db.DeactivateNumber(a.id, "442079460000", ops)
+	a.ok(err)
+	if n.Status != store.NumberAvailable {
+		t.Fatalf("number = %+v", n)
+	}
+	avail, err := a.db.Numbers(a.id, "available")
+	a.ok(err)
+	if len(avail) != 1 || avail[0].E164 != "+442079460000" {
+		t.Fatalf("available numbers = %+v", avail)
+	}
+	nell := a.user("1002", "Nell Newhire") // the extension is free again too
+	nellLine := a.callflow("Nell direct", ring(nell.ID))
+	n, err = a.db.ActivateNumber(a.id, "+442079460000", nellLine.ID, ops)
+	a.ok(err)
+	var names []string
+	for _, p := range n.History {
+		names = append(names, p.CallflowName)
+	}
+	if want := []string{"Ada direct", "Sam direct", "Nell direct"}; !slices.Equal(names, want) {
+		t.Fatalf("number history = %v, want %v", names, want)
+	}
+	if r, err := a.db.Route(a.id, "+442079460000"); err != nil || !slices.Equal(r.UserIDs, []string{nell.ID}) {
+		t.Fatalf("Route = %+v, %v", r, err)
+	}
+}
