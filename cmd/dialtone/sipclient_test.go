@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ type phone struct {
 	password  string
 	userAgent string
 	callID    string
+	mu        sync.Mutex
 	cseq      uint32
 }
 
@@ -50,15 +52,24 @@ func (p *phone) register(contact string, expires int, alg string) *sip.Response 
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	res := p.send(ctx, contact, expires, "")
-	if res.StatusCode != 401 {
-		return res
+	res, err := p.tryRegister(ctx, contact, expires, alg)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return res
+}
+
+// tryRegister is register that reports errors instead of failing the test.
+func (p *phone) tryRegister(ctx context.Context, contact string, expires int, alg string) (*sip.Response, error) {
+	res, err := p.send(ctx, contact, expires, "")
+	if err != nil || res.StatusCode != 401 {
+		return res, err
 	}
 	var chal *digest.Challenge
 	for _, h := range res.GetHeaders("WWW-Authenticate") {
 		c, err := digest.ParseChallenge(h.Value())
 		if err != nil {
-			p.t.Fatalf("bad challenge %q: %v", h.Value(), err)
+			return nil, fmt.Errorf("bad challenge %q: %v", h.Value(), err)
 		}
 		if strings.EqualFold(c.Algorithm, alg) {
 			chal = c
@@ -66,26 +77,28 @@ func (p *phone) register(contact string, expires int, alg string) *sip.Response 
 		}
 	}
 	if chal == nil {
-		p.t.Fatalf("no %s challenge in %v", alg, res.GetHeaders("WWW-Authenticate"))
+		return nil, fmt.Errorf("no %s challenge in %v", alg, res.GetHeaders("WWW-Authenticate"))
 	}
 	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + p.domain,
 		Username: p.user, Password: p.password, Count: 1, Cnonce: sip.GenerateTagN(12)})
 	if err != nil {
-		p.t.Fatal(err)
+		return nil, err
 	}
 	return p.send(ctx, contact, expires, cred.String())
 }
 
-func (p *phone) send(ctx context.Context, contact string, expires int, authz string) *sip.Response {
-	p.t.Helper()
+func (p *phone) send(ctx context.Context, contact string, expires int, authz string) (*sip.Response, error) {
+	p.mu.Lock()
 	p.cseq++
+	cseq := p.cseq
+	p.mu.Unlock()
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: p.domain})
 	aor := sip.Uri{Scheme: "sip", User: p.user, Host: p.domain}
 	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{"tag": sip.GenerateTagN(8)}})
 	req.AppendHeader(&sip.ToHeader{Address: aor})
 	callID := sip.CallIDHeader(p.callID)
 	req.AppendHeader(&callID)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: p.cseq, MethodName: sip.REGISTER})
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: cseq, MethodName: sip.REGISTER})
 	switch contact {
 	case "":
 	case "*":
@@ -102,7 +115,7 @@ func (p *phone) send(ctx context.Context, contact string, expires int, authz str
 	req.SetDestination(p.target)
 	res, err := p.cli.Do(ctx, req)
 	if err != nil {
-		p.t.Fatalf("REGISTER over %s: %v", p.transport, err)
+		return nil, fmt.Errorf("REGISTER over %s: %w", p.transport, err)
 	}
-	return res
+	return res, nil
 }
