@@ -1,0 +1,291 @@
+package store_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// office is an account with everything an offboarding has to untangle for
+// Ada: queue and group memberships, a direct line with a number, a shared
+// callflow in two versions (the ACTIVE v2 and the AVAILABLE v1 both ring her),
+// an unused draft that rings her, a licence and a live registration.
+type office struct {
+	*acme
+	ada, sam, bob                                   store.User
+	demo                                            store.Queue
+	paging, ringG                                   store.Group
+	direct, samLine, salesV1, salesV2, draft, other store.Callflow
+	lic                                             store.Licence
+}
+
+func newOffice(t *testing.T) *office {
+	t.Helper()
+	o := &office{acme: newAcme(t)}
+	o.sam = o.user("1001", "Sam Supervisor")
+	o.ada = o.user("1002", "Ada Lovelace")
+	o.bob = o.user("1003", "Bob Byte")
+	o.demo = o.queue("Demo 1", "600", o.ada.ID, o.bob.ID)
+	o.paging = o.group(store.GroupPaging, "All phones", "700", o.ada.ID, o.bob.ID)
+	o.ringG = o.group(store.GroupRing, "Sales ring", "701", o.ada.ID)
+	o.direct = o.callflow("Ada direct", ring(o.ada.ID))
+	o.samLine = o.callflow("Sam direct", ring(o.sam.ID))
+	o.salesV1 = o.callflow("Sales line", ring(o.ada.ID, o.bob.ID), store.Step{Type: "queue", QueueID: o.demo.ID})
+	o.draft = o.callflow("Draft", ring(o.ada.ID, o.sam.ID))
+	o.other = o.callflow("Warehouse", store.Step{Type: "group", GroupID: o.ringG.ID})
+	o.number("+442079460000", o.direct.ID)
+	o.number("+442079460001", o.salesV1.ID)
+	o.number("+442079460002", o.other.ID)
+	var err error
+	o.salesV2, err = o.db.NewCallflowVersion(o.id, o.salesV1.ID, store.CallflowSpec{Name: "Sales line",
+		Steps: []store.Step{ring(o.ada.ID), ring(o.bob.ID), {Type: "queue", QueueID: o.demo.ID}}}, ops)
+	o.ok(err)
+	o.lic = o.licence(o.ada.ID)
+	o.register(o.ada, "sip:1002@192.0.2.7:5062")
+	return o
+}
+
+// checkOffboarded verifies the end state of an offboarding of Ada with
+// callflow_to Sam's line and release_licence.
+func (o *office) checkOffboarded(t *testing.T) {
+	t.Helper()
+	if _, err := o.db.User(o.id, o.ada.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("User(ada) = %v, want ErrNotFound", err)
+	}
+	q, err := o.db.Queue(o.id, o.demo.ID)
+	o.ok(err)
+	if !slices.Equal(q.Members, []string{o.bob.ID}) {
+		t.Errorf("queue members = %v", q.Members)
+	}
+	gs, err := o.db.Groups(o.id)
+	o.ok(err)
+	for _, g := range gs {
+		if slices.Contains(g.Members, o.ada.ID) {
+			t.Errorf("group %s still has ada", g.Name)
+		}
+	}
+	cfs, err := o.db.Callflows(o.id)
+	o.ok(err)
+	var got []string
+	for _, cf := range cfs {
+		if cf.Names(o.ada.ID) {
+			t.Errorf("callflow %s still rings ada", cf.Label())
+		}
+		got = append(got, cf.Label()+" "+cf.Status+" "+strings.Join(cf.Numbers, ","))
+	}
+	want := []string{
+		"Draft v2 AVAILABLE ", // the lineage's head kept, without ada
+		"Sales line v3 ACTIVE +442079460001",
+		"Sam direct v1 ACTIVE +442079460000",
+		"Warehouse v1 ACTIVE +442079460002",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("callflows =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	for _, cf := range cfs {
+		if cf.Name == "Sales line" {
+			if len(cf.Steps) != 2 || !slices.Equal(cf.Steps[0].UserIDs, []string{o.bob.ID}) || cf.Steps[1].Type != "queue" {
+				t.Errorf("Sales line v3 steps = %+v (the ring step left empty must be dropped)", cf.Steps)
+			}
+		}
+	}
+	seats, err := o.db.Seats(o.id)
+	o.ok(err)
+	if seats.Total != 1 || seats.Free != 1 {
+		t.Errorf("seats = %+v", seats)
+	}
+	n, err := o.db.Number(o.id, "+442079460000")
+	o.ok(err)
+	if l := len(n.History); l != 2 || n.History[0].CallflowName != "Ada direct" || n.History[1].CallflowName != "Sam direct" {
+		t.Errorf("direct-line history = %+v", n.History)
+	}
+	// Every step is audited exactly once, whatever happened in between.
+	for _, step := range store.OffboardSteps {
+		if got := o.audits("offboard."+step, "ok"); got != 1 {
+			t.Errorf("audit offboard.%s = %d entries, want 1", step, got)
+		}
+	}
+	for action, want := range map[string]int{"user.disable": 1, "user.delete": 1, "registrations.sign_out": 1, "licence.release": 1} {
+		if got := o.audits(action, ""); got != want {
+			t.Errorf("audit %s = %d, want %d", action, got, want)
+		}
+	}
+}
+
+func TestOffboard(t *testing.T) {
+	o := newOffice(t)
+	if got, want := o.blockers(o.ada.ID), []string{"enabled", "registration", "queue:" + o.demo.ID,
+		"callflow:" + o.direct.ID, "callflow:" + o.draft.ID, "callflow:" + o.salesV2.ID, "callflow:" + o.salesV1.ID,
+		"licence:" + o.lic.ID}; !slices.Equal(got, want) {
+		t.Fatalf("blockers = %v\nwant %v", got, want)
+	}
+	j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.samLine.ID, ReleaseLicence: true}, ops)
+	o.ok(err)
+	if j.State != store.JobRunning || len(j.Steps) != len(store.OffboardSteps) || j.UserLabel != "1002 Ada Lovelace" {
+		t.Fatalf("started job = %+v", j)
+	}
+	for _, s := range j.Steps {
+		if s.State != store.JobStepPending {
+			t.Fatalf("step %s = %s, want pending", s.Name, s.State)
+		}
+	}
+	_, err = o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{}, ops)
+	wantRule(t, err, "offboard_in_progress")
+
+	j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+	o.ok(err)
+	if j.State != store.JobDone {
+		t.Fatalf("job = %+v", j)
+	}
+	for _, s := range j.Steps {
+		if s.State != store.JobStepDone {
+			t.Errorf("step %s = %s (%s)", s.Name, s.State, s.Detail)
+		}
+	}
+	if got := j.Steps[1].MACs; !slices.Equal(got, []string{"001565aabbcc"}) {
+		t.Errorf("sign_out MACs = %v", got)
+	}
+	o.checkOffboarded(t)
+	jobs, err := o.db.Jobs(o.id)
+	o.ok(err)
+	if len(jobs) != 1 || jobs[0].ID != j.ID || jobs[0].State != store.JobDone {
+		t.Fatalf("Jobs = %+v", jobs)
+	}
+}
+
+// TestOffboardInterrupted stops the job after each step in turn, closes and
+// reopens the store (a crash between two transactions), and resumes: the job
+// completes with nothing lost and no step done twice.
+func TestOffboardInterrupted(t *testing.T) {
+	for cut := 0; cut <= len(store.OffboardSteps); cut++ {
+		t.Run(strings.Join(store.OffboardSteps[:cut], ","), func(t *testing.T) {
+			o := newOffice(t)
+			j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.samLine.ID, ReleaseLicence: true}, ops)
+			o.ok(err)
+			for i := 0; i < cut; i++ {
+				o.reopen()
+				j, err = o.db.RunOffboardStep(o.id, j.ID, ops)
+				o.ok(err)
+				if j.Steps[i].State != store.JobStepDone {
+					t.Fatalf("step %s = %s (%s)", j.Steps[i].Name, j.Steps[i].State, j.Steps[i].Detail)
+				}
+			}
+			o.reopen()
+			running, err := o.db.RunningJobs()
+			o.ok(err)
+			if cut < len(store.OffboardSteps) && (len(running) != 1 || running[0].ID != j.ID) {
+				t.Fatalf("RunningJobs after restart = %+v", running)
+			}
+			j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+			o.ok(err)
+			if j.State != store.JobDone {
+				t.Fatalf("job after resume = %+v", j)
+			}
+			// Resuming a done job changes nothing.
+			again, err := o.db.ResumeOffboard(o.id, j.ID, ops)
+			o.ok(err)
+			if again.State != store.JobDone || !again.UpdatedAt.Equal(j.UpdatedAt) {
+				t.Fatalf("resume of a done job changed it: %+v", again)
+			}
+			o.checkOffboarded(t)
+		})
+	}
+}
+
+func TestOffboardWaits(t *testing.T) {
+	o := newOffice(t)
+	op := "1002"
+	_, err := o.db.UpdateAccount(o.id, store.AccountPatch{OperatorExtension: &op}, ops)
+	o.ok(err)
+	j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{}, ops) // no takeover, keep the licence
+	o.ok(err)
+
+	// The operator extension is a blocker the job cannot clear by itself.
+	j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+	o.ok(err)
+	if j.State != store.JobWaiting || j.Steps[0].State != store.JobStepWaiting || !strings.Contains(j.Steps[0].Detail, "operator") {
+		t.Fatalf("job = %+v", j)
+	}
+	if u, _ := o.db.User(o.id, o.ada.ID); u.Status != store.StatusEnabled {
+		t.Fatalf("user status = %s: a waiting step must change nothing", u.Status)
+	}
+	if got := o.audits("offboard.disable", "waiting"); got != 1 {
+		t.Fatalf("waiting audit = %d", got)
+	}
+	op = "1001"
+	_, err = o.db.UpdateAccount(o.id, store.AccountPatch{OperatorExtension: &op}, ops)
+	o.ok(err)
+
+	// Run to the licence step, then let a registration come back.
+	for j.Steps[6].State == store.JobStepPending {
+		if j.State == store.JobWaiting {
+			j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+			o.ok(err)
+			break
+		}
+		j, err = o.db.RunOffboardStep(o.id, j.ID, ops)
+		o.ok(err)
+	}
+	// ResumeOffboard ran on to the delete step, which waits for the kept licence.
+	if j.State != store.JobWaiting || j.Steps[6].State != store.JobStepSkipped || j.Steps[7].State != store.JobStepWaiting ||
+		!strings.Contains(j.Steps[7].Detail, "licence held") {
+		t.Fatalf("job = %+v", j)
+	}
+	if len(j.Steps[7].Blockers) != 1 || j.Steps[7].Blockers[0].Kind != "licence" {
+		t.Fatalf("delete blockers = %+v", j.Steps[7].Blockers)
+	}
+	// Without callflow_to, the direct line's number was deactivated.
+	if n, _ := o.db.Number(o.id, "+442079460000"); n.Status != store.NumberAvailable {
+		t.Fatalf("direct line = %+v", n)
+	}
+
+	// Someone re-enables her and a phone registers again.
+	_, err = o.db.EnableUser(o.id, o.ada.ID, ops)
+	o.ok(err)
+	o.register(o.ada, "sip:1002@192.0.2.8:5062")
+	_, err = o.db.AssignLicence(o.id, o.lic.ID, o.bob.ID, ops)
+	o.ok(err)
+	j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+	o.ok(err)
+	if j.State != store.JobWaiting || !strings.Contains(j.Steps[7].Detail, "enabled") || !strings.Contains(j.Steps[7].Detail, "registration") {
+		t.Fatalf("job = %+v", j.Steps[7])
+	}
+	// Clear them by hand; resuming finishes the job.
+	_, err = o.db.DisableUser(o.id, o.ada.ID, ops)
+	o.ok(err)
+	_, err = o.db.SignOut(o.id, o.ada.ID, ops)
+	o.ok(err)
+	j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+	o.ok(err)
+	if j.State != store.JobDone {
+		t.Fatalf("job = %+v", j)
+	}
+	if got := o.audits("offboard.delete", "waiting"); got != 2 {
+		t.Errorf("waiting delete audits = %d, want 2", got)
+	}
+	for _, step := range store.OffboardSteps {
+		if got := o.audits("offboard."+step, "ok"); got != 1 {
+			t.Errorf("audit offboard.%s ok = %d, want 1", step, got)
+		}
+	}
+	if lic, _ := o.db.Licence(o.id, o.lic.ID); lic.UserID != o.bob.ID {
+		t.Errorf("licence holder = %q", lic.UserID)
+	}
+}
+
+func TestStartOffboardValidation(t *testing.T) {
+	o := newOffice(t)
+	_, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.salesV2.ID}, ops)
+	wantInvalid(t, err, "callflow_to")
+	_, err = o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: "cf-nothing"}, ops)
+	wantInvalid(t, err, "callflow_to")
+	if _, err := o.db.StartOffboard(o.id, "u-nobody", store.OffboardOptions{}, ops); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("StartOffboard(unknown) = %v", err)
+	}
+	if _, err := o.db.Job(o.id, "job-nothing"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Job(unknown) = %v", err)
+	}
+}
