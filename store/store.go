@@ -53,7 +53,7 @@ var ErrLocked = errors.New("data directory is in use by another process")
 
 var allBuckets = [][]byte{
 	bMeta, bAccounts, bDomains, bUsers, bExts, bSecrets, bBindings, bTokens, bTokenIDs,
-	bLicences, bAudit,
+	bLicences, bAudit, bCalls,
 }
 
 var (
