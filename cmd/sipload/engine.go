@@ -1,0 +1,546 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ua is one user agent (one SIP user). The immutable part is set at start;
+// the exchange state is guarded by its lane's mutex.
+type ua struct {
+	idx                    int
+	name, password, domain string
+	uri                    []byte // sip:domain, the Request-URI and digest uri
+	ha2                    []byte // H(REGISTER:uri) for the configured algorithm
+	lane                   *lane
+
+	busy     bool
+	phase    uint8  // 1: waiting for the 401, 2: waiting for the 200
+	cseq     uint32 // CSeq of the request in flight
+	gen      uint32 // exchange number, for timeouts and fresh Call-IDs
+	start    int64  // ns since engine.base
+	st       *stats
+	ha1Realm string
+	ha1      []byte
+}
+
+// lane is one UDP socket or one TCP connection with its reader goroutine.
+// Users are spread over lanes round robin; a user always uses its lane.
+type lane struct {
+	e     *engine
+	id    int
+	p     msgParams
+	conn  net.Conn
+	tcp   bool
+	wmu   sync.Mutex // serialises TCP writes
+	users []*ua
+	conc  int // AFAP share of the outstanding exchanges
+
+	mu     sync.Mutex
+	cursor int
+	fifo   []pending
+	head   int
+	rng    uint64
+}
+
+type pending struct {
+	u        *ua
+	gen      uint32
+	deadline int64
+}
+
+type engine struct {
+	cfg   *config
+	users []*ua
+	lanes []*lane
+	base  time.Time
+	runID string
+
+	cur      atomic.Pointer[stats]
+	running  atomic.Bool // new exchanges may start
+	afap     atomic.Bool // as fast as possible: each completion starts the next
+	inflight atomic.Int64
+	cursor   int // pacer's round-robin position (pacer goroutine only)
+
+	wg       sync.WaitGroup
+	closing  atomic.Bool
+	readErrs atomic.Uint64
+}
+
+func (e *engine) now() int64 { return int64(time.Since(e.base)) }
+
+// newEngine opens the lanes and prepares the users' digest constants.
+func newEngine(cfg *config, users []userCred) (*engine, error) {
+	if len(users) == 0 {
+		return nil, errors.New("no users")
+	}
+	var rid [4]byte
+	if _, err := rand.Read(rid[:]); err != nil {
+		return nil, err
+	}
+	e := &engine{cfg: cfg, base: time.Now(), runID: hex.EncodeToString(rid[:])}
+	e.cur.Store(newStats())
+	nl := cfg.conns
+	if nl > len(users) {
+		nl = len(users)
+	}
+	ha2s := map[string][]byte{}
+	for i := 0; i < nl; i++ {
+		var c net.Conn
+		var err error
+		if cfg.transport == "tcp" {
+			c, err = net.DialTimeout("tcp", cfg.target, 5*time.Second)
+		} else {
+			var uc *net.UDPConn
+			raddr, rerr := net.ResolveUDPAddr("udp", cfg.target)
+			if rerr != nil {
+				e.close()
+				return nil, rerr
+			}
+			uc, err = net.DialUDP("udp", nil, raddr)
+			if err == nil {
+				_ = uc.SetReadBuffer(4 << 20)
+				_ = uc.SetWriteBuffer(4 << 20)
+				c = uc
+			}
+		}
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("connect to %s over %s: %w", cfg.target, cfg.transport, err)
+		}
+		tr := "UDP"
+		if cfg.transport == "tcp" {
+			tr = "TCP"
+		}
+		l := &lane{e: e, id: i, conn: c, tcp: cfg.transport == "tcp", rng: uint64(i)*0x9e3779b97f4a7c15 + uint64(time.Now().UnixNano()) | 1,
+			p: msgParams{transport: tr, laddr: c.LocalAddr().String(), runID: e.runID, expires: cfg.expires}}
+		e.lanes = append(e.lanes, l)
+	}
+	for i, uc := range users {
+		dom := uc.domain
+		if dom == "" {
+			dom = cfg.domain
+		}
+		uri := "sip:" + dom
+		h2, ok := ha2s[uri]
+		if !ok {
+			h2 = ha2(cfg.algorithm, "REGISTER", uri)
+			ha2s[uri] = h2
+		}
+		u := &ua{idx: i, name: uc.user, password: uc.password, domain: dom, uri: []byte(uri), ha2: h2}
+		u.lane = e.lanes[i%len(e.lanes)]
+		u.lane.users = append(u.lane.users, u)
+		e.users = append(e.users, u)
+	}
+	for _, l := range e.lanes {
+		e.wg.Add(1)
+		go l.read()
+	}
+	return e, nil
+}
+
+func (e *engine) close() {
+	e.closing.Store(true)
+	for _, l := range e.lanes {
+		l.conn.Close()
+	}
+	e.wg.Wait()
+}
+
+// write sends one message on the lane; TCP writes are serialised.
+func (l *lane) write(b []byte) error {
+	if l.tcp {
+		l.wmu.Lock()
+		_, err := l.conn.Write(b)
+		l.wmu.Unlock()
+		return err
+	}
+	_, err := l.conn.Write(b)
+	return err
+}
+
+// send writes b for the exchange (u, gen) and fails it if the write fails.
+func (l *lane) send(b []byte, u *ua, gen uint32) {
+	if err := l.write(b); err != nil {
+		l.mu.Lock()
+		if u.busy && u.gen == gen {
+			l.finishLocked(u, l.e.now(), "send error")
+		}
+		l.mu.Unlock()
+	}
+}
+
+// startLocked begins a new exchange for u (which must not be busy) and
+// returns the first REGISTER in buf.
+func (l *lane) startLocked(u *ua, now int64, st *stats, buf []byte) []byte {
+	u.busy, u.phase, u.st, u.start = true, 1, st, now
+	u.gen++
+	u.cseq++
+	st.started.Add(1)
+	l.e.inflight.Add(1)
+	l.fifo = append(l.fifo, pending{u: u, gen: u.gen, deadline: now + int64(l.e.cfg.timeout)})
+	return appendRegister(buf[:0], &l.p, u, u.cseq, u.gen, l.e.cfg.freshCallID, nil)
+}
+
+func (l *lane) finishLocked(u *ua, now int64, failKind string) {
+	u.busy = false
+	if failKind == "" {
+		u.st.success(time.Duration(now - u.start))
+	} else {
+		u.st.fail(failKind)
+	}
+	l.e.inflight.Add(-1)
+}
+
+// nextFreeLocked returns the lane's next user with no exchange in flight.
+func (l *lane) nextFreeLocked() *ua {
+	for range l.users {
+		u := l.users[l.cursor]
+		l.cursor++
+		if l.cursor == len(l.users) {
+			l.cursor = 0
+		}
+		if !u.busy {
+			return u
+		}
+	}
+	return nil
+}
+
+// readerState is owned by one lane's reader goroutine.
+type readerState struct {
+	resp    response
+	out     []byte
+	scratch []byte
+	dig     []byte
+	cnonce  []byte
+	ha1buf  []byte
+}
+
+func (l *lane) read() {
+	defer l.e.wg.Done()
+	rs := &readerState{out: make([]byte, 0, 2048)}
+	if !l.tcp {
+		buf := make([]byte, 65536)
+		for {
+			n, err := l.conn.Read(buf)
+			if err != nil {
+				if l.e.closing.Load() || errors.Is(err, net.ErrClosed) {
+					return
+				}
+				l.e.readErrs.Add(1) // e.g. ICMP port unreachable on a connected socket
+				continue
+			}
+			l.handle(buf[:n], rs)
+		}
+	}
+	buf := make([]byte, 256<<10)
+	var f framer
+	start, end := 0, 0
+	for {
+		if end == len(buf) {
+			if start == 0 {
+				l.e.cur.Load().fail("tcp: message too large")
+				return
+			}
+			end = copy(buf, buf[start:end])
+			start = 0
+		}
+		n, err := l.conn.Read(buf[end:])
+		end += n
+		if err != nil {
+			if !l.e.closing.Load() {
+				l.e.cur.Load().fail("tcp: connection closed by target")
+			}
+			return
+		}
+		f.buf = buf[start:end]
+		for {
+			msg, err := f.next()
+			if err != nil {
+				l.e.cur.Load().fail("tcp: " + err.Error())
+				l.conn.Close()
+				return
+			}
+			if msg == nil {
+				break
+			}
+			l.handle(msg, rs)
+		}
+		start = end - len(f.buf)
+		if start == end {
+			start, end = 0, 0
+		}
+	}
+}
+
+// handle processes one response: it answers a 401 with the authenticated
+// REGISTER, or finishes the exchange (and in AFAP mode starts the lane's
+// next one), all on the reader goroutine, so a registration costs no
+// goroutine switches.
+func (l *lane) handle(msg []byte, rs *readerState) {
+	e := l.e
+	r := &rs.resp
+	if err := parseResponse(msg, r); err != nil {
+		if errors.Is(err, errNotResponse) {
+			e.cur.Load().late.Add(1) // a request from the target: not ours to answer
+			return
+		}
+		e.cur.Load().fail(parseKind(err))
+		return
+	}
+	idx, ok := userIndex(r.callID, e.runID)
+	if !ok || idx >= len(e.users) || e.users[idx].lane != l || !eqFold(r.cseqMethod, "register") {
+		e.cur.Load().late.Add(1)
+		return
+	}
+	if r.code < 200 {
+		return
+	}
+	u := e.users[idx]
+	now := e.now()
+	out := rs.out[:0]
+	l.mu.Lock()
+	if !u.busy || r.cseq != u.cseq {
+		st := u.st
+		l.mu.Unlock()
+		if st == nil {
+			st = e.cur.Load()
+		}
+		st.late.Add(1) // a retransmission, or the answer to a timed-out exchange
+		return
+	}
+	var sendFor *ua
+	finished := false
+	switch {
+	case u.phase == 1 && (r.code == 401 || r.code == 407):
+		c := r.pick(e.cfg.algorithm)
+		if c == nil {
+			l.finishLocked(u, now, strconv.Itoa(r.code)+" without a usable "+e.cfg.algorithm+" challenge")
+			finished = true
+			break
+		}
+		a := authParams{username: u.name, realm: c.realm, nonce: c.nonce, uri: u.uri,
+			opaque: c.opaque, algorithm: c.algorithm, qop: c.qopAuth, nc: ncOne}
+		if u.ha1 == nil || u.ha1Realm != string(c.realm) {
+			u.ha1Realm = string(c.realm)
+			u.ha1 = ha1(e.cfg.algorithm, u.name, u.ha1Realm, u.password)
+		}
+		var qop []byte
+		if a.qop {
+			l.rng ^= l.rng << 13
+			l.rng ^= l.rng >> 7
+			l.rng ^= l.rng << 17
+			rs.cnonce = strconv.AppendUint(rs.cnonce[:0], l.rng, 16)
+			a.cnonce = rs.cnonce
+			qop = qopAuth
+		}
+		rs.dig, rs.scratch = digestResponse(rs.dig[:0], rs.scratch, e.cfg.algorithm, u.ha1, c.nonce, a.nc, a.cnonce, qop, u.ha2)
+		a.response = rs.dig
+		u.phase = 2
+		u.cseq++
+		out = appendRegister(out, &l.p, u, u.cseq, u.gen, e.cfg.freshCallID, &a)
+		sendFor = u
+	case u.phase == 2 && r.code >= 200 && r.code < 300:
+		l.finishLocked(u, now, "")
+		finished = true
+	default:
+		l.finishLocked(u, now, statusKind(r.code, u.phase))
+		finished = true
+	}
+	if finished && e.afap.Load() && e.running.Load() {
+		if n := l.nextFreeLocked(); n != nil {
+			out = l.startLocked(n, now, e.cur.Load(), out)
+			sendFor = n
+		}
+	}
+	var gen uint32
+	if sendFor != nil {
+		gen = sendFor.gen
+	}
+	l.mu.Unlock()
+	if sendFor != nil {
+		l.send(out, sendFor, gen)
+	}
+	rs.out = out
+}
+
+var (
+	ncOne   = []byte("00000001") // every challenge is fresh, so nc is always 1
+	qopAuth = []byte("auth")
+)
+
+func statusKind(code int, phase uint8) string {
+	if phase == 1 {
+		return strconv.Itoa(code) + " to the first REGISTER"
+	}
+	if code == 401 || code == 407 {
+		return strconv.Itoa(code) + " to the authenticated REGISTER (bad password?)"
+	}
+	return strconv.Itoa(code) + " to the authenticated REGISTER"
+}
+
+// expire fails exchanges past their deadline. Deadlines are in start order,
+// so the FIFO's head is always the earliest.
+func (l *lane) expire(now int64, buf []byte) []byte {
+	e := l.e
+	for {
+		l.mu.Lock()
+		if l.head == len(l.fifo) || l.fifo[l.head].deadline > now {
+			if l.head > 4096 && l.head*2 > len(l.fifo) {
+				l.fifo = append(l.fifo[:0], l.fifo[l.head:]...)
+				l.head = 0
+			}
+			l.mu.Unlock()
+			return buf
+		}
+		p := l.fifo[l.head]
+		l.fifo[l.head] = pending{}
+		l.head++
+		if !p.u.busy || p.u.gen != p.gen {
+			l.mu.Unlock()
+			continue
+		}
+		kind := "timeout waiting for 401"
+		if p.u.phase == 2 {
+			kind = "timeout waiting for 200"
+		}
+		l.finishLocked(p.u, now, kind)
+		var next *ua
+		if e.afap.Load() && e.running.Load() {
+			if next = l.nextFreeLocked(); next != nil {
+				buf = l.startLocked(next, now, e.cur.Load(), buf)
+			}
+		}
+		var gen uint32
+		if next != nil {
+			gen = next.gen
+		}
+		l.mu.Unlock()
+		if next != nil {
+			l.send(buf, next, gen)
+		}
+	}
+}
+
+// sweep runs expire on every lane until ctx ends.
+func (e *engine) sweep(ctx context.Context) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	buf := make([]byte, 0, 2048)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := e.now()
+		for _, l := range e.lanes {
+			buf = l.expire(now, buf)
+		}
+	}
+}
+
+// kick starts each lane's share of the outstanding exchanges (AFAP mode).
+func (e *engine) kick() {
+	total := e.cfg.concurrency
+	buf := make([]byte, 0, 2048)
+	for i, l := range e.lanes {
+		share := total / len(e.lanes)
+		if i < total%len(e.lanes) {
+			share++
+		}
+		for j := 0; j < share; j++ {
+			now := e.now()
+			l.mu.Lock()
+			u := l.nextFreeLocked()
+			if u == nil {
+				l.mu.Unlock()
+				break
+			}
+			buf = l.startLocked(u, now, e.cur.Load(), buf)
+			gen := u.gen
+			l.mu.Unlock()
+			l.send(buf, u, gen)
+		}
+	}
+}
+
+// pace starts exchanges at rate per second until ctx ends, round robin over
+// all users. A user still busy is skipped (counted); if the pacer falls more
+// than 50 ms behind its schedule the missed starts are counted as skipped
+// ("generator behind"), which marks a result as limited by the generator.
+func (e *engine) pace(ctx context.Context, rate float64) {
+	if rate <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	buf := make([]byte, 0, 2048)
+	t0 := time.Now()
+	var sent uint64
+	maxLag := uint64(rate*0.05) + 1
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := e.cur.Load()
+		due := uint64(rate * time.Since(t0).Seconds())
+		if due > sent+maxLag {
+			st.skip("generator behind schedule", due-sent-maxLag)
+			sent = due - maxLag
+		}
+		for ; sent < due; sent++ {
+			if ctx.Err() != nil {
+				return
+			}
+			if c := e.cfg.concurrency; c > 0 && e.inflight.Load() >= int64(c) {
+				st.skip("outstanding cap (-concurrency) reached", 1)
+				continue
+			}
+			started := false
+			for try := 0; try < 8 && !started; try++ {
+				u := e.users[e.cursor]
+				e.cursor++
+				if e.cursor == len(e.users) {
+					e.cursor = 0
+				}
+				l := u.lane
+				now := e.now()
+				l.mu.Lock()
+				if u.busy {
+					l.mu.Unlock()
+					continue
+				}
+				buf = l.startLocked(u, now, st, buf)
+				gen := u.gen
+				l.mu.Unlock()
+				l.send(buf, u, gen)
+				started = true
+			}
+			if !started {
+				st.skip("users still busy (too few users for the rate)", 1)
+			}
+		}
+	}
+}
+
+// drain stops new exchanges and waits until none is in flight (or the
+// timeout plus a margin has passed: the sweeper fails the stragglers).
+func (e *engine) drain() {
+	e.running.Store(false)
+	deadline := time.Now().Add(e.cfg.timeout + time.Second)
+	for e.inflight.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+}
