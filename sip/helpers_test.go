@@ -1,0 +1,354 @@
+package sip
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/dialtone-voip/dialtone/store/storetest"
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+const testDomain = "example.test"
+
+// env is a registrar on real sockets over a real store with a fake clock.
+type env struct {
+	t        *testing.T
+	db       *store.DB
+	clock    *storetest.Clock
+	srv      *Server
+	reg      *prometheus.Registry
+	udpAddr  string
+	tcpAddr  string
+	acct     store.Account
+	user     store.User // extension 1001, enabled
+	password string
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func newEnv(t *testing.T, cfg Config) *env {
+	t.Helper()
+	clock := storetest.NewClock()
+	db := storetest.Open(t, clock)
+	reg := prometheus.NewRegistry()
+	srv, err := New(cfg, db, testLogger(t), reg)
+	if err != nil {
+		t.Fatalf("New() = %v", err)
+	}
+	e := &env{t: t, db: db, clock: clock, srv: srv, reg: reg}
+	e.acct, err = db.CreateAccount("acme", testDomain, store.System)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.user, e.password = e.addUser("1001")
+
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.udpAddr, e.tcpAddr = pc.LocalAddr().String(), ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); errs <- srv.ServeUDP(ctx, pc) }()
+	go func() { defer wg.Done(); errs <- srv.ServeTCP(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("Serve() = %v, want nil on a clean stop", err)
+			}
+		}
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close() = %v", err)
+		}
+	})
+	return e
+}
+
+func (e *env) addUser(ext string) (store.User, string) {
+	e.t.Helper()
+	u, err := e.db.CreateUser(e.acct.ID, store.NewUser{Extension: ext, Name: "User " + ext}, store.System)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c, err := e.db.SIPCredentials(e.acct.ID, u.ID, store.System)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u, c.Password
+}
+
+func (e *env) addr(transport string) string {
+	if transport == "UDP" {
+		return e.udpAddr
+	}
+	return e.tcpAddr
+}
+
+// bindings returns the user's live bindings.
+func (e *env) bindings(u store.User) []store.Binding {
+	e.t.Helper()
+	bs, err := e.db.Bindings(e.acct.ID, u.ID)
+	if err != nil {
+		e.t.Fatalf("Bindings() = %v", err)
+	}
+	return bs
+}
+
+// newClient returns a sipgo client on its own user agent.
+func newClient(t testing.TB) *sipgo.Client {
+	t.Helper()
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("tester"),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(slog.New(slog.DiscardHandler))),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(slog.New(slog.DiscardHandler))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientLogger(slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ua.Close() })
+	return cli
+}
+
+var callSeq atomic.Int64
+
+// uac is one registering phone: a Call-ID, a CSeq counter and credentials.
+type uac struct {
+	t         testing.TB
+	cli       *sipgo.Client
+	transport string // UDP or TCP
+	dst       string
+	user      string // extension
+	domain    string
+	password  string
+	callID    string
+	cseq      uint32
+	fromTag   string
+	ua        string
+	nc        int
+}
+
+func (e *env) uac(transport, user, password string) *uac {
+	return newUAC(e.t, newClient(e.t), transport, e.addr(transport), user, password)
+}
+
+func newUAC(t testing.TB, cli *sipgo.Client, transport, dst, user, password string) *uac {
+	n := callSeq.Add(1)
+	return &uac{t: t, cli: cli, transport: transport, dst: dst, user: user, domain: testDomain, password: password,
+		callID: fmt.Sprintf("call-%d-%d@test", n, time.Now().UnixNano()), cseq: 1, fromTag: fmt.Sprintf("tag%d", n), ua: "dialtone-test/1.0"}
+}
+
+// request builds a REGISTER with the next CSeq. hdrs are raw "Name: value"
+// lines (e.g. "Contact: <sip:1001@127.0.0.1:5099>", "Expires: 600").
+func (u *uac) request(hdrs ...string) *sip.Request {
+	aor := sip.Uri{Scheme: "sip", User: u.user, Host: u.domain}
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: u.domain})
+	req.SetDestination(u.dst)
+	req.SetTransport(u.transport)
+	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{{K: "tag", V: u.fromTag}}})
+	req.AppendHeader(&sip.ToHeader{Address: aor})
+	cid := sip.CallIDHeader(u.callID)
+	req.AppendHeader(&cid)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: u.cseq, MethodName: sip.REGISTER})
+	u.cseq++
+	req.AppendHeader(sip.NewHeader("User-Agent", u.ua))
+	for _, h := range hdrs {
+		name, value, _ := strings.Cut(h, ":")
+		req.AppendHeader(sip.NewHeader(strings.TrimSpace(name), strings.TrimSpace(value)))
+	}
+	return req
+}
+
+// do sends req and returns the final response.
+func (u *uac) do(req *sip.Request) *sip.Response {
+	u.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := u.cli.Do(ctx, req)
+	if err != nil {
+		u.t.Fatalf("%s %s: %v", req.Method, u.transport, err)
+	}
+	return res
+}
+
+// authorization answers the challenge in res for alg ("" = the first) with
+// the next nonce count.
+func (u *uac) authorization(req *sip.Request, res *sip.Response, alg string) string {
+	u.t.Helper()
+	chal := findChallenge(u.t, res, alg)
+	u.nc++
+	cred, err := digest.Digest(chal, digest.Options{Method: string(req.Method), URI: req.Recipient.String(),
+		Username: u.user, Password: u.password, Count: u.nc})
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return cred.String()
+}
+
+func findChallenge(t testing.TB, res *sip.Response, alg string) *digest.Challenge {
+	t.Helper()
+	for _, h := range res.GetHeaders("WWW-Authenticate") {
+		c, err := digest.ParseChallenge(h.Value())
+		if err != nil {
+			t.Fatalf("ParseChallenge(%q) = %v", h.Value(), err)
+		}
+		if alg == "" || c.Algorithm == alg {
+			return c
+		}
+	}
+	t.Fatalf("no %q challenge in:\n%s", alg, res)
+	return nil
+}
+
+// register does REGISTER → 401 → REGISTER with alg and returns the final
+// response (the 401 if the first answer was not a challenge).
+func (u *uac) register(alg string, hdrs ...string) *sip.Response {
+	u.t.Helper()
+	res := u.do(u.request(hdrs...))
+	if res.StatusCode != 401 {
+		return res
+	}
+	u.nc = 0
+	req := u.request(hdrs...)
+	req.AppendHeader(sip.NewHeader("Authorization", u.authorization(req, res, alg)))
+	return u.do(req)
+}
+
+// rawExchange writes msg to addr over network and returns the first
+// response read (nil if none arrives within wait).
+func rawExchange(t *testing.T, network, addr string, msg []byte, wait time.Duration) *sip.Response {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	var data []byte
+	if network == "udp" {
+		buf := make([]byte, 65535)
+		n, err := c.Read(buf)
+		if err != nil {
+			return nil
+		}
+		data = buf[:n]
+	} else {
+		data = readStreamMessage(c)
+		if data == nil {
+			return nil
+		}
+	}
+	m, err := sip.ParseMessage(data)
+	if err != nil {
+		t.Fatalf("response does not parse: %v\n%s", err, data)
+	}
+	res, ok := m.(*sip.Response)
+	if !ok {
+		t.Fatalf("got a request back:\n%s", data)
+	}
+	return res
+}
+
+// readStreamMessage reads one SIP message (headers + Content-Length body) from a stream.
+func readStreamMessage(r io.Reader) []byte {
+	br := bufio.NewReader(r)
+	var sb strings.Builder
+	clen := 0
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return nil
+		}
+		sb.WriteString(line)
+		l := strings.TrimSpace(line)
+		if l == "" && sb.Len() > 2 {
+			break
+		}
+		if name, v, ok := strings.Cut(l, ":"); ok && (strings.EqualFold(strings.TrimSpace(name), "Content-Length") || strings.TrimSpace(name) == "l") {
+			fmt.Sscan(strings.TrimSpace(v), &clen)
+		}
+	}
+	body := make([]byte, clen)
+	if _, err := io.ReadFull(br, body); err != nil {
+		return nil
+	}
+	sb.Write(body)
+	return []byte(sb.String())
+}
+
+// headerNames is the sorted set of header names of res, lower-cased.
+func headerNames(res *sip.Response) map[string]int {
+	m := map[string]int{}
+	for _, h := range res.Headers() {
+		m[strings.ToLower(h.Name())]++
+	}
+	return m
+}
+
+func contactsOf(res *sip.Response) []string {
+	var out []string
+	for _, h := range res.GetHeaders("Contact") {
+		out = append(out, h.Value())
+	}
+	return out
+}
+
+func sipgoDigest(u *uac) sipgo.DigestAuth {
+	return sipgo.DigestAuth{Username: u.user, Password: u.password}
+}
+
+// counterValue reads a counter or gauge.
+func counterValue(t testing.TB, m prometheus.Metric) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case d.Counter != nil:
+		return d.Counter.GetValue()
+	case d.Gauge != nil:
+		return d.Gauge.GetValue()
+	}
+	t.Fatalf("metric is neither counter nor gauge")
+	return 0
+}
