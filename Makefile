@@ -46,7 +46,7 @@ depcheck:
 	@bad=$$($(GO) list -deps ./store | grep '^github.com/dialtone-voip/dialtone/' | grep -v '^github.com/dialtone-voip/dialtone/store$$' || true); \
 	if [ -n "$$bad" ]; then echo "store imports our packages: $$bad"; exit 1; fi
 	@for p in sip provisioning admin; do \
-	  bad=$$($(GO) list -deps ./$$p/... | grep '^github.com/dialtone-voip/dialtone/' | grep -v -e '/store' -e "/$$p" || true); \
+	  bad=$$($(GO) list -deps ./$$p/... | grep '^github.com/dialtone-voip/dialtone/' | grep -v -e '/store' -e '/internal/' -e "/$$p" || true); \
 	  if [ -n "$$bad" ]; then echo "$$p imports a sibling package: $$bad"; exit 1; fi; \
 	done
 
