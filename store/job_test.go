@@ -1,12 +1,18 @@
 package store_test
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dialtone-voip/dialtone/store"
+	"github.com/dialtone-voip/dialtone/store/storetest"
+	"github.com/google/go-cmp/cmp"
 )
 
 // office is an account with everything an offboarding has to untangle for
@@ -287,5 +293,324 @@ func TestStartOffboardValidation(t *testing.T) {
 	}
 	if _, err := o.db.Job(o.id, "job-nothing"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Job(unknown) = %v", err)
+	}
+}
+
+// dumpAccount renders everything of an account that a deletion could touch.
+func dumpAccount(t *testing.T, db *store.DB, acct string) string {
+	t.Helper()
+	var parts []any
+	add := func(v any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, v)
+	}
+	add(db.Account(acct))
+	add(db.Users(acct))
+	add(db.AccountBindings(acct))
+	add(db.Queues(acct))
+	add(db.Groups(acct))
+	add(db.Callflows(acct))
+	add(db.Numbers(acct, ""))
+	add(db.Licences(acct))
+	add(db.Seats(acct))
+	add(db.Jobs(acct))
+	add(db.Audit(acct, 1000, 0))
+	b, err := json.MarshalIndent(parts, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestDeletionCheckAgreesWithDelete builds random accounts (users, queues,
+// groups, callflow versions, numbers, licences, live and expired bindings, an
+// operator) and tries to delete every user, clearing some blockers between
+// rounds. DeletionCheck and DeleteUser must agree exactly; the blockers must
+// match what the data says; a refused delete must change nothing.
+func TestDeletionCheckAgreesWithDelete(t *testing.T) {
+	clock := storetest.NewClock()
+	db := storetest.Open(t, clock)
+	seeds := 16
+	if testing.Short() {
+		seeds = 6
+	}
+	deleted, refused := 0, 0
+	for seed := range seeds {
+		acct := fmt.Sprintf("p%d", seed)
+		r := rand.New(rand.NewPCG(uint64(seed), 2026))
+		must := func(err error) {
+			t.Helper()
+			if err != nil {
+				t.Fatalf("seed %d: %v", seed, err)
+			}
+		}
+		_, err := db.CreateAccount(acct, acct+".test", ops)
+		must(err)
+		subset := func(ids []string, min int) []string {
+			var out []string
+			for _, i := range r.Perm(len(ids)) {
+				if r.IntN(2) == 0 {
+					out = append(out, ids[i])
+				}
+			}
+			for len(out) < min {
+				out = append(out, ids[r.IntN(len(ids))])
+				slices.Sort(out)
+				out = slices.Compact(out)
+			}
+			return out
+		}
+
+		var users []string
+		for i := range 3 + r.IntN(5) {
+			u, err := db.CreateUser(acct, store.NewUser{Extension: fmt.Sprint(1000 + i), Name: fmt.Sprintf("User %d", i)}, ops)
+			must(err)
+			users = append(users, u.ID)
+		}
+		var queues, groups []string
+		for i := range r.IntN(3) {
+			q, err := db.CreateQueue(acct, store.NewQueue{Name: fmt.Sprintf("Q%d", i), Extension: fmt.Sprint(600 + i), Members: subset(users, 0)}, ops)
+			must(err)
+			queues = append(queues, q.ID)
+		}
+		for i := range r.IntN(3) {
+			kind := []string{store.GroupPaging, store.GroupRing}[r.IntN(2)]
+			g, err := db.CreateGroup(acct, store.NewGroup{Kind: kind, Name: fmt.Sprintf("G%d", i), Extension: fmt.Sprint(700 + i), Members: subset(users, 0)}, ops)
+			must(err)
+			groups = append(groups, g.ID)
+			if r.IntN(3) == 0 {
+				_, err = db.DisableGroup(acct, g.ID, ops)
+				must(err)
+			}
+		}
+		randomSpec := func(name string) store.CallflowSpec {
+			spec := store.CallflowSpec{Name: name}
+			for range 1 + r.IntN(3) {
+				switch n := r.IntN(4); {
+				case n == 0 && len(queues) > 0:
+					spec.Steps = append(spec.Steps, store.Step{Type: "queue", QueueID: queues[r.IntN(len(queues))]})
+				case n == 1 && len(groups) > 0:
+					spec.Steps = append(spec.Steps, store.Step{Type: "group", GroupID: groups[r.IntN(len(groups))]})
+				default:
+					spec.Steps = append(spec.Steps, ring(subset(users, 1)...))
+				}
+			}
+			return spec
+		}
+		var callflows []string
+		for i := range r.IntN(5) {
+			cf, err := db.CreateCallflow(acct, randomSpec(fmt.Sprintf("CF%d", i)), ops)
+			must(err)
+			callflows = append(callflows, cf.ID)
+		}
+		for i := range r.IntN(5) {
+			e := fmt.Sprintf("+4420794%02d%03d", seed, i)
+			_, err := db.AddNumber(acct, e, ops)
+			must(err)
+			if len(callflows) > 0 && r.IntN(3) > 0 {
+				_, err = db.ActivateNumber(acct, e, callflows[r.IntN(len(callflows))], ops)
+				must(err)
+			}
+		}
+		for range r.IntN(3) { // edits: new versions that take the numbers
+			if len(callflows) == 0 {
+				break
+			}
+			old := callflows[r.IntN(len(callflows))]
+			cf, err := db.NewCallflowVersion(acct, old, randomSpec("edited"), ops)
+			must(err)
+			callflows = append(callflows, cf.ID)
+		}
+		holders := subset(users, 0)
+		for i := range r.IntN(4) {
+			l, err := db.CreateLicence(acct, "cloud-phone", ops)
+			must(err)
+			if i < len(holders) {
+				_, err = db.AssignLicence(acct, l.ID, holders[i], ops)
+				must(err)
+			}
+		}
+		for i, uid := range subset(users, 0) {
+			_, err := db.Register(store.RegisterRequest{AccountID: acct, UserID: uid, CallID: fmt.Sprintf("c%d", i), CSeq: 1,
+				Source: "192.0.2.7:5062", Transport: "udp", UserAgent: "softphone",
+				Contacts: []store.ContactUpdate{{URI: fmt.Sprintf("sip:%d@192.0.2.7:%d", i, 5000+i), Expires: 60 + r.IntN(540)}}})
+			must(err)
+		}
+		if r.IntN(2) == 0 {
+			op := "1000"
+			_, err = db.UpdateAccount(acct, store.AccountPatch{OperatorExtension: &op}, ops)
+			must(err)
+		}
+		for _, uid := range subset(users, 0) {
+			if _, err := db.DisableUser(acct, uid, ops); err != nil {
+				wantRule(t, err, "operator_extension")
+			}
+		}
+		clock.Advance(time.Duration(r.IntN(400)) * time.Second) // some bindings expire
+
+		for round := range 6 {
+			for _, i := range r.Perm(len(users)) {
+				uid := users[i]
+				u, err := db.User(acct, uid)
+				if errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				must(err)
+				checkBlockersMatchData(t, db, acct, u)
+				before := dumpAccount(t, db, acct)
+				bs, err := db.DeletionCheck(acct, uid)
+				must(err)
+				err = db.DeleteUser(acct, uid, ops)
+				if len(bs) == 0 {
+					if err != nil {
+						t.Fatalf("seed %d round %d: DeletionCheck found no blocker but DeleteUser = %v", seed, round, err)
+					}
+					deleted++
+					checkGone(t, db, acct, uid)
+					continue
+				}
+				var inUse *store.InUseError
+				if !errors.As(err, &inUse) {
+					t.Fatalf("seed %d: DeletionCheck = %d blockers but DeleteUser = %v", seed, len(bs), err)
+				}
+				if diff := cmp.Diff(bs, inUse.Blockers); diff != "" {
+					t.Fatalf("seed %d: DeletionCheck and DeleteUser disagree (-check +delete):\n%s", seed, diff)
+				}
+				if after := dumpAccount(t, db, acct); after != before {
+					t.Fatalf("seed %d: a refused DeleteUser changed the store:\n%s", seed, cmp.Diff(before, after))
+				}
+				refused++
+			}
+			// Clear some blockers the way an admin would, then try again.
+			for _, uid := range users {
+				clearSomeBlockers(t, db, acct, uid, r)
+			}
+		}
+	}
+	if deleted == 0 || refused == 0 {
+		t.Fatalf("the random accounts exercised too little: %d deleted, %d refused", deleted, refused)
+	}
+	t.Logf("%d users deleted, %d deletions refused", deleted, refused)
+}
+
+// checkBlockersMatchData counts each blocker kind from the data itself.
+func checkBlockersMatchData(t *testing.T, db *store.DB, acct string, u store.User) {
+	t.Helper()
+	want := map[string]int{}
+	if u.Status == store.StatusEnabled {
+		want["enabled"] = 1
+	}
+	bds, _ := db.Bindings(acct, u.ID)
+	want["registration"] = len(bds)
+	qs, _ := db.Queues(acct)
+	for _, q := range qs {
+		if slices.Contains(q.Members, u.ID) {
+			want["queue"]++
+		}
+	}
+	cfs, _ := db.Callflows(acct)
+	for _, cf := range cfs {
+		if cf.Names(u.ID) {
+			want["callflow"]++
+		}
+	}
+	ls, _ := db.Licences(acct)
+	for _, l := range ls {
+		if l.UserID == u.ID {
+			want["licence"]++
+		}
+	}
+	if a, _ := db.Account(acct); a.OperatorExtension == u.Extension {
+		want["operator"] = 1
+	}
+	bs, err := db.DeletionCheck(acct, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	var order []string
+	for _, b := range bs {
+		got[b.Kind]++
+		if len(order) == 0 || order[len(order)-1] != b.Kind {
+			order = append(order, b.Kind)
+		}
+	}
+	for k, n := range want {
+		if got[k] != n {
+			t.Fatalf("user %s: %d %s blockers, the data says %d (%+v)", u.Extension, got[k], k, n, bs)
+		}
+	}
+	rank := map[string]int{"enabled": 0, "registration": 1, "queue": 2, "callflow": 3, "licence": 4, "operator": 5}
+	for i := 1; i < len(order); i++ {
+		if rank[order[i-1]] >= rank[order[i]] {
+			t.Fatalf("blocker order %v is not API.md's", order)
+		}
+	}
+}
+
+func checkGone(t *testing.T, db *store.DB, acct, uid string) {
+	t.Helper()
+	if _, err := db.User(acct, uid); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted user still there: %v", err)
+	}
+	gs, _ := db.Groups(acct)
+	for _, g := range gs {
+		if slices.Contains(g.Members, uid) {
+			t.Fatalf("deleted user still in group %s", g.Name)
+		}
+	}
+}
+
+// clearSomeBlockers removes some of what stops uid's deletion, as an admin would.
+func clearSomeBlockers(t *testing.T, db *store.DB, acct, uid string, r *rand.Rand) {
+	t.Helper()
+	if _, err := db.User(acct, uid); err != nil {
+		return
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	switch r.IntN(5) {
+	case 0:
+		if _, err := db.DisableUser(acct, uid, ops); err != nil {
+			wantRule(t, err, "operator_extension")
+		}
+	case 1:
+		_, err := db.SignOut(acct, uid, ops)
+		must(err)
+	case 2:
+		qs, _ := db.Queues(acct)
+		for _, q := range qs {
+			if slices.Contains(q.Members, uid) {
+				_, err := db.RemoveQueueMember(acct, q.ID, uid, ops)
+				must(err)
+			}
+		}
+	case 3:
+		ls, _ := db.Licences(acct)
+		for _, l := range ls {
+			if l.UserID == uid {
+				_, err := db.ReleaseLicence(acct, l.ID, ops)
+				must(err)
+			}
+		}
+	case 4:
+		cfs, _ := db.Callflows(acct)
+		for _, cf := range cfs {
+			if !cf.Names(uid) {
+				continue
+			}
+			for _, e := range cf.Numbers {
+				_, err := db.DeactivateNumber(acct, e, ops)
+				must(err)
+			}
+			must(db.DeleteCallflow(acct, cf.ID, ops))
+		}
 	}
 }
