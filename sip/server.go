@@ -152,17 +152,14 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 	})
 
 	s := &Server{cfg: cfg, db: db, log: log, metrics: m, nonces: n, dummyPassword: hex.EncodeToString(dummy)}
-	sipLog := log.With("component", "sipgo")
+	sipLog := slog.New(sipgoLogHandler{log.Handler()}).With("component", "sipgo")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(cfg.ServerName),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
-		sipgo.WithUserAgentTransportLayerOptions(
-			sip.WithTransportLayerLogger(sipLog),
-			sip.WithTransportLayerTransports(sip.TransportsConfig{
-				TCP: &sip.TransportTCP{ReadTimeout: cfg.TCPIdleTimeout, WriteTimeout: 10 * time.Second},
-				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: cfg.TCPIdleTimeout, WriteTimeout: 10 * time.Second}},
-			}),
-		),
+		// Idle timeouts are set by our listener wrapper (listener.go), not
+		// with sip.TransportsConfig: sipgo's transports built from a config
+		// lose the layer's logger and log through the global default.
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
 	}
 	if cfg.Hostname != "" {
 		uaOpts = append(uaOpts, sipgo.WithUserAgentHostname(cfg.Hostname))
@@ -390,7 +387,7 @@ func (s *Server) ServeUDP(ctx context.Context, conn net.PacketConn) error {
 func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	return serveErr(ctx, s.srv.ServeTCP(ln))
+	return serveErr(ctx, s.srv.ServeTCP(s.idle(ln)))
 }
 
 // ServeTLS is ServeTCP for a listener that already speaks TLS (tls.Listen
@@ -398,7 +395,7 @@ func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
 func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	return serveErr(ctx, s.srv.ServeTLS(ln))
+	return serveErr(ctx, s.srv.ServeTLS(s.idle(ln)))
 }
 
 func serveErr(ctx context.Context, err error) error {

@@ -1,0 +1,85 @@
+package sip
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// streamWriteTimeout bounds one write to a TCP/TLS peer that stopped reading.
+const streamWriteTimeout = 10 * time.Second
+
+// idle wraps a TCP or TLS listener so that every accepted connection is
+// closed after Config.TCPIdleTimeout without a byte from the peer (each read
+// re-arms the deadline; for TLS this also bounds the handshake) and a write
+// that blocks for streamWriteTimeout fails.
+func (s *Server) idle(ln net.Listener) net.Listener {
+	return idleListener{Listener: ln, read: s.cfg.TCPIdleTimeout, write: streamWriteTimeout}
+}
+
+type idleListener struct {
+	net.Listener
+	read, write time.Duration
+}
+
+func (l idleListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &idleConn{Conn: c, read: l.read, write: l.write}, nil
+}
+
+type idleConn struct {
+	net.Conn
+	read, write time.Duration
+}
+
+func (c *idleConn) Read(p []byte) (int, error) {
+	if c.read > 0 {
+		if err := c.Conn.SetReadDeadline(time.Now().Add(c.read)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *idleConn) Write(p []byte) (int, error) {
+	if c.write > 0 {
+		if err := c.Conn.SetWriteDeadline(time.Now().Add(c.write)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// sipgoLogHandler tones down what sipgo logs about peers' input: an
+// unparsable message is the sender's problem (debug, not error), and the raw
+// bytes are dropped, since they may hold digest credentials.
+type sipgoLogHandler struct{ slog.Handler }
+
+func (h sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != "failed to parse" {
+		return h.Handler.Handle(ctx, r)
+	}
+	if !h.Handler.Enabled(ctx, slog.LevelDebug) {
+		return nil
+	}
+	nr := slog.NewRecord(r.Time, slog.LevelDebug, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "data" {
+			nr.AddAttrs(a)
+		}
+		return true
+	})
+	return h.Handler.Handle(ctx, nr)
+}
+
+func (h sipgoLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return sipgoLogHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h sipgoLogHandler) WithGroup(name string) slog.Handler {
+	return sipgoLogHandler{h.Handler.WithGroup(name)}
+}
