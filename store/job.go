@@ -70,8 +70,9 @@ type Job struct {
 }
 
 // JobStep is one step of a job. Detail says what it did, or why it waits or
-// failed; Blockers are set when the delete step waits; MACs (sign_out) are the
-// devices whose registrations were removed, for the caller's check-sync.
+// failed; Blockers are set when the delete step waits. MACs, on sign_out and
+// delete, are the devices the caller should send check-sync to: those with a
+// line for the user and those whose registrations were removed.
 type JobStep struct {
 	Name      string    `json:"name"`
 	State     string    `json:"state"`
@@ -364,7 +365,10 @@ func (t *tx) runStep(j Job, i int, actor Actor) (stepResult, error) {
 			Detail: map[string]string{"removed": fmt.Sprint(len(removed))}}); err != nil {
 			return stepResult{}, err
 		}
-		var macs []string
+		macs, err := t.userDeviceMACs(acct, uid)
+		if err != nil {
+			return stepResult{}, err
+		}
 		for _, b := range removed {
 			if b.MAC != "" && !slices.Contains(macs, b.MAC) {
 				macs = append(macs, b.MAC)
@@ -435,12 +439,31 @@ func (t *tx) runStep(j Job, i int, actor Actor) (stepResult, error) {
 		return done("licence %s released; the seat stays on the account", l.ID)
 
 	case "delete":
+		macs, err := t.userDeviceMACs(acct, uid) // before deleteUser clears their lines
+		if err != nil {
+			return stepResult{}, err
+		}
 		if err := t.deleteUser(acct, uid, actor); err != nil {
 			return stepResult{}, err
 		}
-		return done("user %s deleted", j.UserLabel)
+		return stepResult{state: JobStepDone, detail: fmt.Sprintf("user %s deleted", j.UserLabel), macs: macs}, nil
 	}
 	return stepResult{}, fmt.Errorf("unknown step %q", j.Steps[i].Name)
+}
+
+// userDeviceMACs lists the devices with a line assigned to the user.
+func (t *tx) userDeviceMACs(acct, uid string) ([]string, error) {
+	ds, err := t.devices(acct)
+	if err != nil {
+		return nil, err
+	}
+	var macs []string
+	for _, d := range ds {
+		if slices.ContainsFunc(d.Lines, func(l DeviceLine) bool { return l.UserID == uid }) {
+			macs = append(macs, d.MAC)
+		}
+	}
+	return macs, nil
 }
 
 // withoutUser returns steps with userID taken out of every ring step; a ring

@@ -128,6 +128,8 @@ func TestOffboard(t *testing.T) {
 		"licence:" + o.lic.ID}; !slices.Equal(got, want) {
 		t.Fatalf("blockers = %v\nwant %v", got, want)
 	}
+	_, err := o.db.CreateDevice(o.id, store.NewDevice{MAC: "805ec0aabbcc", Model: "T46S", Lines: []store.DeviceLine{{Line: 1, UserID: o.ada.ID}}}, ops)
+	o.ok(err)
 	j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.samLine.ID, ReleaseLicence: true}, ops)
 	o.ok(err)
 	if j.State != store.JobRunning || len(j.Steps) != len(store.OffboardSteps) || j.UserLabel != "1002 Ada Lovelace" {
@@ -151,8 +153,15 @@ func TestOffboard(t *testing.T) {
 			t.Errorf("step %s = %s (%s)", s.Name, s.State, s.Detail)
 		}
 	}
-	if got := j.Steps[1].MACs; !slices.Equal(got, []string{"001565aabbcc"}) {
+	// The caller check-syncs these: the handset with her line, and the phone that was registered.
+	if got := j.Steps[1].MACs; !slices.Equal(got, []string{"805ec0aabbcc", "001565aabbcc"}) {
 		t.Errorf("sign_out MACs = %v", got)
+	}
+	if got := j.Steps[7].MACs; !slices.Equal(got, []string{"805ec0aabbcc"}) {
+		t.Errorf("delete MACs = %v", got)
+	}
+	if d, err := o.db.Device(o.id, "805ec0aabbcc"); err != nil || len(d.Lines) != 0 {
+		t.Errorf("device after offboarding = %+v, %v; want its line cleared", d, err)
 	}
 	o.checkOffboarded(t)
 	jobs, err := o.db.Jobs(o.id)
@@ -613,4 +622,28 @@ func clearSomeBlockers(t *testing.T, db *store.DB, acct, uid string, r *rand.Ran
 			must(db.DeleteCallflow(acct, cf.ID, ops))
 		}
 	}
+}
+
+// TestOffboardConcurrentResume runs the same job from two goroutines at once
+// (two admins pressing "resume"): every step still runs exactly once.
+func TestOffboardConcurrentResume(t *testing.T) {
+	o := newOffice(t)
+	j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.samLine.ID, ReleaseLicence: true}, ops)
+	o.ok(err)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := o.db.ResumeOffboard(o.id, j.ID, ops)
+			errs <- err
+		}()
+	}
+	for range 2 {
+		o.ok(<-errs)
+	}
+	j, err = o.db.Job(o.id, j.ID)
+	o.ok(err)
+	if j.State != store.JobDone {
+		t.Fatalf("job = %+v", j)
+	}
+	o.checkOffboarded(t)
 }
