@@ -476,7 +476,7 @@ func (e *engine) kick() {
 
 // pace starts exchanges at rate per second until ctx ends, round robin over
 // all users. A user still busy is skipped (counted); if the pacer falls more
-// than 50 ms behind its schedule the missed starts are counted as skipped
+// than 100 ms behind its schedule the missed starts are counted as skipped
 // ("generator behind"), which marks a result as limited by the generator.
 func (e *engine) pace(ctx context.Context, rate float64) {
 	if rate <= 0 {
@@ -487,7 +487,7 @@ func (e *engine) pace(ctx context.Context, rate float64) {
 	buf := make([]byte, 0, 2048)
 	t0 := time.Now()
 	var sent uint64
-	maxLag := uint64(rate*0.05) + 1
+	maxLag := uint64(rate*0.1) + 10
 	for {
 		select {
 		case <-ctx.Done():

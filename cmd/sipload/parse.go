@@ -253,7 +253,13 @@ func parseChallenge(v []byte, c *challenge) error {
 			c.stale = eqFold(val, "true")
 		case eqFold(key, "qop"):
 			c.hasQop = true
-			for _, q := range bytes.Split(val, []byte(",")) {
+			for rest := val; len(rest) > 0; {
+				q := rest
+				if i := bytes.IndexByte(rest, ','); i >= 0 {
+					q, rest = rest[:i], rest[i+1:]
+				} else {
+					rest = nil
+				}
 				if eqFold(trimSpace(q), "auth") {
 					c.qopAuth = true
 				}

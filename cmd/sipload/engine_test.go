@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+)
+
+func timeUS(n int) time.Duration { return time.Duration(n) * time.Microsecond }
+
+// responder is a tiny digest registrar for the tests: it parses requests with
+// sipgo's parser, verifies credentials with icholy/digest (password
+// "pw-<user>"), offers SHA-256 then MD5 (RFC 8760), answers 503 above
+// limitPer100ms authenticated REGISTERs per 100 ms window (0: no limit), and
+// silently drops every dropEvery-th first REGISTER (0: none).
+type responder struct {
+	limitPer100ms int
+	dropEvery     int
+
+	mu       sync.Mutex
+	window   int64
+	inWindow int
+	nonce    atomic.Uint64
+	firsts   atomic.Uint64
+	ok       atomic.Uint64
+	badAuth  atomic.Uint64
+	lastCSeq sync.Map // Call-ID → uint32
+	cseqErrs atomic.Uint64
+}
+
+func (rs *responder) answer(data []byte) []byte {
+	msg, err := sip.ParseMessage(data)
+	if err != nil {
+		return nil
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok {
+		return nil
+	}
+	user := req.To().Address.User
+	hdr := req.GetHeader("Authorization")
+	if hdr == nil {
+		if n := rs.firsts.Add(1); rs.dropEvery > 0 && n%uint64(rs.dropEvery) == 0 {
+			return nil
+		}
+		n := rs.nonce.Add(1)
+		sha := digest.Challenge{Realm: "example.test", Nonce: fmt.Sprintf("s%d", n), Algorithm: "SHA-256", QOP: []string{"auth"}, Opaque: "o"}
+		md5 := digest.Challenge{Realm: "example.test", Nonce: fmt.Sprintf("m%d", n), Algorithm: "MD5", QOP: []string{"auth"}, Opaque: "o"}
+		return reply(req, "401 Unauthorized", "WWW-Authenticate: "+sha.String()+"\r\nWWW-Authenticate: "+md5.String()+"\r\n")
+	}
+	cred, err := digest.ParseCredentials(hdr.Value())
+	if err != nil {
+		rs.badAuth.Add(1)
+		return reply(req, "400 Bad Request", "")
+	}
+	chal := &digest.Challenge{Realm: cred.Realm, Nonce: cred.Nonce, Algorithm: cred.Algorithm, QOP: []string{cred.QOP}, Opaque: cred.Opaque}
+	want, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: cred.URI, Username: cred.Username,
+		Password: "pw-" + user, Cnonce: cred.Cnonce, Count: cred.Nc})
+	if err != nil || want.Response != cred.Response || cred.Username != user {
+		rs.badAuth.Add(1)
+		return reply(req, "403 Forbidden", "")
+	}
+	// RFC 3261 §10.3 step 7: the CSeq must grow on the same Call-ID.
+	cid, cseq := req.CallID().Value(), req.CSeq().SeqNo
+	if prev, ok := rs.lastCSeq.Load(cid); ok && cseq <= prev.(uint32) {
+		rs.cseqErrs.Add(1)
+	}
+	rs.lastCSeq.Store(cid, cseq)
+	if rs.limitPer100ms > 0 {
+		w := time.Now().UnixMilli() / 100
+		rs.mu.Lock()
+		if w != rs.window {
+			rs.window, rs.inWindow = w, 0
+		}
+		rs.inWindow++
+		over := rs.inWindow > rs.limitPer100ms
+		rs.mu.Unlock()
+		if over {
+			return reply(req, "503 Service Unavailable", "Retry-After: 1\r\n")
+		}
+	}
+	rs.ok.Add(1)
+	return reply(req, "200 OK", "Contact: "+req.Contact().Value()+";expires=60\r\n")
+}
+
+func reply(req *sip.Request, status, extra string) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "SIP/2.0 %s\r\nVia: %s\r\nFrom: %s\r\nTo: %s;tag=x\r\nCall-ID: %s\r\nCSeq: %s\r\n%sContent-Length: 0\r\n\r\n",
+		status, req.Via().Value(), req.From().Value(), req.To().Value(), req.CallID().Value(), req.CSeq().Value(), extra)
+	return b.Bytes()
+}
+
+func (rs *responder) serveUDP(t *testing.T) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 65536)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if out := rs.answer(buf[:n]); out != nil {
+				pc.WriteTo(out, addr)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func (rs *responder) serveTCP(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var f framer
+				buf := make([]byte, 0, 65536)
+				tmp := make([]byte, 32768)
+				for {
+					n, err := c.Read(tmp)
+					if err != nil {
+						return
+					}
+					buf = append(buf, tmp[:n]...)
+					f.buf = buf
+					for {
+						msg, err := f.next()
+						if err != nil || msg == nil {
+							break
+						}
+						if out := rs.answer(msg); out != nil {
+							c.Write(out)
+						}
+					}
+					buf = append(buf[:0], f.buf...)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func newTestEngine(t *testing.T, args ...string) *engine {
+	t.Helper()
+	cfg, users, err := parseFlags(append([]string{"-domain", "example.test", "-timeout", "300ms"}, args...), io.Discard)
+	if err != nil {
+		t.Fatalf("parseFlags(%q) = %v", args, err)
+	}
+	e, err := newEngine(cfg, users)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go e.sweep(ctx)
+	t.Cleanup(func() { cancel(); e.close() })
+	return e
+}
+
+func TestRunAgainstResponder(t *testing.T) {
+	for _, transport := range []string{"udp", "tcp"} {
+		for _, alg := range []string{"md5", "sha-256"} {
+			t.Run(transport+"/"+alg, func(t *testing.T) {
+				rs := &responder{}
+				addr := rs.serveUDP(t)
+				if transport == "tcp" {
+					addr = rs.serveTCP(t)
+				}
+				e := newTestEngine(t, "-target", addr, "-transport", transport, "-algorithm", alg, "-users", "20", "-conns", "2")
+				fixed := e.phase(context.Background(), 400, 300*time.Millisecond, nil)
+				if fixed.OK < 60 || fixed.Failed != 0 {
+					t.Errorf("fixed rate: %d ok, %d failed %v; want ≥ 60 ok, 0 failed", fixed.OK, fixed.Failed, fixed.Failures)
+				}
+				e.cfg.concurrency = 8
+				afap := e.phase(context.Background(), 0, 200*time.Millisecond, nil)
+				if afap.OK < 20 || afap.Failed != 0 {
+					t.Errorf("as fast as possible: %d ok, %d failed %v; want ≥ 20 ok, 0 failed", afap.OK, afap.Failed, afap.Failures)
+				}
+				if got, want := rs.ok.Load(), fixed.OK+afap.OK; got != want {
+					t.Errorf("responder accepted %d registrations, sipload counted %d", got, want)
+				}
+				if n := rs.badAuth.Load() + rs.cseqErrs.Load(); n != 0 {
+					t.Errorf("responder saw %d bad credentials or CSeq regressions", n)
+				}
+				if afap.P50ms <= 0 || afap.MaxMs < afap.P99ms || afap.P99ms < afap.P50ms {
+					t.Errorf("latencies p50 %.3f p99 %.3f max %.3f ms are not ordered", afap.P50ms, afap.P99ms, afap.MaxMs)
+				}
+			})
+		}
+	}
+}
+
+func TestTimeoutsAndStatusFailures(t *testing.T) {
+	rs := &responder{dropEvery: 5}
+	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "10", "-concurrency", "5", "-fresh-callid")
+	r := e.phase(context.Background(), 0, 200*time.Millisecond, nil)
+	var timeouts uint64
+	for _, k := range r.Failures {
+		if k.Kind == "timeout waiting for 401" {
+			timeouts = k.Count
+		}
+	}
+	if timeouts == 0 || r.OK == 0 {
+		t.Errorf("with every 5th REGISTER dropped: %d ok, failures %v; want some ok and some timeouts", r.OK, r.Failures)
+	}
+
+	rs = &responder{}
+	addr := rs.serveUDP(t)
+	cfg, _, _ := parseFlags([]string{"-target", addr, "-domain", "example.test"}, io.Discard)
+	e2, err := newEngine(cfg, []userCred{{user: "20000", password: "wrong"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.close()
+	r = e2.phase(context.Background(), 50, 100*time.Millisecond, nil)
+	if r.OK != 0 || len(r.Failures) != 1 || !strings.HasPrefix(r.Failures[0].Kind, "403 to the authenticated") {
+		t.Errorf("wrong password: %d ok, failures %v; want only 403s", r.OK, r.Failures)
+	}
+}
+
+func TestRampFindsTheLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about 2 s")
+	}
+	rs := &responder{limitPer100ms: 70} // 700 registrations/s
+	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "200", "-ramp", "-ramp-start", "200", "-ramp-factor", "2",
+		"-step", "250ms", "-refine", "1", "-max-p99", "1s", "-max-fail", "0.05", "-duration", "10s")
+	var out bytes.Buffer
+	best := e.rampRun(context.Background(), nil, &out)
+	if best == nil {
+		t.Fatalf("ramp found nothing:\n%s", out.String())
+	}
+	if best.Rate < 150 || best.Rate > 750 || !strings.Contains(out.String(), "FAIL") {
+		t.Errorf("max sustained %.0f/s against a 700/s limit, want 150..750 after a failing step:\n%s", best.Rate, out.String())
+	}
+}
+
+func TestPass(t *testing.T) {
+	e := &engine{cfg: &config{maxFail: 0.001, maxP99: 10 * time.Millisecond, step: time.Second}}
+	tests := []struct {
+		r    result
+		want bool
+	}{
+		{result{TargetRate: 1000, Started: 1000, OK: 1000, Rate: 1000, P99ms: 2}, true},
+		{result{TargetRate: 1000, Started: 1000, OK: 998, Failed: 2, FailFraction: 0.002, Rate: 998, P99ms: 2}, false},
+		{result{TargetRate: 1000, Started: 1000, OK: 1000, Rate: 1000, P99ms: 11}, false},
+		{result{TargetRate: 1000, Started: 900, OK: 900, Rate: 900, P99ms: 1, Skipped: 100, Skips: []kindCount{{"users still busy", 100}}}, false},
+		{result{TargetRate: 1000, Started: 1000, OK: 1000, Rate: 950, P99ms: 1}, false},
+	}
+	for i, tt := range tests {
+		if got, why := e.pass(&tt.r); got != tt.want {
+			t.Errorf("%d: pass() = %v (%s), want %v", i, got, why, tt.want)
+		}
+	}
+}
