@@ -439,6 +439,9 @@ func (t *tx) runStep(j Job, i int, actor Actor) (stepResult, error) {
 		return done("licence %s released; the seat stays on the account", l.ID)
 
 	case "delete":
+		if _, err := t.user(acct, uid); errors.Is(err, ErrNotFound) {
+			return done("user %s was already deleted", j.UserLabel)
+		}
 		macs, err := t.userDeviceMACs(acct, uid) // before deleteUser clears their lines
 		if err != nil {
 			return stepResult{}, err

@@ -647,3 +647,27 @@ func TestOffboardConcurrentResume(t *testing.T) {
 	}
 	o.checkOffboarded(t)
 }
+
+// TestOffboardUserDeletedByHand: an admin finishes the job's work by hand and
+// deletes the user while the job waits; resuming completes it without error.
+func TestOffboardUserDeletedByHand(t *testing.T) {
+	o := newOffice(t)
+	j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{}, ops)
+	o.ok(err)
+	j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+	o.ok(err)
+	if j.State != store.JobWaiting || j.Steps[7].State != store.JobStepWaiting {
+		t.Fatalf("job = %+v", j)
+	}
+	_, err = o.db.AssignLicence(o.id, o.lic.ID, o.bob.ID, ops)
+	o.ok(err)
+	o.ok(o.db.DeleteUser(o.id, o.ada.ID, ops))
+	j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
+	o.ok(err)
+	if j.State != store.JobDone || !strings.Contains(j.Steps[7].Detail, "already deleted") {
+		t.Fatalf("job = %+v", j.Steps[7])
+	}
+	if got := o.audits("user.delete", ""); got != 1 {
+		t.Fatalf("user.delete audits = %d", got)
+	}
+}
