@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -264,5 +266,38 @@ func TestQueueMembershipSurvivesRestart(t *testing.T) {
 	}
 	if got, want := a.audits("queue.create", "ok"), 1; got != want {
 		t.Fatalf("queue.create audits = %d, want %d", got, want)
+	}
+}
+
+// TestReferenceRaceWithDelete: a delete and writes that name the same user
+// race; whatever the order, nothing ends up naming a user who is gone (rule 5
+// is checked inside the writing transaction).
+func TestReferenceRaceWithDelete(t *testing.T) {
+	a := newAcme(t)
+	for i := range 10 {
+		u := a.user(fmt.Sprint(2000+i), "Temp")
+		_, err := a.db.DisableUser(a.id, u.ID, ops)
+		a.ok(err)
+		q := a.queue(fmt.Sprintf("Q%d", i), fmt.Sprint(600+i))
+		g := a.group(store.GroupRing, fmt.Sprintf("G%d", i), fmt.Sprint(700+i))
+		var wg sync.WaitGroup
+		wg.Add(4)
+		go func() { defer wg.Done(); _ = a.db.DeleteUser(a.id, u.ID, ops) }()
+		go func() { defer wg.Done(); _, _ = a.db.AddQueueMember(a.id, q.ID, u.ID, ops) }()
+		go func() { defer wg.Done(); _, _ = a.db.AddGroupMember(a.id, g.ID, u.ID, ops) }()
+		go func() {
+			defer wg.Done()
+			_, _ = a.db.CreateCallflow(a.id, store.CallflowSpec{Name: "Race", Steps: []store.Step{ring(u.ID)}}, ops)
+		}()
+		wg.Wait()
+		if _, err := a.db.User(a.id, u.ID); err == nil {
+			continue // the delete lost: it was refused, fine
+		}
+		q, _ = a.db.Queue(a.id, q.ID)
+		g, _ = a.db.Group(a.id, g.ID)
+		cfs, _ := a.db.Callflows(a.id)
+		if slices.Contains(q.Members, u.ID) || slices.Contains(g.Members, u.ID) || slices.ContainsFunc(cfs, func(c store.Callflow) bool { return c.Names(u.ID) }) {
+			t.Fatalf("round %d: a deleted user is still referenced", i)
+		}
 	}
 }
