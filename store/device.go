@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -505,4 +506,47 @@ func checkDevices(t *tx, userExists func(acct, id string) bool) []error {
 		return nil
 	})
 	return problems
+}
+
+// DeviceBindings returns the live bindings that are this device's own
+// registrations, for sending it a check-sync NOTIFY: a binding whose MAC (from
+// a SIP User-Agent that carries one) or +sip.instance UUID (Yealink ends it
+// with the MAC) names the device, or a Yealink binding of a user on one of
+// the device's lines whose source IP is where the device last fetched its
+// config from. A user's softphones elsewhere never match.
+func (db *DB) DeviceBindings(accountID, mac string) ([]Binding, error) {
+	nmac, ok := NormalizeMAC(mac)
+	if !ok {
+		return nil, fmt.Errorf("device %s: %w", mac, ErrNotFound)
+	}
+	var out []Binding
+	err := db.view(func(t *tx) error {
+		d, err := t.device(accountID, nmac)
+		if err != nil {
+			return err
+		}
+		onLine := map[string]bool{}
+		for _, l := range d.Lines {
+			onLine[l.UserID] = true
+		}
+		return each(t.Bucket(bBindings), accountID, func(_, v []byte) error {
+			var b Binding
+			if err := decode(v, &b); err != nil || !b.Live(t.now) {
+				return nil
+			}
+			host, _, err := net.SplitHostPort(b.Source)
+			if err != nil {
+				host = b.Source
+			}
+			inst := strings.ToLower(strings.NewReplacer("-", "", ":", "").Replace(b.InstanceID))
+			switch {
+			case b.MAC == nmac,
+				inst != "" && strings.Contains(inst, nmac),
+				onLine[b.UserID] && d.LastSource != "" && host == d.LastSource && strings.HasPrefix(strings.ToLower(b.UserAgent), "yealink"):
+				out = append(out, b)
+			}
+			return nil
+		})
+	})
+	return out, err
 }

@@ -317,3 +317,45 @@ func TestProvisioningOverrides(t *testing.T) {
 		t.Fatalf("overrides = %v, %v", s.Overrides, err)
 	}
 }
+
+func TestDeviceBindings(t *testing.T) {
+	f := newDevFixture(t)
+	if _, err := f.db.CreateDevice("a", store.NewDevice{MAC: "805ec0aabbcc", Model: "T54W",
+		Lines: []store.DeviceLine{{Line: 1, UserID: f.ada.ID}}}, devOps); err != nil {
+		t.Fatal(err)
+	}
+	register := func(callID, source, ua, contact, instance string) {
+		t.Helper()
+		_, err := f.db.Register(store.RegisterRequest{AccountID: "a", UserID: f.ada.ID, CallID: callID, CSeq: 1, Source: source, Transport: "udp", UserAgent: ua,
+			Contacts: []store.ContactUpdate{{URI: contact, InstanceID: instance, Expires: 3600}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("c1", "192.0.2.7:5062", "Yealink SIP-T54W 96.86.0.100", "sip:1001@192.0.2.7:5062", "")
+	register("c2", "198.51.100.9:40000", "Zoiper rv2.10", "sip:1001@198.51.100.9:40000", "")
+	register("c3", "203.0.113.5:5060", "Yealink SIP-T46U 108.86.0.20", "sip:1001@203.0.113.5:5060", "urn:uuid:00000000-0000-1000-8000-805EC0AABBCC")
+
+	contacts := func() []string {
+		bs, err := f.db.DeviceBindings("a", "805ec0aabbcc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.Contact)
+		}
+		return out
+	}
+	// Before any fetch only the instance id identifies the phone.
+	if got := contacts(); len(got) != 1 || got[0] != "sip:1001@203.0.113.5:5060" {
+		t.Fatalf("DeviceBindings = %v, want the instance-id match only", got)
+	}
+	if err := f.db.RecordFetch(store.Fetch{MAC: "805ec0aabbcc", Source: "192.0.2.7", Hash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	got := contacts()
+	if len(got) != 2 || !strings.Contains(strings.Join(got, " "), "192.0.2.7:5062") || strings.Contains(strings.Join(got, " "), "Zoiper") {
+		t.Fatalf("DeviceBindings = %v, want the Yealink from the fetch source and the instance match, never the softphone", got)
+	}
+}
