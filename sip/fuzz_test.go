@@ -1,0 +1,136 @@
+package sip
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo/sip"
+)
+
+// Seed corpora live in testdata/fuzz/<FuzzName>/; `go test` runs them.
+
+func FuzzParseExpires(f *testing.F) {
+	for _, s := range []string{"3600", " 60 ", "0", "\t0", "", "abc", "-1", "4294967295", "4294967296", "99999999999999999999999", "1e3", "+5", "0x10"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := parseExpires(s)
+		trimmed := strings.Trim(s, " \t")
+		if err != nil {
+			if trimmed != "" && strings.Trim(trimmed, "0123456789") == "" {
+				t.Fatalf("parseExpires(%q) = %v for a run of digits", s, err)
+			}
+			return
+		}
+		if trimmed == "" || strings.Trim(trimmed, "0123456789") != "" {
+			t.Fatalf("parseExpires(%q) = %d, want an error", s, v)
+		}
+		if n, perr := strconv.ParseUint(trimmed, 10, 64); perr == nil && n <= math.MaxUint32 {
+			if uint64(v) != n {
+				t.Fatalf("parseExpires(%q) = %d, want %d", s, v, n)
+			}
+		} else if v != math.MaxUint32 {
+			// Too big for 32 bits: saturates, never wraps (to 0 = "remove").
+			t.Fatalf("parseExpires(%q) = %d, want %d", s, v, uint32(math.MaxUint32))
+		}
+	})
+}
+
+func registerWith(headers string) string {
+	return "REGISTER sip:example.test SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKfuzz\r\n" +
+		"From: <sip:1001@example.test>;tag=a\r\nTo: <sip:1001@example.test>\r\n" +
+		"Call-ID: fuzz\r\nCSeq: 1 REGISTER\r\n" + headers + "Content-Length: 0\r\n\r\n"
+}
+
+func FuzzParseContact(f *testing.F) {
+	for _, s := range []string{
+		"<sip:1001@192.0.2.7:5062;transport=tcp>;expires=60",
+		`"Ada" <sip:1001@192.0.2.7>;q=0.5;+sip.instance="<urn:uuid:00000000-0000-1000-8000-000A95A0E128>";reg-id=1`,
+		"*", "*, <sip:a@b>", "sip:1001@host", "<sip:1001@host>; expires = 60", "<sips:x@[2001:db8::1]:5061>",
+		"<http://example.test>", "<sip:@>", "<sip:a@b>;expires=4294967296", "<sip:a@b>;q=1.000", "<sip:a@b>;q=1.5",
+		"m", "<sip:a@b>,<sip:c@d>,<sip:e@f>",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		if strings.ContainsAny(v, "\r\n") {
+			return // would be another header, not this one's value
+		}
+		msg, err := sip.ParseMessage([]byte(registerWith("Contact: " + v + "\r\n")))
+		if err != nil {
+			return
+		}
+		req, ok := msg.(*sip.Request)
+		if !ok {
+			t.Fatalf("parsed a REGISTER into %T", msg)
+		}
+		cs, err := parseContacts(req)
+		if err != nil {
+			return
+		}
+		if cs.Wildcard && len(cs.Contacts) > 0 {
+			t.Fatalf("wildcard beside %d contacts accepted", len(cs.Contacts))
+		}
+		if len(cs.Contacts) > maxContacts {
+			t.Fatalf("%d contacts accepted", len(cs.Contacts))
+		}
+		for _, c := range cs.Contacts {
+			if len(c.URI) > maxContactURILen || strings.ContainsAny(c.URI, "\r\n<> \t") {
+				t.Fatalf("contact URI %q accepted", c.URI)
+			}
+			if c.Q != "" && !validQ(c.Q) {
+				t.Fatalf("q %q accepted", c.Q)
+			}
+			// What we would echo in the 200 must parse as a Contact again.
+			b := store.Binding{Contact: c.URI, Q: c.Q, InstanceID: c.InstanceID, ExpiresAt: time.Unix(3600, 0)}
+			echo := bindingContact(b, time.Unix(0, 0))
+			m2, err := sip.ParseMessage([]byte(registerWith("Contact: " + echo + "\r\n")))
+			if err != nil {
+				t.Fatalf("echoed contact %q does not parse: %v", echo, err)
+			}
+			if n := len(m2.(*sip.Request).GetHeaders("Contact")); n != 1 {
+				t.Fatalf("echoed contact %q parses as %d contacts", echo, n)
+			}
+		}
+	})
+}
+
+func FuzzParseAuthorization(f *testing.F) {
+	for _, s := range []string{
+		`Digest username="1001", realm="example.test", nonce="abc", uri="sip:example.test", response="0123456789abcdef0123456789abcdef", algorithm=MD5, qop=auth, nc=00000001, cnonce="c"`,
+		`Digest username="1001",realm="example.test",nonce="abc",uri="sip:example.test",response="0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",algorithm=SHA-256,qop=auth,nc=0000000a,cnonce="c"`,
+		`Digest username="1001", realm="example.test", nonce="abc", uri="sip:example.test", response="0123456789abcdef0123456789abcdef"`,
+		`Basic dXNlcjpwYXNz`, `Digest `, `Digest username="a\"b"`, `Digest nc=ffffffffff`, `Digest nc=-1, qop=auth`,
+		`digest username=1001, algorithm=sha-256`, `Digest username="", realm=""`,
+	} {
+		f.Add(s)
+	}
+	n, err := newNonces(time.Minute, 16)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		cred, err := parseAuthorization(v)
+		// Any nonce text must be safe to check.
+		n.check(v, "example.test", time.Unix(0, 0))
+		if err != nil {
+			return
+		}
+		if cred.Algorithm != algMD5 && cred.Algorithm != algSHA256 {
+			t.Fatalf("algorithm %q accepted", cred.Algorithm)
+		}
+		if cred.QOP != "auth" || cred.Nc <= 0 || cred.Cnonce == "" || !isHex(cred.Response) {
+			t.Fatalf("credentials %+v accepted", cred)
+		}
+		if got := digestResponse(cred, "REGISTER", "pw"); len(got) != len(cred.Response) {
+			t.Fatalf("digest length %d, response length %d", len(got), len(cred.Response))
+		}
+		n.check(cred.Nonce, cred.Realm, time.Unix(0, 0))
+		sameURI(cred.URI, &sip.Uri{Scheme: "sip", Host: "example.test"})
+	})
+}
