@@ -198,13 +198,41 @@ func (u *uac) request(hdrs ...string) *sip.Request {
 // do sends req and returns the final response.
 func (u *uac) do(req *sip.Request) *sip.Response {
 	u.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	res, err := u.cli.Do(ctx, req)
+	res, err := u.doErr(req)
 	if err != nil {
 		u.t.Fatalf("%s %s: %v", req.Method, u.transport, err)
 	}
 	return res
+}
+
+func (u *uac) doErr(req *sip.Request) (*sip.Response, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return u.cli.Do(ctx, req)
+}
+
+// registerErr is register for other goroutines than the test's: it never
+// calls t.Fatal.
+func (u *uac) registerErr(hdrs ...string) (*sip.Response, error) {
+	res, err := u.doErr(u.request(hdrs...))
+	if err != nil || res.StatusCode != 401 {
+		return res, err
+	}
+	h := res.GetHeader("WWW-Authenticate")
+	if h == nil {
+		return nil, fmt.Errorf("401 without WWW-Authenticate")
+	}
+	chal, err := digest.ParseChallenge(h.Value())
+	if err != nil {
+		return nil, err
+	}
+	req := u.request(hdrs...)
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: req.Recipient.String(), Username: u.user, Password: u.password, Count: 1})
+	if err != nil {
+		return nil, err
+	}
+	req.AppendHeader(sip.NewHeader("Authorization", cred.String()))
+	return u.doErr(req)
 }
 
 // authorization answers the challenge in res for alg ("" = the first) with
