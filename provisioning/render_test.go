@@ -307,3 +307,16 @@ func FuzzParsePath(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkRenderMAC is the rendering alone, for a 16-account T54W.
+func BenchmarkRenderMAC(b *testing.B) {
+	m, _ := store.LookupModel("T54W")
+	c := store.DeviceConfig{Account: store.Account{ID: "acme", SIPDomain: "example.test"}, Device: store.Device{MAC: "805ec0aabbcc", Model: "T54W"}, Model: m,
+		Lines: []store.LineConfig{{Line: 1, Active: true, User: goldenUser("u", "1001", "Ada", store.StatusEnabled), SIP: store.SIPCredentials{Username: "1001", Password: "pw"}}}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := renderMAC(c, goldenProv, "https://x/p/k/", goldenSIP, 60, "", ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
