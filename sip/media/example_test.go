@@ -30,7 +30,7 @@ func Example() {
 		panic(err)
 	}
 	conn, err := ports.Allocate(net.IPv4(127, 0, 0, 1)) // the media IP from configuration
-	if err != nil { // ErrNoPorts: 486 / 503 without media
+	if err != nil {                                     // ErrNoPorts: 486 / 503 without media
 		panic(err)
 	}
 	defer conn.Close() // releases the port
