@@ -326,8 +326,8 @@ func dumpAccount(t *testing.T, db *store.DB, acct string) string {
 	add(db.Licences(acct))
 	add(db.Seats(acct))
 	add(db.Jobs(acct))
-	add(db.Audit(acct, 1000, 0))
-	b, err := json.MarshalIndent(parts, "", " ")
+	add(db.Audit(acct, 3, 0)) // any entry a delete wrote would be among the newest
+	b, err := json.Marshal(parts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,6 +342,7 @@ func dumpAccount(t *testing.T, db *store.DB, acct string) string {
 func TestDeletionCheckAgreesWithDelete(t *testing.T) {
 	clock := storetest.NewClock()
 	db := storetest.Open(t, clock)
+	store.NoSyncForTest(db) // thousands of commits; durability is tested elsewhere
 	seeds := 16
 	if testing.Short() {
 		seeds = 6
