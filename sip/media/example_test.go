@@ -29,8 +29,9 @@ func Example() {
 	if err != nil { // ErrNoG711 / ErrNoAudio / ErrMalformedSDP: answer 486 (or 488) at once
 		panic(err)
 	}
-	conn, err := ports.Allocate(net.IPv4(127, 0, 0, 1)) // the media IP from configuration
-	if err != nil {                                     // ErrNoPorts: 486 / 503 without media
+	// Bind on the media IP from configuration.
+	conn, err := ports.Allocate(net.IPv4(127, 0, 0, 1))
+	if err != nil { // ErrNoPorts: answer without media (486)
 		panic(err)
 	}
 	defer conn.Close() // releases the port
