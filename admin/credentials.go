@@ -1,0 +1,70 @@
+package admin
+
+import (
+	"context"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// credentialsJSON is what a phone needs to register as the user. It is only
+// ever the whole body of the sip-credentials routes, never part of a list.
+type credentialsJSON struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+	Realm    string `json:"realm"`
+	Domain   string `json:"domain"`
+}
+
+func credentialsOut(cr store.SIPCredentials) credentialsJSON {
+	return credentialsJSON{Username: cr.Username, Password: cr.Password, Realm: cr.Realm, Domain: cr.Domain}
+}
+
+func (s *server) sipCredentials(c *gin.Context) error {
+	cr, err := s.db.SIPCredentials(c.Param("account"), c.Param("id"), actor(c))
+	if err != nil {
+		return err
+	}
+	return reply(c, credentialsOut(cr))
+}
+
+// checkSyncTimeout bounds the check-syncs a rotation sends before answering.
+const checkSyncTimeout = 3 * time.Second
+
+func (s *server) rotateSIPCredentials(c *gin.Context) error {
+	acct, id := c.Param("account"), c.Param("id")
+	cr, err := s.db.RotateSIPCredentials(acct, id, actor(c))
+	if err != nil {
+		return err
+	}
+	s.checkSyncUser(c, acct, id)
+	return reply(c, credentialsOut(cr))
+}
+
+// checkSyncUser asks every Yealink registered as the user to fetch its
+// configuration again (best effort: a phone that misses it picks the change
+// up at its next scheduled fetch).
+func (s *server) checkSyncUser(c *gin.Context, acct, userID string) {
+	if s.notifier == nil {
+		return
+	}
+	bs, err := s.db.Bindings(acct, userID)
+	if err != nil {
+		s.log.WarnContext(c, "check-sync: list registrations", "user_id", userID, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), checkSyncTimeout)
+	defer cancel()
+	done := map[string]bool{}
+	for _, b := range bs {
+		if b.MAC == "" || done[b.MAC] {
+			continue
+		}
+		done[b.MAC] = true
+		if err := s.notifier.CheckSync(ctx, acct, b.MAC); err != nil {
+			s.log.WarnContext(c, "check-sync failed", "account", acct, "mac", b.MAC, "err", err)
+		}
+	}
+}

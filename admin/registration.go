@@ -1,0 +1,63 @@
+package admin
+
+import (
+	"github.com/gin-gonic/gin"
+
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// registrationJSON is one live binding.
+type registrationJSON struct {
+	UserID       string `json:"user_id"`
+	Contact      string `json:"contact"`
+	Source       string `json:"source"`
+	Transport    string `json:"transport"`
+	UserAgent    string `json:"user_agent"`
+	MAC          string `json:"mac,omitempty"`
+	RegisteredAt string `json:"registered_at" format:"date-time"`
+	ExpiresAt    string `json:"expires_at" format:"date-time"`
+}
+
+type registrationList struct {
+	Registrations []registrationJSON `json:"registrations"`
+}
+
+// signOutJSON answers DELETE /users/{id}/registrations: how many live
+// bindings were removed, and which.
+type signOutJSON struct {
+	Removed       int                `json:"removed"`
+	Registrations []registrationJSON `json:"registrations"`
+}
+
+func registrationsOut(bs []store.Binding) []registrationJSON {
+	out := make([]registrationJSON, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, registrationJSON{UserID: b.UserID, Contact: b.Contact, Source: b.Source, Transport: b.Transport,
+			UserAgent: b.UserAgent, MAC: b.MAC, RegisteredAt: rfc3339(b.RegisteredAt), ExpiresAt: rfc3339(b.ExpiresAt)})
+	}
+	return out
+}
+
+func (s *server) userRegistrations(c *gin.Context) error {
+	bs, err := s.db.Bindings(c.Param("account"), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return reply(c, registrationList{Registrations: registrationsOut(bs)})
+}
+
+func (s *server) accountRegistrations(c *gin.Context) error {
+	bs, err := s.db.AccountBindings(c.Param("account"))
+	if err != nil {
+		return err
+	}
+	return reply(c, registrationList{Registrations: registrationsOut(bs)})
+}
+
+func (s *server) signOut(c *gin.Context) error {
+	removed, err := s.db.SignOut(c.Param("account"), c.Param("id"), actor(c))
+	if err != nil {
+		return err
+	}
+	return reply(c, signOutJSON{Removed: len(removed), Registrations: registrationsOut(removed)})
+}
