@@ -148,7 +148,7 @@ func (s *Server) authFailed(log *slog.Logger, reason string) {
 
 // challenge answers 401 (407 for proxy) with one challenge per algorithm,
 // SHA-256 first then MD5 (RFC 8760 §2.4: in order of preference), sharing
-// one nonce.
+// one nonce; clients listed in Config.MD5OnlyUserAgents get MD5 alone.
 func (s *Server) challenge(req *sip.Request, tx sip.ServerTransaction, proxy bool, realm string, stale bool) {
 	code, reason, hdr := 401, "Unauthorized", "WWW-Authenticate"
 	if proxy {
@@ -156,11 +156,34 @@ func (s *Server) challenge(req *sip.Request, tx sip.ServerTransaction, proxy boo
 	}
 	nonce := s.nonces.issue(realm, s.db.Now())
 	res := s.newResponse(req, code, reason)
-	for _, alg := range []string{algSHA256, algMD5} {
+	algs := []string{algSHA256, algMD5}
+	if s.md5Only(req) {
+		algs = algs[1:]
+	}
+	for _, alg := range algs {
 		c := digest.Challenge{Realm: realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
 		res.AppendHeader(sip.NewHeader(hdr, c.String()))
 	}
 	s.send(req, tx, res)
+}
+
+// md5Only reports whether req comes from a client that must be challenged
+// with MD5 alone (Config.MD5OnlyUserAgents).
+func (s *Server) md5Only(req *sip.Request) bool {
+	if len(s.cfg.MD5OnlyUserAgents) == 0 {
+		return false
+	}
+	h := req.GetHeader("User-Agent")
+	if h == nil {
+		return false
+	}
+	ua := strings.TrimSpace(h.Value())
+	for _, p := range s.cfg.MD5OnlyUserAgents {
+		if strings.HasPrefix(ua, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // digestResponse computes the expected qop=auth response for cred

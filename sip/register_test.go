@@ -516,3 +516,38 @@ func TestOverload503(t *testing.T) {
 		t.Errorf("after the load = %d, want 200", res.StatusCode)
 	}
 }
+
+func TestMD5OnlyUserAgents(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		ua   string
+		want []string
+	}{
+		{"old baresip", Config{}, "baresip v1.0.0 (x86_64/linux)", []string{"MD5"}},
+		{"new baresip", Config{}, "baresip v3.10.1 (x86_64/linux)", []string{"SHA-256", "MD5"}},
+		{"quirk off", Config{MD5OnlyUserAgents: []string{}}, "baresip v1.0.0 (x86_64/linux)", []string{"SHA-256", "MD5"}},
+		{"configured", Config{MD5OnlyUserAgents: []string{"Yealink SIP-T2"}}, "Yealink SIP-T21P_E2 52.84.0.15", []string{"MD5"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.cfg)
+			u := e.uac("UDP", "1001", e.password)
+			u.ua = tc.ua
+			res := u.do(u.request("Contact: <sip:1001@127.0.0.1:7500>"))
+			var algs []string
+			for _, h := range res.GetHeaders("WWW-Authenticate") {
+				c, err := digest.ParseChallenge(h.Value())
+				if err != nil {
+					t.Fatal(err)
+				}
+				algs = append(algs, c.Algorithm)
+			}
+			if diff := cmp.Diff(tc.want, algs); diff != "" {
+				t.Errorf("challenge algorithms (-want +got):\n%s", diff)
+			}
+			if res := u.register("MD5", "Contact: <sip:1001@127.0.0.1:7500>"); res.StatusCode != 200 {
+				t.Errorf("MD5 REGISTER = %d, want 200", res.StatusCode)
+			}
+		})
+	}
+}

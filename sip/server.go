@@ -43,6 +43,12 @@ type Config struct {
 	// MaxInFlight is how many requests may be handled at once; beyond it
 	// requests get 503 with Retry-After [4096].
 	MaxInFlight int
+	// MD5OnlyUserAgents lists User-Agent prefixes of clients that cannot
+	// skip a challenge with an algorithm they do not know (RFC 8760 §2.4
+	// says they must): they abort on the SHA-256 challenge instead of
+	// answering the MD5 one. Such clients get a single MD5 challenge. nil
+	// means DefaultMD5OnlyUserAgents; an empty slice turns the quirk off.
+	MD5OnlyUserAgents []string
 	// TCPIdleTimeout closes a TCP or TLS connection that sent nothing for
 	// this long [MaxExpires + 60 s]. The default is longer than any binding
 	// can live without a refresh, so a phone that holds its registration on
@@ -50,6 +56,11 @@ type Config struct {
 	// scanners that connect and say nothing) are closed eventually.
 	TCPIdleTimeout time.Duration
 }
+
+// DefaultMD5OnlyUserAgents are the clients known to fail on a SHA-256
+// challenge: baresip before 2.x, whose libre (e.g. Debian 12's libre 1.1.0)
+// stops at the first WWW-Authenticate whose algorithm is not MD5 with ENOSYS.
+var DefaultMD5OnlyUserAgents = []string{"baresip v0.", "baresip v1."}
 
 func (c *Config) setDefaults() error {
 	if c.MinExpires == 0 {
@@ -69,6 +80,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 4096
+	}
+	if c.MD5OnlyUserAgents == nil {
+		c.MD5OnlyUserAgents = DefaultMD5OnlyUserAgents
 	}
 	if c.TCPIdleTimeout == 0 {
 		c.TCPIdleTimeout = time.Duration(c.MaxExpires)*time.Second + time.Minute

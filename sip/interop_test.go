@@ -1,0 +1,120 @@
+package sip
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// TestBaresipInterop registers a real, independent SIP client (Debian's
+// baresip) with digest auth over UDP and TCP and checks the binding. Without
+// baresip the test is skipped, unless CI=true (the CI script installs it).
+func TestBaresipInterop(t *testing.T) {
+	bin, err := exec.LookPath("baresip")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("baresip not installed (CI=true): %v", err)
+		}
+		t.Skip("baresip not installed; apt-get install baresip")
+	}
+	e := newEnv(t, Config{})
+	for i, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			u, pw := e.addUser(fmt.Sprintf("30%d", i))
+			dir := t.TempDir()
+			// account: registration only, no audio or video modules (no sound card needed).
+			config := "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:0\nmodule_app account.so\n"
+			outbound := "sip:" + e.addr(transport)
+			if transport == "TCP" {
+				outbound += ";transport=tcp"
+			}
+			account := fmt.Sprintf("<sip:%s@%s>;auth_pass=%s;outbound=\"%s\";regint=600\n", u.Extension, testDomain, pw, outbound)
+			for name, content := range map[string]string{"config": config, "accounts": account} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "-f", dir)
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+			cmd.WaitDelay = 3 * time.Second
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			defer func() {
+				cancel()
+				<-done
+				if t.Failed() {
+					t.Logf("baresip output:\n%s", out.String())
+				}
+			}()
+
+			b, ok := waitBinding(t, e, u, 10*time.Second, done)
+			if !ok {
+				t.Fatalf("baresip did not register within 10 s")
+			}
+			if !strings.Contains(b.UserAgent, "baresip") {
+				t.Errorf("binding user agent = %q, want baresip's", b.UserAgent)
+			}
+			if b.Transport != strings.ToLower(transport) || !strings.HasPrefix(b.Source, "127.0.0.1:") {
+				t.Errorf("binding = %+v, want transport %s from 127.0.0.1", b, strings.ToLower(transport))
+			}
+			if want := e.clock.Now().Add(600 * time.Second); !b.ExpiresAt.Equal(want) {
+				t.Errorf("ExpiresAt = %v, want %v (regint 600)", b.ExpiresAt, want)
+			}
+		})
+	}
+}
+
+// waitBinding polls the store until the user has a binding, the process
+// exits, or timeout passes. An external process gives no other signal.
+func waitBinding(t *testing.T, e *env, u store.User, timeout time.Duration, exited <-chan error) (store.Binding, bool) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	end := time.After(timeout)
+	for {
+		if bs := e.bindings(u); len(bs) > 0 {
+			return bs[0], true
+		}
+		select {
+		case <-tick.C:
+		case <-end:
+			return store.Binding{}, false
+		case err := <-exited:
+			t.Fatalf("baresip exited early: %v", err)
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
