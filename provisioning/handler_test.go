@@ -252,6 +252,19 @@ func TestAcceptance(t *testing.T) {
 		same(t, want404, wrongKey)
 		longWrongKey := f.phone(5, t54wUA).raw("/p/"+strings.Repeat("x", 32)+"/"+t54wMAC+".cfg", "")
 		same(t, want404, longWrongKey)
+		// Another account's phone, asked for with this account's key and credentials.
+		if _, err := f.db.CreateAccount("other", "other.example.test", admin); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.db.CreateDevice("other", store.NewDevice{MAC: "805ec0123456", Model: "T54W"}, admin); err != nil {
+			t.Fatal(err)
+		}
+		before = f.devices()
+		otherAcct := f.phone(5, "Yealink SIP-T54W 96.86.0.100 80:5e:c0:12:34:56")
+		same(t, want404, otherAcct.get(f.path("805ec0123456.cfg")))
+		if d, _ := f.db.Device("other", "805ec0123456"); !d.LastProvisionedAt.IsZero() {
+			t.Fatal("another account's device was stamped")
+		}
 		if d := cmp.Diff(before, f.devices()); d != "" {
 			t.Fatalf("device registry changed (-before +after):\n%s", d)
 		}
