@@ -259,8 +259,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "read device", err)
 			return
 		}
-		if err != nil || !uaOK || ua.MAC != req.MAC {
-			h.refuse(w, src, "unknown_device_or_ua_mismatch", acc.Account.ID)
+		if !uaOK || ua.MAC != req.MAC {
+			h.refuse(w, src, "ua_mismatch", acc.Account.ID)
+			return
+		}
+		if err != nil {
+			h.refuse(w, src, "unknown_device", acc.Account.ID)
 			return
 		}
 		body, cleared, err := renderMAC(dc, acc.Settings, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
