@@ -31,7 +31,7 @@ const (
 
 // ErrInvalidWAV is wrapped by every error LoadWAV returns for a file it refuses; the message says
 // what is wrong and what is accepted.
-var ErrInvalidWAV = errors.New("invalid announcement WAV")
+var ErrInvalidWAV = errors.New("media: invalid announcement WAV")
 
 // maxWAVBytes bounds what LoadWAV reads: 60 s of 16-bit PCM at the highest accepted rate plus room
 // for other chunks.
@@ -132,7 +132,7 @@ const (
 func LoadWAV(r io.Reader) (*Announcement, error) {
 	b, err := io.ReadAll(io.LimitReader(r, maxWAVBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading announcement WAV: %w", err)
+		return nil, fmt.Errorf("media: reading announcement WAV: %w", err)
 	}
 	if len(b) > maxWAVBytes {
 		return nil, fmt.Errorf("%w: file larger than %d MiB", ErrInvalidWAV, maxWAVBytes>>20)

@@ -15,9 +15,9 @@ import (
 // Errors from ParseOffer. Answer ErrNoAudio and ErrNoG711 with 488 Not Acceptable Here (or 486 at
 // once, as DESIGN.md says for the announcement); ErrMalformedSDP with 400 or 488.
 var (
-	ErrNoAudio      = errors.New("SDP offer has no audio stream")
-	ErrNoG711       = errors.New("SDP offer has no G.711 (PCMU/PCMA) audio over RTP/AVP")
-	ErrMalformedSDP = errors.New("malformed SDP")
+	ErrNoAudio      = errors.New("media: SDP offer has no audio stream")
+	ErrNoG711       = errors.New("media: SDP offer has no G.711 (PCMU/PCMA) audio over RTP/AVP")
+	ErrMalformedSDP = errors.New("media: malformed SDP")
 )
 
 // Offer is what ParseOffer learnt from a caller's SDP offer.
