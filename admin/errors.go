@@ -26,6 +26,8 @@ var errorStatus = map[string]int{
 	"user_registered":    http.StatusConflict, // store.RuleError: renumbering a registered user
 	"user_has_licence":   http.StatusConflict, // store.RuleError: a user holds one licence at most
 	"licence_assigned":   http.StatusConflict, // store.RuleError: deleting a held licence
+	"callflow_active":    http.StatusConflict, // store.RuleError: deleting an ACTIVE callflow (API.md)
+	"group_enabled":      http.StatusConflict, // store.RuleError: deleting an enabled group (API.md)
 	"body_too_large":     http.StatusRequestEntityTooLarge,
 	"internal":           http.StatusInternalServerError,
 	"unavailable":        http.StatusServiceUnavailable,

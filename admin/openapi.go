@@ -111,6 +111,11 @@ func (g *schemaGen) operation(rt route) map[string]any {
 
 func errorSchema() map[string]any {
 	str := map[string]any{"type": "string"}
+	codes := make([]string, 0, len(errorStatus))
+	for c := range errorStatus {
+		codes = append(codes, c)
+	}
+	sort.Strings(codes)
 	return map[string]any{
 		"type":     "object",
 		"required": []string{"error"},
@@ -118,7 +123,7 @@ func errorSchema() map[string]any {
 			"type":     "object",
 			"required": []string{"code", "message"},
 			"properties": map[string]any{
-				"code":     str,
+				"code":     map[string]any{"type": "string", "description": "one of " + strings.Join(codes, ", ") + ", or a rule's own code"},
 				"message":  str,
 				"field":    map[string]any{"type": "string", "description": "the offending field (code invalid)"},
 				"fields":   map[string]any{"type": "object", "additionalProperties": str, "description": "every bad field and its problem (code invalid)"},
@@ -250,8 +255,12 @@ func (g *schemaGen) object(t reflect.Type, request bool) map[string]any {
 	return out
 }
 
-// componentName capitalises a Go type name: userCreate → UserCreate.
+// componentName capitalises a Go type name and drops a JSON suffix:
+// userCreate → UserCreate, userJSON → User.
 func componentName(s string) string {
+	if t := strings.TrimSuffix(s, "JSON"); t != "" {
+		s = t
+	}
 	r := []rune(s)
 	r[0] = unicode.ToUpper(r[0])
 	return string(r)
