@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash"
-	"log/slog"
 	"strconv"
 	"strings"
 
@@ -31,7 +30,9 @@ const (
 
 // authenticate checks the digest credentials of req (RFC 7616 with the SIP
 // rules of RFC 3261 §22 and RFC 8760) against the user named by the To URI
-// (extension@sip_domain; the domain is also the realm). With proxy set it
+// for REGISTER, by the From URI otherwise (extension@sip_domain; the domain
+// is also the realm). The caller must have checked that From and To exist
+// (handle does). With proxy set it
 // reads Proxy-Authorization and challenges with 407/Proxy-Authenticate (for
 // INVITE), otherwise Authorization and 401/WWW-Authenticate.
 //
@@ -42,14 +43,22 @@ const (
 // user other than the To user — and returns false. An unknown user and a
 // wrong password get the same challenge, after the same work.
 func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy bool) (store.SIPIdentity, bool) {
-	to := req.To()
-	realm := strings.ToLower(to.Address.Host)
-	user := unescapeUser(to.Address.User)
+	// REGISTER authenticates the owner of the AOR in To; any other request
+	// (INVITE, …) its sender, named in From.
+	who := &req.To().Address
+	if req.Method != sip.REGISTER {
+		who = &req.From().Address
+	}
+	realm := strings.ToLower(who.Host)
+	user := unescapeUser(who.User)
 	hdrName := "Authorization"
 	if proxy {
 		hdrName = "Proxy-Authorization"
 	}
-	log := s.log.With("source", req.Source(), "user", user+"@"+realm, "method", string(req.Method))
+	failed := func(reason string) {
+		s.metrics.authFailures.WithLabelValues(reason).Inc()
+		s.log.Info("sip auth failed", "reason", reason, "source", req.Source(), "user", user+"@"+realm, "method", methodLabel(req.Method))
+	}
 
 	// Several credentials may be present (one per realm); use ours.
 	var raw string
@@ -69,31 +78,31 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	}
 	cred, err := parseAuthorization(raw)
 	if err != nil {
-		s.authFailed(log, authMalformed)
+		failed(authMalformed)
 		s.reply(req, tx, 400, "Malformed Authorization")
 		return store.SIPIdentity{}, false
 	}
 	if !strings.EqualFold(cred.Realm, realm) {
 		// Credentials cached for another realm: ask again for this one.
-		s.authFailed(log, authBadRealm)
+		failed(authBadRealm)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
 	if unescapeUser(cred.Username) != user {
 		// RFC 3261 §10.3 step 4: this user may not touch that AOR.
-		s.authFailed(log, authWrongUser)
+		failed(authWrongUser)
 		s.reply(req, tx, 403, "Forbidden")
 		return store.SIPIdentity{}, false
 	}
 	if !sameURI(cred.URI, &req.Recipient) {
-		s.authFailed(log, authMalformed)
+		failed(authMalformed)
 		s.reply(req, tx, 400, "Digest URI Mismatch")
 		return store.SIPIdentity{}, false
 	}
 	now := s.db.Now()
 	state, key := s.nonces.check(cred.Nonce, realm, now)
 	if state == nonceBad {
-		s.authFailed(log, authBadNonce)
+		failed(authBadNonce)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
@@ -114,17 +123,17 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	match := subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) == 1
 	switch {
 	case !known:
-		s.authFailed(log, authUnknownUser)
+		failed(authUnknownUser)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	case !match:
-		s.authFailed(log, authBadPassword)
+		failed(authBadPassword)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	case state == nonceStale:
 		// RFC 7616 §3.3: stale=true only when the response was right for
 		// the old nonce, so the phone retries without asking its user.
-		s.authFailed(log, authStale)
+		failed(authStale)
 		s.challenge(req, tx, proxy, realm, true)
 		return store.SIPIdentity{}, false
 	}
@@ -134,16 +143,11 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 		if stale {
 			reason = authStale
 		}
-		s.authFailed(log, reason)
+		failed(reason)
 		s.challenge(req, tx, proxy, realm, stale)
 		return store.SIPIdentity{}, false
 	}
 	return id, true
-}
-
-func (s *Server) authFailed(log *slog.Logger, reason string) {
-	s.metrics.authFailures.WithLabelValues(reason).Inc()
-	log.Info("sip auth failed", "reason", reason)
 }
 
 // challenge answers 401 (407 for proxy) with one challenge per algorithm,
