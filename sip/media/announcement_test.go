@@ -111,6 +111,7 @@ func TestDefaultAnnouncement(t *testing.T) {
 }
 
 func TestLoadWAVAccepts(t *testing.T) {
+	t.Parallel()
 	tone := sine(1000, 10000, 8000, time.Second) // RMS ≈ 7071
 	list := append([]byte("LIST"), []byte("INFOISFT\x05\x00\x00\x00sox!\x00")...)
 	odd := append([]byte("junk"), 1, 2, 3) // odd-sized chunk, padded
@@ -195,6 +196,7 @@ func TestLoadWAVAccepts(t *testing.T) {
 }
 
 func TestLoadWAVResamplerFiltersAliases(t *testing.T) {
+	t.Parallel()
 	// A 6 kHz tone is above the 4 kHz Nyquist limit of 8 kHz audio: it must be filtered out,
 	// not folded back to 2 kHz.
 	a, err := LoadWAV(bytes.NewReader(wavFile(wavePCM, 1, 44100, 16, pcmBytes(sine(6000, 10000, 44100, time.Second)))))
@@ -207,6 +209,7 @@ func TestLoadWAVResamplerFiltersAliases(t *testing.T) {
 }
 
 func TestLoadWAVRejects(t *testing.T) {
+	t.Parallel()
 	tone := pcmBytes(sine(1000, 10000, 8000, time.Second))
 	truncated := wavFile(wavePCM, 1, 8000, 16, tone)
 	truncated = truncated[:len(truncated)-100]
