@@ -590,3 +590,124 @@ func (t *tx) routeOwner(acct, kind, id string, r *RouteResult) error {
 	}
 	return nil
 }
+
+// checkAccountModel is a checkHooks entry: queues, groups, callflows and
+// numbers reference only what exists, and their indexes agree with them.
+func checkAccountModel(t *tx, userExists func(acct, id string) bool) []error {
+	var problems []error
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Errorf(format, args...)) }
+	exts := t.Bucket(bExts)
+	queues, groups := map[string]bool{}, map[string]bool{}
+	members := func(kind, key, acct string, ids []string) {
+		for _, id := range ids {
+			if !userExists(acct, id) {
+				bad("%s %s lists missing user %s", kind, key, id)
+			}
+		}
+	}
+	_ = t.Bucket(bQueues).ForEach(func(key, v []byte) error {
+		var q Queue
+		if err := decode(v, &q); err != nil {
+			bad("queue %s: %v", key, err)
+			return nil
+		}
+		queues[string(key)] = true
+		if owner := string(exts.Get([]byte(k(q.AccountID, q.Extension)))); owner != "queue:"+q.ID {
+			bad("queue %s: extension %s is indexed to %q", key, q.Extension, owner)
+		}
+		members("queue", string(key), q.AccountID, q.Members)
+		return nil
+	})
+	_ = t.Bucket(bGroups).ForEach(func(key, v []byte) error {
+		var g Group
+		if err := decode(v, &g); err != nil {
+			bad("group %s: %v", key, err)
+			return nil
+		}
+		groups[string(key)] = true
+		if owner := string(exts.Get([]byte(k(g.AccountID, g.Extension)))); owner != "group:"+g.ID {
+			bad("group %s: extension %s is indexed to %q", key, g.Extension, owner)
+		}
+		if g.Status != StatusEnabled && g.Status != StatusDisabled || g.Kind != GroupPaging && g.Kind != GroupRing {
+			bad("group %s: kind %q status %q", key, g.Kind, g.Status)
+		}
+		members("group", string(key), g.AccountID, g.Members)
+		return nil
+	})
+	_ = exts.ForEach(func(key, v []byte) error {
+		acct, _, _ := strings.Cut(string(key), "/")
+		kind, id, _ := strings.Cut(string(v), ":")
+		if kind == "queue" && !queues[k(acct, id)] || kind == "group" && !groups[k(acct, id)] {
+			bad("extension %s points at missing %s %s", key, kind, id)
+		}
+		return nil
+	})
+	callflows := map[string]bool{}
+	versions := map[string]string{} // acct/lineage/version → id
+	_ = t.Bucket(bCallflows).ForEach(func(key, v []byte) error {
+		var cf Callflow
+		if err := decode(v, &cf); err != nil {
+			bad("callflow %s: %v", key, err)
+			return nil
+		}
+		callflows[string(key)] = true
+		vk := k(cf.AccountID, cf.Lineage, strconv.Itoa(cf.Version))
+		if other, dup := versions[vk]; dup || cf.Lineage == "" || cf.Version < 1 {
+			bad("callflow %s: lineage %q version %d (also %s)", key, cf.Lineage, cf.Version, other)
+		}
+		versions[vk] = cf.ID
+		for i, s := range cf.Steps {
+			switch s.Type {
+			case StepRing:
+				members("callflow", fmt.Sprintf("%s step %d", key, i), cf.AccountID, s.UserIDs)
+			case StepQueue:
+				if !queues[k(cf.AccountID, s.QueueID)] {
+					bad("callflow %s step %d: missing queue %s", key, i, s.QueueID)
+				}
+			case StepGroup:
+				if !groups[k(cf.AccountID, s.GroupID)] {
+					bad("callflow %s step %d: missing group %s", key, i, s.GroupID)
+				}
+			default:
+				bad("callflow %s step %d: type %q", key, i, s.Type)
+			}
+		}
+		return nil
+	})
+	_ = t.Bucket(bNumbers).ForEach(func(key, v []byte) error {
+		var n Number
+		if err := decode(v, &n); err != nil {
+			bad("number %s: %v", key, err)
+			return nil
+		}
+		if owner := string(t.Bucket(bNumberOwners).Get([]byte(n.E164))); owner != n.AccountID {
+			bad("number %s: owner index says %q", key, owner)
+		}
+		open := len(n.History) > 0 && n.History[len(n.History)-1].To == nil
+		switch {
+		case n.Status == NumberActive && (!callflows[k(n.AccountID, n.CallflowID)] || !open || n.History[len(n.History)-1].CallflowID != n.CallflowID):
+			bad("number %s: active on %q, which is missing or not its open history period", key, n.CallflowID)
+		case n.Status == NumberAvailable && (n.CallflowID != "" || open):
+			bad("number %s: available but routed to %q or with an open period", key, n.CallflowID)
+		case n.Status != NumberActive && n.Status != NumberAvailable:
+			bad("number %s: status %q", key, n.Status)
+		}
+		return nil
+	})
+	_ = t.Bucket(bNumberOwners).ForEach(func(key, v []byte) error {
+		if t.Bucket(bNumbers).Get([]byte(k(string(v), string(key)))) == nil {
+			bad("number owner %s → %s has no number record", key, v)
+		}
+		return nil
+	})
+	_ = t.Bucket(bJobs).ForEach(func(key, v []byte) error {
+		var j Job
+		if err := decode(v, &j); err != nil {
+			bad("job %s: %v", key, err)
+		} else if j.State == JobDone && j.next() >= 0 {
+			bad("job %s: done with step %s %s", key, j.Steps[j.next()].Name, j.Steps[j.next()].State)
+		}
+		return nil
+	})
+	return problems
+}

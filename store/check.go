@@ -87,4 +87,4 @@ func (db *DB) Check() error {
 
 // checkHooks let later nouns verify their references; userExists answers
 // whether acct/id is a user.
-var checkHooks = []func(t *tx, userExists func(acct, id string) bool) []error{checkDevices}
+var checkHooks = []func(t *tx, userExists func(acct, id string) bool) []error{checkDevices, checkAccountModel}

@@ -494,6 +494,7 @@ func TestDeletionCheckAgreesWithDelete(t *testing.T) {
 				}
 				refused++
 			}
+			storetest.MustCheck(t, db) // no deletion left a dangling reference
 			// Clear some blockers the way an admin would, then try again.
 			for _, uid := range users {
 				clearSomeBlockers(t, db, acct, uid, r)
