@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"time"
@@ -54,13 +55,18 @@ func (c *idleConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// sipgoLogHandler tones down what sipgo logs about peers' input: an
-// unparsable message is the sender's problem (debug, not error), and the raw
-// bytes are dropped, since they may hold digest credentials.
+// sipgoLogHandler tones down what sipgo logs about peers: an unparsable
+// message is the sender's problem and an idle connection closed by our
+// timeout is routine (debug, not error), and raw message bytes are dropped,
+// since they may hold digest credentials.
 type sipgoLogHandler struct{ slog.Handler }
 
 func (h sipgoLogHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message != "failed to parse" {
+	switch {
+	case r.Message == "failed to parse":
+	case r.Message == "Read error" && r.Level > slog.LevelDebug && idleTimeoutRecord(r):
+		// Our idle timeout closing a connection: expected, not an error.
+	default:
 		return h.Handler.Handle(ctx, r)
 	}
 	if !h.Handler.Enabled(ctx, slog.LevelDebug) {
@@ -82,4 +88,19 @@ func (h sipgoLogHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h sipgoLogHandler) WithGroup(name string) slog.Handler {
 	return sipgoLogHandler{h.Handler.WithGroup(name)}
+}
+
+func idleTimeoutRecord(r slog.Record) bool {
+	found := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "error" {
+			if err, ok := a.Value.Any().(error); ok {
+				var ne net.Error
+				found = errors.As(err, &ne) && ne.Timeout()
+			}
+			return false
+		}
+		return true
+	})
+	return found
 }
