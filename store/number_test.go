@@ -142,3 +142,29 @@ func TestNumber(t *testing.T) {
 		}
 	})
 }
+
+func FuzzNormalizeE164(f *testing.F) {
+	for _, s := range []string{"+442079460000", "442079460000", "+1", "", "+0123456789", " +12025550123", "+４４2079460000", "+44\x00207946000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := store.NormalizeE164(s)
+		if !ok {
+			if got != "" {
+				t.Fatalf("NormalizeE164(%q) = %q with ok false", s, got)
+			}
+			return
+		}
+		if len(got) < 9 || len(got) > 16 || got[0] != '+' || got[1] == '0' {
+			t.Fatalf("NormalizeE164(%q) = %q", s, got)
+		}
+		for _, c := range got[1:] {
+			if c < '0' || c > '9' {
+				t.Fatalf("NormalizeE164(%q) = %q: not digits", s, got)
+			}
+		}
+		if again, ok := store.NormalizeE164(got); !ok || again != got {
+			t.Fatalf("not idempotent: %q → %q → %q", s, got, again)
+		}
+	})
+}
