@@ -33,6 +33,8 @@ type config struct {
 	Announcement     string
 	RTPPorts         string
 	RingTimeout      time.Duration
+	NTPServer        string
+	TimeZone         string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -57,6 +59,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.DefaultExpires, "default-expires", 3600, "registration length when the phone asks for none, in seconds")
 	fs.StringVar(&c.Announcement, "announcement", "", "WAV file (8 kHz mono) replacing the built-in 'Extension is not recognized' announcement")
 	fs.StringVar(&c.RTPPorts, "rtp-ports", "10000-20000", "UDP port range for announcement media")
+	fs.StringVar(&c.NTPServer, "ntp-server", "", "NTP server rendered into phone configs")
+	fs.StringVar(&c.TimeZone, "timezone", "", "time zone rendered into phone configs, in Yealink's form (e.g. +1, -5)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 60*time.Second, "how long a routed call rings before 480")
 
 	if err := fs.Parse(args); err != nil {

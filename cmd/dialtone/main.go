@@ -141,7 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)
 	}
-	provHandler, err := newProvisioning(db, cfg, provLn.Addr().String(), log.With("component", "provisioning"), reg)
+	provHandler, err := newProvisioning(db, cfg, provLn.Addr().String(), udp.LocalAddr().String(), acct.SIPDomain, log.With("component", "provisioning"), reg)
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
 	}

@@ -2,15 +2,50 @@ package main
 
 import (
 	"log/slog"
-	"net/http"
+	"net"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dialtone-voip/dialtone/provisioning"
 	"github.com/dialtone-voip/dialtone/store"
 )
 
-// newProvisioning builds the provisioning handler. Until the provisioning
-// package lands it answers 404 to everything, as it would for unknown phones.
-func newProvisioning(db *store.DB, cfg config, boundAddr string, log *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
-	return http.NotFoundHandler(), nil
+// newProvisioning builds the Yealink provisioning handler. boundAddr is the
+// provisioning listener's real address; domain is the default account's.
+func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
+	return provisioning.NewHandler(db, provisioning.Config{
+		SIPServer:       cfg.SIPHost,
+		SIPPort:         portOf(sipAddr),
+		SIPTransport:    "udp",
+		RegisterExpires: cfg.DefaultExpires,
+		ExternalURL:     provisioningURL(cfg, boundAddr, domain),
+		NTPServer:       cfg.NTPServer,
+		TimeZone:        cfg.TimeZone,
+	}, log, reg)
+}
+
+// provisioningURL is --provisioning-url, or a URL built from the address
+// phones can most likely reach: --sip-host, the listen host, or the domain.
+func provisioningURL(cfg config, boundAddr, domain string) string {
+	if cfg.ProvisioningURL != "" {
+		return cfg.ProvisioningURL
+	}
+	scheme := "http"
+	if cfg.tls() {
+		scheme = "https"
+	}
+	host, port, _ := net.SplitHostPort(boundAddr)
+	if cfg.SIPHost != "" {
+		host = cfg.SIPHost
+	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = domain
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }

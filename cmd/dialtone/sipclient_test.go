@@ -94,7 +94,9 @@ func (p *phone) send(ctx context.Context, contact string, expires int, authz str
 	p.mu.Unlock()
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: p.domain})
 	aor := sip.Uri{Scheme: "sip", User: p.user, Host: p.domain}
-	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{"tag": sip.GenerateTagN(8)}})
+	fromParams := sip.NewParams()
+	fromParams.Add("tag", sip.GenerateTagN(8))
+	req.AppendHeader(&sip.FromHeader{Address: aor, Params: fromParams})
 	req.AppendHeader(&sip.ToHeader{Address: aor})
 	callID := sip.CallIDHeader(p.callID)
 	req.AppendHeader(&callID)
