@@ -28,8 +28,8 @@ const (
 	JobStepSkipped = "skipped" // the options said not to act (a kept licence)
 )
 
-// OffboardSteps are the offboarding job's steps, in the order they run.
-var OffboardSteps = []string{
+// offboardSteps are the offboarding job's steps, in the order they run.
+var offboardSteps = []string{
 	"disable",            // disable the user (waits while they are the operator extension)
 	"sign_out",           // delete every binding; JobStep.MACs lists the phones to check-sync
 	"remove_from_queues", // leave every queue
@@ -39,6 +39,9 @@ var OffboardSteps = []string{
 	"licence",            // release it (ReleaseLicence), or keep it: then delete waits
 	"delete",             // DeleteUser; waits with the blockers if any remain
 }
+
+// OffboardStepNames returns the offboarding job's step names, in the order they run.
+func OffboardStepNames() []string { return slices.Clone(offboardSteps) }
 
 // OffboardOptions choose what happens to what the user leaves behind.
 type OffboardOptions struct {
@@ -127,7 +130,7 @@ func (db *DB) StartOffboard(accountID, userID string, opts OffboardOptions, acto
 		}
 		j = Job{ID: newID("job"), AccountID: accountID, Kind: "offboard", UserID: userID, UserLabel: u.Label(), Options: opts,
 			State: JobRunning, Actor: actor, CreatedAt: t.now, UpdatedAt: t.now}
-		for _, name := range OffboardSteps {
+		for _, name := range offboardSteps {
 			j.Steps = append(j.Steps, JobStep{Name: name, State: JobStepPending, UpdatedAt: t.now})
 		}
 		if err := put(t.Bucket(bJobs), k(accountID, j.ID), j); err != nil {
@@ -329,7 +332,7 @@ func (db *DB) ResumeOffboard(accountID, id string, actor Actor) (Job, error) {
 	if err != nil {
 		return Job{}, fmt.Errorf("resume job %s: %w", id, err)
 	}
-	for range len(OffboardSteps) + 1 {
+	for range len(offboardSteps) + 1 {
 		j, err := db.RunOffboardStep(accountID, id, actor)
 		if err != nil || j.State != JobRunning {
 			return j, err

@@ -109,7 +109,7 @@ func (o *office) checkOffboarded(t *testing.T) {
 		t.Errorf("direct-line history = %+v", n.History)
 	}
 	// Every step is audited exactly once, whatever happened in between.
-	for _, step := range store.OffboardSteps {
+	for _, step := range store.OffboardStepNames() {
 		if got := o.audits("offboard."+step, "ok"); got != 1 {
 			t.Errorf("audit offboard.%s = %d entries, want 1", step, got)
 		}
@@ -132,7 +132,7 @@ func TestOffboard(t *testing.T) {
 	o.ok(err)
 	j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.samLine.ID, ReleaseLicence: true}, ops)
 	o.ok(err)
-	if j.State != store.JobRunning || len(j.Steps) != len(store.OffboardSteps) || j.UserLabel != "1002 Ada Lovelace" {
+	if j.State != store.JobRunning || len(j.Steps) != len(store.OffboardStepNames()) || j.UserLabel != "1002 Ada Lovelace" {
 		t.Fatalf("started job = %+v", j)
 	}
 	for _, s := range j.Steps {
@@ -175,8 +175,8 @@ func TestOffboard(t *testing.T) {
 // reopens the store (a crash between two transactions), and resumes: the job
 // completes with nothing lost and no step done twice.
 func TestOffboardInterrupted(t *testing.T) {
-	for cut := 0; cut <= len(store.OffboardSteps); cut++ {
-		t.Run(strings.Join(store.OffboardSteps[:cut], ","), func(t *testing.T) {
+	for cut := 0; cut <= len(store.OffboardStepNames()); cut++ {
+		t.Run(strings.Join(store.OffboardStepNames()[:cut], ","), func(t *testing.T) {
 			o := newOffice(t)
 			j, err := o.db.StartOffboard(o.id, o.ada.ID, store.OffboardOptions{CallflowTo: o.samLine.ID, ReleaseLicence: true}, ops)
 			o.ok(err)
@@ -191,7 +191,7 @@ func TestOffboardInterrupted(t *testing.T) {
 			o.reopen()
 			running, err := o.db.RunningJobs()
 			o.ok(err)
-			if cut < len(store.OffboardSteps) && (len(running) != 1 || running[0].ID != j.ID) {
+			if cut < len(store.OffboardStepNames()) && (len(running) != 1 || running[0].ID != j.ID) {
 				t.Fatalf("RunningJobs after restart = %+v", running)
 			}
 			j, err = o.db.ResumeOffboard(o.id, j.ID, ops)
@@ -281,7 +281,7 @@ func TestOffboardWaits(t *testing.T) {
 	if got := o.audits("offboard.delete", "waiting"); got != 2 {
 		t.Errorf("waiting delete audits = %d, want 2", got)
 	}
-	for _, step := range store.OffboardSteps {
+	for _, step := range store.OffboardStepNames() {
 		if got := o.audits("offboard."+step, "ok"); got != 1 {
 			t.Errorf("audit offboard.%s ok = %d, want 1", step, got)
 		}
