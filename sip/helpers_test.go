@@ -26,7 +26,7 @@ const testDomain = "example.test"
 
 // env is a registrar on real sockets over a real store with a fake clock.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	db       *store.DB
 	clock    *storetest.Clock
 	srv      *Server
@@ -38,21 +38,21 @@ type env struct {
 	password string
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
 
-func newEnv(t *testing.T, cfg Config) *env {
+func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
 	clock := storetest.NewClock()
 	db := storetest.Open(t, clock)

@@ -1,9 +1,3 @@
-// Package sip is dialtone's SIP side: the registrar (digest-authenticated
-// REGISTER per RFC 3261 §10.3, bindings kept in the store), OPTIONS
-// keepalives, and the place where call handling is wired in.
-//
-// Inside this package `sip` means sipgo's message package; our own names are
-// unqualified.
 package sip
 
 import (

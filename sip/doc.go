@@ -1,0 +1,76 @@
+// Package sip is dialtone's SIP side on github.com/emiago/sipgo: the
+// registrar (digest-authenticated REGISTER per RFC 3261 §10.3, bindings kept
+// in the store), OPTIONS keepalives, and the place where call handling plugs
+// in (routes in server.go).
+//
+// Inside this package `sip` means sipgo's message package; our own names are
+// unqualified.
+//
+// # Policies
+//
+// Where the RFCs leave a choice, the registrar decides as follows.
+//
+//   - Digest (RFC 7616, RFC 8760): a challenge carries two WWW-Authenticate
+//     headers, SHA-256 then MD5, both qop="auth", realm = the account's
+//     sip_domain (the host of the To URI). Credentials must use qop=auth with
+//     a cnonce and nc; MD5 and SHA-256 only (no -sess, no auth-int); the
+//     digest uri must name the Request-URI (compared on scheme, user, host and
+//     port); the username must be the To user (else 403). Clients whose
+//     User-Agent starts with one of Config.MD5OnlyUserAgents (by default old
+//     baresip, whose libre aborts on an unknown algorithm) get MD5 alone.
+//   - Unknown users and wrong passwords get the same 401 after the same
+//     digest computation (against a random dummy password). The reason
+//     (unknown_user, bad_password, stale, replay, bad_nonce, bad_realm,
+//     malformed, wrong_user) is only in metrics and info-level logs.
+//   - Nonces are stateless: base64url(issue time | 8 random bytes | HMAC-SHA256
+//     truncated to 16 bytes over those and the realm) with a random key per
+//     process. They are valid for Config.NonceTTL by the store's clock. An
+//     expired nonce with a correct response gets a fresh challenge with
+//     stale=true (RFC 7616 §3.3); with a wrong response, a plain challenge.
+//     The highest nonce count accepted per nonce is remembered in two
+//     generations of a map that rotate every NonceTTL (and early at 2^18
+//     entries, after which a nonce issued before the rotation whose entry
+//     was dropped counts as stale); an nc not above the last one is refused
+//     with a fresh challenge. Memory is bounded to about 2 × 2^18 entries.
+//   - Expires (RFC 3261 §10.3, §20.19): a contact's expires parameter wins
+//     over the Expires header, which wins over Config.DefaultExpires. Values
+//     are digits only, surrounding blanks ignored; above 2^32-1 they saturate
+//     (never wrap to 0). Anything else is malformed and answered 400 (we do
+//     not apply §20.19's "treat as 3600", which would create a binding the
+//     phone did not ask for). 0 removes; 1..MinExpires-1 gets 423 with
+//     Min-Expires; above MaxExpires is clamped, and the 200 shows the granted
+//     value.
+//   - Contact: "*" only alone and with "Expires: 0", else 400. At most 20
+//     Contact values per REGISTER, 512 bytes per contact URI, sip/sips
+//     schemes only, q must be a qvalue; else 400. The store keeps at most
+//     store.Options.MaxContacts bindings per AOR and evicts the one that
+//     expires soonest. A REGISTER without Contact is a query.
+//   - Call-ID/CSeq ordering (§10.3 step 7): a repeated or older CSeq on the
+//     same Call-ID for an existing binding is answered 500 "Out of Order"
+//     (the status RFC 3261 uses for an out-of-order CSeq in §12.2.2).
+//   - Store outcomes: a disabled user adding or refreshing → 403 (removing is
+//     allowed); the user deleted between the digest check and the write →
+//     404.
+//   - The 200 lists every live binding with ;expires=<seconds left> (and q,
+//     +sip.instance when set) and a Date header.
+//   - Responses over UDP go to the packet's source address and port
+//     (symmetric, like RFC 3581 rport for everyone), never to a Via sent-by
+//     that may be forged or parsed empty. sipgo's UDP size limit is raised
+//     once to 8 KiB so that a 200 listing many bindings is not dropped.
+//   - Every request must carry exactly one From, To, Call-ID and CSeq, a
+//     CSeq method equal to the request method, a sip/sips Request-URI with a
+//     host, SIP/2.0, at most 100 header fields, 20 Vias and 4 KiB per
+//     unstructured header value; otherwise 400 (416, 505). Unparsable
+//     messages are dropped by sipgo (UDP) or close the connection (TCP).
+//     Every handler runs under recover().
+//   - Load: at most Config.MaxInFlight requests are handled at once; beyond,
+//     503 with a Retry-After of 5-35 s (spread so a re-registration storm
+//     does not come back in step). While closing, every request gets 503.
+//   - TCP and TLS connections are closed after Config.TCPIdleTimeout without
+//     a byte from the peer (default MaxExpires + 60 s: longer than any
+//     binding lives without a refresh, so a registered phone's flow survives
+//     even without keepalives), and a write blocked for 10 s fails.
+//   - Other methods: INVITE 501 (until call handling lands), ACK never
+//     answered, CANCEL/BYE without a transaction or dialog 481, methods we
+//     know but do not serve 405 with Allow, unknown methods 501.
+package sip
