@@ -77,6 +77,20 @@ func TestBaresipInterop(t *testing.T) {
 			if want := e.clock.Now().Add(600 * time.Second); !b.ExpiresAt.Equal(want) {
 				t.Errorf("ExpiresAt = %v, want %v (regint 600)", b.ExpiresAt, want)
 			}
+
+			// On SIGTERM baresip unregisters (Expires: 0) before it exits.
+			if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+				done <- nil // for the deferred cleanup
+			case <-time.After(10 * time.Second):
+				t.Fatal("baresip did not exit within 10 s of SIGTERM")
+			}
+			if bs := e.bindings(u); len(bs) != 0 {
+				t.Errorf("bindings after baresip's unregister = %+v, want none", bs)
+			}
 		})
 	}
 }
