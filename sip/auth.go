@@ -42,6 +42,9 @@ const (
 // a digest uri that is not the Request-URI, 403 when the credentials name a
 // user other than the To user — and returns false. An unknown user and a
 // wrong password get the same challenge, after the same work.
+//
+// It does not look at the user's status: a disabled user authenticates (so
+// a phone can still unregister); each caller decides what that user may do.
 func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy bool) (store.SIPIdentity, bool) {
 	// REGISTER authenticates the owner of the AOR in To; any other request
 	// (INVITE, …) its sender, named in From.
@@ -51,6 +54,10 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	}
 	realm := strings.ToLower(who.Host)
 	user := unescapeUser(who.User)
+	if realm == "" || user == "" {
+		s.reply(req, tx, 400, "No User to Authenticate")
+		return store.SIPIdentity{}, false
+	}
 	hdrName := "Authorization"
 	if proxy {
 		hdrName = "Proxy-Authorization"
