@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -27,6 +28,7 @@ func listen(t *testing.T, want int, idle time.Duration) (*net.UDPAddr, func() []
 	if err != nil {
 		t.Fatal(err)
 	}
+	_ = rc.SetReadBuffer(1 << 20) // a starved reader must not lose packets
 	done := make(chan []received, 1)
 	go func() {
 		defer rc.Close()
@@ -75,8 +77,9 @@ func within(got, want time.Duration, tolerance float64) bool {
 	return r >= 1-tolerance && r <= 1+tolerance
 }
 
-// checkStream verifies the RTP rules on a complete received stream of a played with pt.
-func checkStream(t *testing.T, got []received, a *Announcement, pt uint8, src *net.UDPConn) {
+// checkStream verifies the RTP rules on a complete received stream of a played with pt. Pacing
+// problems are returned, not reported, so that the caller can retry on an overloaded machine.
+func checkStream(t *testing.T, got []received, a *Announcement, pt uint8, src *net.UDPConn) error {
 	t.Helper()
 	audio := a.Payload(pt)
 	want := (len(audio) + 159) / 160
@@ -130,51 +133,83 @@ func checkStream(t *testing.T, got []received, a *Announcement, pt uint8, src *n
 	}
 	// Pacing: 20 ms apart on average, first to last.
 	if span, exp := got[len(got)-1].at.Sub(got[0].at), time.Duration(len(got)-1)*20*time.Millisecond; !within(span, exp, 0.25) {
-		t.Errorf("first to last packet %v, want %v ±25%% (mean inter-arrival %v)", span, exp, span/time.Duration(len(got)-1))
+		return fmt.Errorf("first to last packet %v, want %v ±25%% (mean inter-arrival %v)", span, exp, span/time.Duration(len(got)-1))
 	}
+	return nil
+}
+
+// timing runs a timing-sensitive check up to 3 times: a loaded machine (other tests, -race) can
+// stall a process for longer than the tolerance. Correctness failures inside f are fatal at once.
+func timing(t *testing.T, f func() error) {
+	t.Helper()
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = f(); err == nil {
+			return
+		}
+		t.Logf("attempt %d: %v", attempt, err)
+	}
+	t.Error(err)
 }
 
 func TestPlayClip(t *testing.T) {
 	t.Parallel()
 	a := clip(t, 1010*time.Millisecond) // 8080 samples: 50 full packets and a half one
-	src := sender(t)
-	bystander, wait2 := listen(t, 1, 1500*time.Millisecond)
-	_ = bystander
-	dst, wait := listen(t, 1000, 300*time.Millisecond)
-	st, err := Play(context.Background(), src, dst, PayloadPCMU, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Packets != 51 || st.Bytes != 51*160 {
-		t.Errorf("Stats %+v, want 51 packets, %d bytes", st, 51*160)
-	}
-	if !within(st.Duration, 51*20*time.Millisecond, 0.25) {
-		t.Errorf("Stats.Duration %v, want 1.02 s ±25%%", st.Duration)
-	}
-	checkStream(t, wait(), a, PayloadPCMU, src)
-	if got := wait2(); len(got) != 0 {
-		t.Errorf("a bystander socket received %d packets", len(got))
-	}
+	timing(t, func() error {
+		src := sender(t)
+		_, bystanderGot := listen(t, 1, 1500*time.Millisecond)
+		dst, wait := listen(t, 51, 3*time.Second)
+		st, err := Play(context.Background(), src, dst, PayloadPCMU, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Packets != 51 || st.Bytes != 51*160 {
+			t.Fatalf("Stats %+v, want 51 packets, %d bytes", st, 51*160)
+		}
+		if got := bystanderGot(); len(got) != 0 {
+			t.Fatalf("a bystander socket received %d packets", len(got))
+		}
+		if err := checkStream(t, wait(), a, PayloadPCMU, src); err != nil {
+			return err
+		}
+		if !within(st.Duration, 51*20*time.Millisecond, 0.25) {
+			return fmt.Errorf("Stats.Duration %v, want 1.02 s ±25%%", st.Duration)
+		}
+		return nil
+	})
 }
 
 func TestPlayDefaultALaw(t *testing.T) {
 	t.Parallel()
 	a := Default()
-	src := sender(t)
-	dst, wait := listen(t, 1000, 300*time.Millisecond)
-	st, err := Play(context.Background(), src, dst, PayloadPCMA, a)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want := (len(a.alaw) + 159) / 160
-	if st.Packets != want || !within(st.Duration, a.Duration(), 0.25) {
-		t.Errorf("Stats %+v, want %d packets in about %v", st, want, a.Duration())
-	}
-	checkStream(t, wait(), a, PayloadPCMA, src)
+	timing(t, func() error {
+		src := sender(t)
+		dst, wait := listen(t, want, 3*time.Second)
+		st, err := Play(context.Background(), src, dst, PayloadPCMA, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Packets != want {
+			t.Fatalf("Stats %+v, want %d packets", st, want)
+		}
+		if err := checkStream(t, wait(), a, PayloadPCMA, src); err != nil {
+			return err
+		}
+		if !within(st.Duration, a.Duration(), 0.25) {
+			return fmt.Errorf("Stats.Duration %v, want about %v", st.Duration, a.Duration())
+		}
+		return nil
+	})
 }
 
 func TestPlayCancel(t *testing.T) {
 	t.Parallel()
+	timing(t, func() error { return playAndCancel(t) })
+}
+
+// playAndCancel cancels a Play after 10 packets; a slow return is an error for timing to retry.
+func playAndCancel(t *testing.T) error {
 	a := Default()
 	src := sender(t)
 	rc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: loopback})
@@ -206,7 +241,7 @@ func TestPlayCancel(t *testing.T) {
 		}
 		return n
 	}
-	if n := count(2*time.Second, 10); n != 10 { // the stream is running
+	if n := count(3*time.Second, 10); n != 10 { // the stream is running
 		t.Fatalf("received %d packets before cancelling", n)
 	}
 	cancelled := time.Now()
@@ -215,16 +250,17 @@ func TestPlayCancel(t *testing.T) {
 	if !errors.Is(r.err, context.Canceled) {
 		t.Errorf("Play after cancel: %v, want context.Canceled", r.err)
 	}
-	if d := r.at.Sub(cancelled); d > 100*time.Millisecond {
-		t.Errorf("Play returned %v after cancel, want < 100 ms", d)
-	}
-	if r.st.Packets < 10 || r.st.Packets > 20 || r.st.Duration > time.Second {
-		t.Errorf("Stats after cancel %+v", r.st)
-	}
 	// Exactly what Play counted arrives, nothing more: the stream stopped.
 	if rest := count(200*time.Millisecond, 1000); 10+rest != r.st.Packets {
 		t.Errorf("received %d packets in all, Play sent %d", 10+rest, r.st.Packets)
 	}
+	if d := r.at.Sub(cancelled); d > 100*time.Millisecond {
+		return fmt.Errorf("play returned %v after cancel, want < 100 ms", d)
+	}
+	if r.st.Packets < 10 || r.st.Packets > 20 {
+		return fmt.Errorf("%d packets sent: cancel took effect late", r.st.Packets)
+	}
+	return nil
 }
 
 func TestPlayNoLeaks(t *testing.T) {
