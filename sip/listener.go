@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // streamWriteTimeout bounds one write to a TCP/TLS peer that stopped reading.
@@ -103,4 +105,26 @@ func idleTimeoutRecord(r slog.Record) bool {
 		return true
 	})
 	return found
+}
+
+// udpReadFilter drops datagrams that cannot be SIP before sipgo parses them
+// or remembers their sender: CRLF keepalives, STUN, binary noise, text that
+// does not start with a method or "SIP/2.0" (both begin with an upper-case
+// letter). sipgo keeps one pool entry per UDP source address it has read
+// from, so dropping noise here also keeps scanners from growing that pool.
+// It never returns an error: that would stop the UDP listener.
+func udpReadFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	if props.Transport != "UDP" {
+		return data, nil // stream chunks are not messages
+	}
+	for _, c := range data {
+		switch {
+		case c == '\r' || c == '\n' || c == ' ' || c == '\t':
+			continue
+		case c >= 'A' && c <= 'Z':
+			return data, nil
+		}
+		return nil, nil
+	}
+	return nil, nil
 }

@@ -93,3 +93,22 @@ func TestSameURI(t *testing.T) {
 		}
 	}
 }
+
+func TestUDPReadFilter(t *testing.T) {
+	udp := sip.TransportReadProps{Transport: "UDP"}
+	for in, pass := range map[string]bool{
+		"REGISTER sip:x SIP/2.0\r\n": true, "SIP/2.0 200 OK\r\n": true, "\r\nOPTIONS sip:x SIP/2.0\r\n": true,
+		"\r\n\r\n": false, "": false, "\x00\x01\x00\x00": false, "register sip:x SIP/2.0\r\n": false, "GET / HTTP/1.1": true,
+	} {
+		got, err := udpReadFilter(udp, []byte(in))
+		if err != nil {
+			t.Fatalf("udpReadFilter(%q) err = %v; an error would stop the listener", in, err)
+		}
+		if (got != nil) != pass {
+			t.Errorf("udpReadFilter(%q) passes = %v, want %v", in, got != nil, pass)
+		}
+	}
+	if got, _ := udpReadFilter(sip.TransportReadProps{Transport: "TCP"}, []byte("\r\n")); got == nil {
+		t.Error("TCP data was filtered; stream chunks must pass")
+	}
+}

@@ -551,3 +551,48 @@ func TestMD5OnlyUserAgents(t *testing.T) {
 		})
 	}
 }
+
+func TestHandlerPanicIsRecovered(t *testing.T) {
+	e := newEnv(t, Config{})
+	// A handler with a bug: the wrapper turns its panic into a 500.
+	e.srv.srv.OnRequest(sip.INFO, e.srv.handle(func(*sip.Request, sip.ServerTransaction) { panic("boom") }))
+	for _, transport := range []string{"UDP", "TCP"} {
+		u := e.uac(transport, "1001", e.password)
+		req := sip.NewRequest(sip.INFO, sip.Uri{Scheme: "sip", User: "1001", Host: testDomain})
+		req.SetDestination(u.dst)
+		req.SetTransport(transport)
+		if res := u.do(req); res.StatusCode != 500 {
+			t.Errorf("%s: panicking handler answered %d, want 500", transport, res.StatusCode)
+		}
+		if res := u.register("MD5", "Contact: <sip:1001@127.0.0.1:7700>"); res.StatusCode != 200 {
+			t.Errorf("%s: REGISTER after the panic = %d, want 200", transport, res.StatusCode)
+		}
+	}
+	if got := counterValue(t, e.srv.metrics.handlerPanics); got != 2 {
+		t.Errorf("panics counter = %v, want 2", got)
+	}
+}
+
+func TestMetricsRegistered(t *testing.T) {
+	e := newEnv(t, Config{})
+	u := e.uac("UDP", "1001", "wrong")
+	u.register("MD5", "Contact: <sip:1001@127.0.0.1:7800>")
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+	}
+	for _, name := range []string{"dialtone_sip_requests_total", "dialtone_sip_register_responses_total",
+		"dialtone_sip_auth_failures_total", "dialtone_sip_in_flight_requests"} {
+		if !got[name] {
+			t.Errorf("metric %s not registered (have %v)", name, got)
+		}
+	}
+	// A second server on the same registry is refused, not silently merged.
+	if _, err := New(Config{}, e.db, nil, e.reg); err == nil {
+		t.Error("New() on a registry that already has our metrics = nil error")
+	}
+}

@@ -167,7 +167,8 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		// Idle timeouts are set by our listener wrapper (listener.go), not
 		// with sip.TransportsConfig: sipgo's transports built from a config
 		// lose the layer's logger and log through the global default.
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
+			sip.WithTransportLayerReadFilter(udpReadFilter)),
 	}
 	if cfg.Hostname != "" {
 		uaOpts = append(uaOpts, sipgo.WithUserAgentHostname(cfg.Hostname))
