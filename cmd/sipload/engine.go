@@ -70,6 +70,11 @@ type engine struct {
 	inflight atomic.Int64
 	cursor   int // pacer's round-robin position (pacer goroutine only)
 
+	// budget, when positive, is how many more exchanges AFAP mode may start
+	// (for runN); 0 means unlimited.
+	budget  atomic.Int64
+	limited atomic.Bool
+
 	wg       sync.WaitGroup
 	closing  atomic.Bool
 	readErrs atomic.Uint64
@@ -356,7 +361,7 @@ func (l *lane) handle(msg []byte, rs *readerState) {
 		l.finishLocked(u, now, statusKind(r.code, u.phase))
 		finished = true
 	}
-	if finished && e.afap.Load() && e.running.Load() {
+	if finished && e.afap.Load() && e.mayStart() {
 		if n := l.nextFreeLocked(); n != nil {
 			out = l.startLocked(n, now, e.cur.Load(), out)
 			sendFor = n
@@ -415,7 +420,7 @@ func (l *lane) expire(now int64, buf []byte) []byte {
 		}
 		l.finishLocked(p.u, now, kind)
 		var next *ua
-		if e.afap.Load() && e.running.Load() {
+		if e.afap.Load() && e.mayStart() {
 			if next = l.nextFreeLocked(); next != nil {
 				buf = l.startLocked(next, now, e.cur.Load(), buf)
 			}
@@ -449,6 +454,18 @@ func (e *engine) sweep(ctx context.Context) {
 	}
 }
 
+// mayStart reports whether AFAP mode may start one more exchange, and takes
+// it from the budget if there is one.
+func (e *engine) mayStart() bool {
+	if !e.running.Load() {
+		return false
+	}
+	if e.limited.Load() && e.budget.Add(-1) < 0 {
+		return false
+	}
+	return true
+}
+
 // kick starts each lane's share of the outstanding exchanges (AFAP mode).
 func (e *engine) kick() {
 	total := e.cfg.concurrency
@@ -458,7 +475,7 @@ func (e *engine) kick() {
 		if i < total%len(e.lanes) {
 			share++
 		}
-		for j := 0; j < share; j++ {
+		for j := 0; j < share && e.mayStart(); j++ {
 			now := e.now()
 			l.mu.Lock()
 			u := l.nextFreeLocked()

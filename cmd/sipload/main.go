@@ -239,7 +239,12 @@ func (e *engine) phase(ctx context.Context, rate float64, d time.Duration, pids 
 	}
 	cancel()
 	e.drain()
-	elapsed := time.Since(t0)
+	return e.summarize(st, rate, d, time.Since(t0), gen0, tgt0, pids)
+}
+
+// summarize turns a phase's stats into a result. d is the time new
+// exchanges were started, elapsed includes the drain.
+func (e *engine) summarize(st *stats, rate float64, d, elapsed time.Duration, gen0, tgt0 time.Duration, pids []int) *result {
 	gen1, tgt1 := selfCPU(), targetCPU(pids)
 	r := &result{Transport: e.cfg.transport, TargetRate: rate, Seconds: elapsed.Seconds(),
 		Started: st.started.Load(), OK: st.ok.Load(), Failed: st.failed.Load(), Skipped: st.skipped.Load(), Late: st.late.Load(),
@@ -271,6 +276,26 @@ func (e *engine) phase(ctx context.Context, rate float64, d time.Duration, pids 
 		}
 	}
 	return r
+}
+
+// runN performs n registrations as fast as possible with the configured
+// concurrency (for Go benchmarks) and returns the result.
+func (e *engine) runN(n int, pids []int) *result {
+	e.limited.Store(true)
+	e.budget.Store(int64(n))
+	defer e.limited.Store(false)
+	st := newStats()
+	e.cur.Store(st)
+	t0 := time.Now()
+	gen0, tgt0 := selfCPU(), targetCPU(pids)
+	e.running.Store(true)
+	e.afap.Store(true)
+	e.kick()
+	for e.budget.Load() > 0 || e.inflight.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	e.running.Store(false)
+	return e.summarize(st, 0, time.Since(t0), time.Since(t0), gen0, tgt0, pids)
 }
 
 func (r *result) print(w io.Writer, indent string) {
