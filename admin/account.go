@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"strings"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/dialtone-voip/dialtone/store"
@@ -79,6 +81,10 @@ func (s *server) createAccount(c *gin.Context) error {
 	var in accountCreate
 	if err := decodeBody(c, &in); err != nil {
 		return err
+	}
+	// "_provider" names the provider's audit log; no account may share it.
+	if strings.HasPrefix(in.ID, "_") {
+		return errInvalid("id", "account ids starting with '_' are reserved")
 	}
 	a, err := s.db.CreateAccount(in.ID, in.SIPDomain, actor(c))
 	if err != nil {

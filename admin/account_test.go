@@ -27,6 +27,9 @@ func TestAccounts(t *testing.T) {
 	}
 	e.callErr("POST", "/api/v1/accounts", providerSecret, `{"id": "acme2", "sip_domain": "acme.test"}`, 409, "exists")
 	e.callErr("POST", "/api/v1/accounts", admin, `{"id": "x", "sip_domain": "x.test"}`, 403, "forbidden")
+	if er := e.callErr("POST", "/api/v1/accounts", providerSecret, `{"id": "_provider", "sip_domain": "p.test"}`, 400, "invalid"); er.Error.Field != "id" {
+		t.Errorf("reserved id: field = %q", er.Error.Field)
+	}
 
 	var list accountList
 	e.call("GET", "/api/v1/accounts", providerSecret, nil, 200, &list)
