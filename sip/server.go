@@ -160,7 +160,7 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 	})
 
 	s := &Server{cfg: cfg, db: db, log: log, metrics: m, nonces: n, dummyPassword: hex.EncodeToString(dummy)}
-	sipLog := slog.New(sipgoLogHandler{log.Handler()}).With("component", "sipgo")
+	sipLog := slog.New(sipgoLogHandler{log.Handler()}).With("lib", "sipgo")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(cfg.ServerName),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
