@@ -3,11 +3,27 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"syscall"
 	"time"
 )
+
+// setBuffers gives a generator socket large kernel buffers, so bursts of
+// responses are not dropped at the generator (which would be counted as the
+// target's timeouts). SO_RCVBUFFORCE lifts the net.core.rmem_max cap when
+// running as root; otherwise the capped SO_RCVBUF applies.
+func setBuffers(c *net.UDPConn, n int) {
+	_ = c.SetReadBuffer(n)
+	_ = c.SetWriteBuffer(n)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, n)
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, n)
+		})
+	}
+}
 
 // selfCPU is the CPU time (user + system) this process has used.
 func selfCPU() time.Duration {

@@ -112,8 +112,7 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 			}
 			uc, err = net.DialUDP("udp", nil, raddr)
 			if err == nil {
-				_ = uc.SetReadBuffer(4 << 20)
-				_ = uc.SetWriteBuffer(4 << 20)
+				setBuffers(uc, 4<<20)
 				c = uc
 			}
 		}
