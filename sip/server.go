@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dialtone-voip/dialtone/sip/media"
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -49,6 +50,29 @@ type Config struct {
 	// a connection never loses that flow, while abandoned connections (and
 	// scanners that connect and say nothing) are closed eventually.
 	TCPIdleTimeout time.Duration
+
+	// Call handling (invite.go, announce.go, proxy.go).
+
+	// Announcement is what callers of a disabled extension hear before 486
+	// [nil = media.Default(), the built-in "Extension is not recognized.
+	// Thank you for calling."]. Server.SetAnnouncement replaces it later.
+	Announcement *media.Announcement
+	// MediaIP is the IP address advertised in SDP answers (c= and o=) for
+	// the announcement's RTP ["" = Hostname if it is an IP literal, else the
+	// local address the host routes towards the caller]. RTP sockets bind
+	// to all local addresses, so a public address behind 1:1 NAT works.
+	MediaIP string
+	// RTPPortMin and RTPPortMax bound the UDP ports used for announcement
+	// RTP (even ports only) [10000, 20000].
+	RTPPortMin, RTPPortMax int
+	// RingTimeout is how long a routed call rings its contacts before every
+	// branch is cancelled and the caller gets 480 [60 s].
+	RingTimeout time.Duration
+	// CallRegisterer is where the call metrics (dialtone_sip_invites_total,
+	// _announcements_played_total, _rtp_packets_sent_total, _active_calls,
+	// _check_sync_total) are registered [nil = not registered]. Pass the
+	// registerer given to New.
+	CallRegisterer prometheus.Registerer
 }
 
 // DefaultMD5OnlyUserAgents are the clients known to fail on a SHA-256
@@ -81,6 +105,18 @@ func (c *Config) setDefaults() error {
 	if c.TCPIdleTimeout == 0 {
 		c.TCPIdleTimeout = time.Duration(c.MaxExpires)*time.Second + time.Minute
 	}
+	if c.RTPPortMin == 0 {
+		c.RTPPortMin = 10000
+	}
+	if c.RTPPortMax == 0 {
+		c.RTPPortMax = 20000
+	}
+	if c.RingTimeout == 0 {
+		c.RingTimeout = 60 * time.Second
+	}
+	if err := c.checkCallConfig(); err != nil { // invite.go
+		return err
+	}
 	switch {
 	case c.MinExpires < 1 || c.MaxExpires < c.MinExpires:
 		return fmt.Errorf("sip: expires bounds %d..%d are invalid", c.MinExpires, c.MaxExpires)
@@ -109,6 +145,9 @@ type Server struct {
 	dummyPassword string
 
 	inFlight atomic.Int64
+
+	// calls is the call-handling state (invite.go), set up by routes.
+	calls *calls
 
 	// Handlers run inside wg while closing is false; Close flips it under
 	// the write lock and then waits, so Add never races with Wait.
@@ -196,22 +235,21 @@ func (s *Server) routes() {
 	s.srv.OnRegister(s.handle(s.onRegister))
 	s.srv.OnOptions(s.handle(s.onOptions))
 
-	// Calls. Until the INVITE handler lands, INVITE is 501. OnAck must
-	// always be registered (sipgo notes §8.1): without it, on TCP the ACK
-	// for a non-2xx final response would reach the no-route handler and
-	// get a 405. ACKs are never answered.
-	s.srv.OnInvite(s.handle(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.reply(req, tx, 501, "Not Implemented")
-	}))
-	s.srv.OnAck(s.handle(func(*sip.Request, sip.ServerTransaction) {}))
-	// A CANCEL that matches a live INVITE transaction is handled inside
-	// sipgo's transaction layer; one that reaches us matches nothing.
-	s.srv.OnCancel(s.handle(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
-	}))
-	s.srv.OnBye(s.handle(func(req *sip.Request, tx sip.ServerTransaction) {
-		s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
-	}))
+	// Calls (invite.go, proxy.go). OnAck must always be registered (sipgo
+	// notes §8.1): without it, on TCP the ACK for a non-2xx final response
+	// would reach the no-route handler and get a 405. ACKs are never
+	// answered. A CANCEL that matches a live INVITE transaction is handled
+	// inside sipgo's transaction layer; one that reaches OnCancel is relayed
+	// if it has our Route, else 481. In-dialog requests carrying our
+	// Record-Route are loose-routed; others keep the no-route answers.
+	s.initCalls()
+	s.srv.OnInvite(s.handle(s.onInvite))
+	s.srv.OnAck(s.handle(s.onAck))
+	s.srv.OnCancel(s.handle(s.onCancel))
+	s.srv.OnBye(s.handle(s.onInDialog))
+	for _, m := range inDialogMethods {
+		s.srv.OnRequest(m, s.handle(s.onInDialog))
+	}
 
 	s.srv.OnNoRoute(s.handle(s.onNoRoute))
 }
