@@ -179,7 +179,7 @@ func (rs *responder) serveTCP(t *testing.T) string {
 
 func newTestEngine(t *testing.T, args ...string) *engine {
 	t.Helper()
-	cfg, users, err := parseFlags(append([]string{"-domain", "example.test", "-timeout", "300ms"}, args...), io.Discard)
+	cfg, users, err := parseFlags(append([]string{"-domain", "example.test", "-timeout", "10s"}, args...), io.Discard)
 	if err != nil {
 		t.Fatalf("parseFlags(%q) = %v", args, err)
 	}
@@ -228,7 +228,7 @@ func TestRunAgainstResponder(t *testing.T) {
 
 func TestTimeoutsAndStatusFailures(t *testing.T) {
 	rs := &responder{dropEvery: 5}
-	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "10", "-concurrency", "5", "-fresh-callid")
+	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "10", "-concurrency", "5", "-fresh-callid", "-timeout", "300ms")
 	r := e.phase(context.Background(), 0, 200*time.Millisecond, nil)
 	var timeouts uint64
 	for _, k := range r.Failures {

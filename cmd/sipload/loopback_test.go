@@ -1,3 +1,5 @@
+//go:build loopback
+
 package main
 
 import (
@@ -21,8 +23,12 @@ import (
 // reg/s the throughput. Generator and registrar share the CPUs, so for the
 // registrar's own share use a CPU profile:
 //
-//	go test -run '^$' -bench DialtoneLoopback -cpuprofile cpu.out ./cmd/sipload
+//	go test -tags loopback -run '^$' -bench DialtoneLoopback -cpuprofile cpu.out ./cmd/sipload
 //	go tool pprof -top cpu.out
+//
+// It is behind the loopback build tag so that sipload's own tests never
+// depend on the sip package compiling (sip has its own round-trip
+// benchmark, BenchmarkRegister, which `make bench` runs).
 func BenchmarkDialtoneLoopback(b *testing.B) {
 	const users = 256
 	db := storetest.Open(b, nil)
