@@ -26,6 +26,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,6 +55,7 @@ type config struct {
 	freshCallID bool
 	targetPIDs  []int
 	jsonOut     bool
+	cpuProfile  string
 }
 
 func main() {
@@ -85,6 +87,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer e.close()
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "sipload:", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "sipload:", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	sctx, stopSweep := context.WithCancel(context.Background())
 	defer stopSweep()
 	go e.sweep(sctx)
@@ -140,6 +154,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, []userCred, error) {
 	fs.BoolVar(&c.freshCallID, "fresh-callid", false, "a new Call-ID for every registration (default: one Call-ID per user, CSeq increasing, as phones do)")
 	pidList := fs.String("target-pid", "", "PID(s) of the registrar, comma-separated: report its CPU (with its child processes) per registration")
 	fs.BoolVar(&c.jsonOut, "json", false, "also print the result as JSON")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write sipload's own CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
