@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
@@ -64,6 +65,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	// gin's only global: without it gin prints its route table on start.
+	gin.SetMode(gin.ReleaseMode)
 
 	db, err := store.Open(cfg.DataDir, store.Options{})
 	if err != nil {
