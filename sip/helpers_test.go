@@ -52,7 +52,9 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newEnv(t testing.TB, cfg Config) *env {
+// newEnv starts a registrar; setup runs on it before it serves (handlers
+// must not be registered while requests are being routed).
+func newEnv(t testing.TB, cfg Config, setup ...func(*Server)) *env {
 	t.Helper()
 	clock := storetest.NewClock()
 	db := storetest.Open(t, clock)
@@ -62,6 +64,9 @@ func newEnv(t testing.TB, cfg Config) *env {
 		t.Fatalf("New() = %v", err)
 	}
 	e := &env{t: t, db: db, clock: clock, srv: srv, reg: reg}
+	for _, f := range setup {
+		f(srv)
+	}
 	e.acct, err = db.CreateAccount("acme", testDomain, store.System)
 	if err != nil {
 		t.Fatal(err)

@@ -553,9 +553,10 @@ func TestMD5OnlyUserAgents(t *testing.T) {
 }
 
 func TestHandlerPanicIsRecovered(t *testing.T) {
-	e := newEnv(t, Config{})
 	// A handler with a bug: the wrapper turns its panic into a 500.
-	e.srv.srv.OnRequest(sip.INFO, e.srv.handle(func(*sip.Request, sip.ServerTransaction) { panic("boom") }))
+	e := newEnv(t, Config{}, func(s *Server) {
+		s.srv.OnRequest(sip.INFO, s.handle(func(*sip.Request, sip.ServerTransaction) { panic("boom") }))
+	})
 	for _, transport := range []string{"UDP", "TCP"} {
 		u := e.uac(transport, "1001", e.password)
 		req := sip.NewRequest(sip.INFO, sip.Uri{Scheme: "sip", User: "1001", Host: testDomain})
