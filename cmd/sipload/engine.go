@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/ipv4"
 )
 
 // ua is one user agent (one SIP user). The immutable part is set at start;
@@ -39,6 +41,7 @@ type lane struct {
 	id    int
 	p     msgParams
 	conn  net.Conn
+	pc    *ipv4.PacketConn // UDP: for recvmmsg/sendmmsg
 	tcp   bool
 	wmu   sync.Mutex // serialises TCP writes
 	users []*ua
@@ -126,6 +129,9 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 		}
 		l := &lane{e: e, id: i, conn: c, tcp: cfg.transport == "tcp", rng: uint64(i)*0x9e3779b97f4a7c15 + uint64(time.Now().UnixNano()) | 1,
 			p: msgParams{transport: tr, laddr: c.LocalAddr().String(), runID: e.runID, expires: cfg.expires}}
+		if uc, ok := c.(*net.UDPConn); ok {
+			l.pc = ipv4.NewPacketConn(uc)
+		}
 		e.lanes = append(e.lanes, l)
 	}
 	for i, uc := range users {
@@ -183,7 +189,7 @@ func (l *lane) send(b []byte, u *ua, gen uint32) {
 }
 
 // startLocked begins a new exchange for u (which must not be busy) and
-// returns the first REGISTER in buf.
+// appends the first REGISTER to buf.
 func (l *lane) startLocked(u *ua, now int64, st *stats, buf []byte) []byte {
 	u.busy, u.phase, u.st, u.start = true, 1, st, now
 	u.gen++
@@ -191,7 +197,7 @@ func (l *lane) startLocked(u *ua, now int64, st *stats, buf []byte) []byte {
 	st.started.Add(1)
 	l.e.inflight.Add(1)
 	l.fifo = append(l.fifo, pending{u: u, gen: u.gen, deadline: now + int64(l.e.cfg.timeout)})
-	return appendRegister(buf[:0], &l.p, u, u.cseq, u.gen, l.e.cfg.freshCallID, nil)
+	return appendRegister(buf, &l.p, u, u.cseq, u.gen, l.e.cfg.freshCallID, nil)
 }
 
 func (l *lane) finishLocked(u *ua, now int64, failKind string) {
@@ -222,29 +228,116 @@ func (l *lane) nextFreeLocked() *ua {
 // readerState is owned by one lane's reader goroutine.
 type readerState struct {
 	resp    response
-	out     []byte
 	scratch []byte
 	dig     []byte
 	cnonce  []byte
-	ha1buf  []byte
+}
+
+// outbox collects the messages one goroutine has to send on a lane, so they
+// leave in one system call: one sendmmsg for UDP, one write for TCP.
+type outbox struct {
+	bufs   [][]byte       // UDP: one buffer per datagram (reused)
+	msgs   []ipv4.Message // UDP: sendmmsg vector over bufs
+	stream []byte         // TCP: the messages back to back
+	owners []owner
+}
+
+// owner is the exchange a queued message belongs to (failed if the send fails).
+type owner struct {
+	u   *ua
+	gen uint32
+}
+
+const batchSize = 32
+
+func newOutbox() *outbox {
+	o := &outbox{bufs: make([][]byte, batchSize), msgs: make([]ipv4.Message, batchSize), owners: make([]owner, 0, batchSize)}
+	for i := range o.bufs {
+		o.bufs[i] = make([]byte, 0, 2048)
+		o.msgs[i].Buffers = make([][]byte, 1)
+	}
+	return o
+}
+
+// next returns the buffer to build the next message in (UDP), or the
+// stream to append it to (TCP).
+func (o *outbox) next(tcp bool) []byte {
+	if tcp {
+		return o.stream
+	}
+	return o.bufs[len(o.owners)][:0]
+}
+
+// add records the message built in buf for (u, gen).
+func (o *outbox) add(tcp bool, buf []byte, u *ua, gen uint32) {
+	if tcp {
+		o.stream = buf
+	} else {
+		o.bufs[len(o.owners)] = buf
+	}
+	o.owners = append(o.owners, owner{u, gen})
+}
+
+func (o *outbox) full() bool { return len(o.owners) == batchSize }
+
+// flush sends everything queued on lane l and fails the exchanges whose
+// message could not be sent.
+func (o *outbox) flush(l *lane) {
+	if len(o.owners) == 0 {
+		return
+	}
+	sent := len(o.owners)
+	var err error
+	if l.tcp {
+		l.wmu.Lock()
+		_, err = l.conn.Write(o.stream)
+		l.wmu.Unlock()
+		if err != nil {
+			sent = 0
+		}
+		o.stream = o.stream[:0]
+	} else {
+		sent, err = l.writeBatch(o.msgs[:len(o.owners)], o.bufs)
+	}
+	if err != nil {
+		for _, ow := range o.owners[sent:] {
+			l.failSend(ow.u, ow.gen)
+		}
+	}
+	o.owners = o.owners[:0]
+}
+
+// writeBatch sends datagrams with sendmmsg, as many calls as it takes.
+func (l *lane) writeBatch(msgs []ipv4.Message, bufs [][]byte) (int, error) {
+	for i := range msgs {
+		msgs[i].Buffers[0] = bufs[i]
+	}
+	sent := 0
+	for sent < len(msgs) {
+		n, err := l.pc.WriteBatch(msgs[sent:], 0)
+		if err != nil {
+			return sent, err
+		}
+		sent += n
+	}
+	return sent, nil
+}
+
+func (l *lane) failSend(u *ua, gen uint32) {
+	l.mu.Lock()
+	if u.busy && u.gen == gen {
+		l.finishLocked(u, l.e.now(), "send error")
+	}
+	l.mu.Unlock()
 }
 
 func (l *lane) read() {
 	defer l.e.wg.Done()
-	rs := &readerState{out: make([]byte, 0, 2048)}
+	rs := &readerState{}
+	out := newOutbox()
 	if !l.tcp {
-		buf := make([]byte, 65536)
-		for {
-			n, err := l.conn.Read(buf)
-			if err != nil {
-				if l.e.closing.Load() || errors.Is(err, net.ErrClosed) {
-					return
-				}
-				l.e.readErrs.Add(1) // e.g. ICMP port unreachable on a connected socket
-				continue
-			}
-			l.handle(buf[:n], rs)
-		}
+		l.readUDP(rs, out)
+		return
 	}
 	buf := make([]byte, 256<<10)
 	var f framer
@@ -277,8 +370,12 @@ func (l *lane) read() {
 			if msg == nil {
 				break
 			}
-			l.handle(msg, rs)
+			l.handle(msg, rs, out)
+			if out.full() {
+				out.flush(l)
+			}
 		}
+		out.flush(l)
 		start = end - len(f.buf)
 		if start == end {
 			start, end = 0, 0
@@ -286,11 +383,34 @@ func (l *lane) read() {
 	}
 }
 
+// readUDP reads datagrams in batches (recvmmsg), handles each and sends
+// the resulting requests in one sendmmsg.
+func (l *lane) readUDP(rs *readerState, out *outbox) {
+	msgs := make([]ipv4.Message, batchSize)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{make([]byte, 16<<10)}
+	}
+	for {
+		n, err := l.pc.ReadBatch(msgs, 0)
+		if err != nil {
+			if l.e.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.e.readErrs.Add(1) // e.g. ICMP port unreachable on a connected socket
+			continue
+		}
+		for i := 0; i < n; i++ {
+			l.handle(msgs[i].Buffers[0][:msgs[i].N], rs, out)
+		}
+		out.flush(l)
+	}
+}
+
 // handle processes one response: it answers a 401 with the authenticated
 // REGISTER, or finishes the exchange (and in AFAP mode starts the lane's
 // next one), all on the reader goroutine, so a registration costs no
-// goroutine switches.
-func (l *lane) handle(msg []byte, rs *readerState) {
+// goroutine switches. What it has to send goes into out.
+func (l *lane) handle(msg []byte, rs *readerState, out *outbox) {
 	e := l.e
 	r := &rs.resp
 	if err := parseResponse(msg, r); err != nil {
@@ -311,7 +431,7 @@ func (l *lane) handle(msg []byte, rs *readerState) {
 	}
 	u := e.users[idx]
 	now := e.now()
-	out := rs.out[:0]
+	buf := out.next(l.tcp)
 	l.mu.Lock()
 	if !u.busy || r.cseq != u.cseq {
 		st := u.st
@@ -351,7 +471,7 @@ func (l *lane) handle(msg []byte, rs *readerState) {
 		a.response = rs.dig
 		u.phase = 2
 		u.cseq++
-		out = appendRegister(out, &l.p, u, u.cseq, u.gen, e.cfg.freshCallID, &a)
+		buf = appendRegister(buf, &l.p, u, u.cseq, u.gen, e.cfg.freshCallID, &a)
 		sendFor = u
 	case u.phase == 2 && r.code >= 200 && r.code < 300:
 		l.finishLocked(u, now, "")
@@ -362,19 +482,14 @@ func (l *lane) handle(msg []byte, rs *readerState) {
 	}
 	if finished && e.afap.Load() && e.mayStart() {
 		if n := l.nextFreeLocked(); n != nil {
-			out = l.startLocked(n, now, e.cur.Load(), out)
+			buf = l.startLocked(n, now, e.cur.Load(), buf)
 			sendFor = n
 		}
 	}
-	var gen uint32
 	if sendFor != nil {
-		gen = sendFor.gen
+		out.add(l.tcp, buf, sendFor, sendFor.gen)
 	}
 	l.mu.Unlock()
-	if sendFor != nil {
-		l.send(out, sendFor, gen)
-	}
-	rs.out = out
 }
 
 var (
@@ -421,7 +536,7 @@ func (l *lane) expire(now int64, buf []byte) []byte {
 		var next *ua
 		if e.afap.Load() && e.mayStart() {
 			if next = l.nextFreeLocked(); next != nil {
-				buf = l.startLocked(next, now, e.cur.Load(), buf)
+				buf = l.startLocked(next, now, e.cur.Load(), buf[:0])
 			}
 		}
 		var gen uint32
@@ -482,7 +597,7 @@ func (e *engine) kick() {
 				l.mu.Unlock()
 				break
 			}
-			buf = l.startLocked(u, now, e.cur.Load(), buf)
+			buf = l.startLocked(u, now, e.cur.Load(), buf[:0])
 			gen := u.gen
 			l.mu.Unlock()
 			l.send(buf, u, gen)
@@ -500,7 +615,10 @@ func (e *engine) pace(ctx context.Context, rate float64) {
 	}
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	buf := make([]byte, 0, 2048)
+	boxes := make([]*outbox, len(e.lanes))
+	for i := range boxes {
+		boxes[i] = newOutbox()
+	}
 	t0 := time.Now()
 	var sent uint64
 	maxLag := uint64(rate*0.1) + 10
@@ -518,7 +636,7 @@ func (e *engine) pace(ctx context.Context, rate float64) {
 		}
 		for ; sent < due; sent++ {
 			if ctx.Err() != nil {
-				return
+				break
 			}
 			if c := e.cfg.concurrency; c > 0 && e.inflight.Load() >= int64(c) {
 				st.skip("outstanding cap (-concurrency) reached", 1)
@@ -532,21 +650,28 @@ func (e *engine) pace(ctx context.Context, rate float64) {
 					e.cursor = 0
 				}
 				l := u.lane
+				box := boxes[l.id]
 				now := e.now()
+				buf := box.next(l.tcp)
 				l.mu.Lock()
 				if u.busy {
 					l.mu.Unlock()
 					continue
 				}
 				buf = l.startLocked(u, now, st, buf)
-				gen := u.gen
+				box.add(l.tcp, buf, u, u.gen)
 				l.mu.Unlock()
-				l.send(buf, u, gen)
+				if box.full() {
+					box.flush(l)
+				}
 				started = true
 			}
 			if !started {
 				st.skip("users still busy (too few users for the rate)", 1)
 			}
+		}
+		for i, box := range boxes {
+			box.flush(e.lanes[i])
 		}
 	}
 }
