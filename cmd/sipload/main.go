@@ -11,10 +11,16 @@
 //	sipload -target 127.0.0.1:5060 -users-file users.csv -ramp -max-p99 50ms
 //	sipload provision -admin http://127.0.0.1:8081 -token ... -users 1000 -out users.csv
 //
-// Requests are formatted from a byte template and sent on a few UDP sockets
-// (or persistent TCP connections), each with one reader goroutine that
-// parses the response with a small allocation-free parser, answers the 401
-// and, in as-fast-as-possible mode, starts the next registration itself.
+// Requests are formatted from a byte template (no SIP stack) and sent on a
+// few connected UDP sockets (or persistent TCP connections). Each has one
+// reader goroutine that reads responses in batches (recvmmsg), parses them
+// with a small allocation-free parser (status line, Call-ID, CSeq,
+// WWW-Authenticate; not sipgo's parser, which costs ~9 µs and ~2 KiB per
+// message), answers each 401 with the digest (crypto/md5 or crypto/sha256,
+// HA1 cached per user) and, in as-fast-as-possible mode, starts the next
+// registration itself; what it has to send leaves in one sendmmsg (one
+// write for TCP). A registration costs the generator about 16 µs of CPU on
+// the 2-core benchmark machine (see BENCHMARKS.md).
 package main
 
 import (
