@@ -1,30 +1,411 @@
 package sip
 
 import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/sip/media"
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
-type calls struct{ m *callMetrics }
+// calls is the call-handling state of a Server: the sipgo client that
+// forwards requests and sends NOTIFYs, the RTP port range, the current
+// announcement, the call metrics and the dialogs we proxied.
+type calls struct {
+	cli     *sipgo.Client
+	ports   *media.PortRange
+	ann     atomic.Pointer[media.Announcement]
+	m       *callMetrics
+	mediaIP net.IP // nil: the local address towards each caller
+	dialogs *dialogs
 
-var inDialogMethods = []sip.RequestMethod{}
+	localIPs func() map[string]bool // addresses of this host's interfaces
+}
 
-func (c *Config) checkCallConfig() error { return nil }
+// inDialogMethods are the methods, besides INVITE, ACK and BYE, that are
+// loose-routed when they carry our Record-Route; without it they keep the
+// no-route answer (405).
+var inDialogMethods = []sip.RequestMethod{sip.UPDATE, sip.INFO, sip.PRACK, sip.REFER, sip.NOTIFY, sip.MESSAGE}
 
+// checkCallConfig checks the call-handling part of Config (after defaults).
+func (c *Config) checkCallConfig() error {
+	if _, err := media.NewPorts(c.RTPPortMin, c.RTPPortMax); err != nil {
+		return fmt.Errorf("sip: %w", err)
+	}
+	if c.MediaIP != "" {
+		if ip := net.ParseIP(c.MediaIP); ip == nil || ip.IsUnspecified() {
+			return fmt.Errorf("sip: MediaIP %q is not a concrete IP address", c.MediaIP)
+		}
+	}
+	if c.RingTimeout < 0 {
+		return errors.New("sip: negative RingTimeout")
+	}
+	return nil
+}
+
+// initCalls sets up s.calls; routes calls it once, from New.
 func (s *Server) initCalls() {
-	m, _ := newCallMetrics(nil)
-	s.calls = &calls{m: m}
+	c := &calls{dialogs: newDialogs()}
+	m, err := newCallMetrics(s.cfg.CallRegisterer)
+	if err != nil {
+		s.log.Error("sip: call metrics not registered", "err", err)
+		m, _ = newCallMetrics(nil)
+	}
+	c.m = m
+	c.ports, _ = media.NewPorts(s.cfg.RTPPortMin, s.cfg.RTPPortMax) // checked by setDefaults
+	a := s.cfg.Announcement
+	if a == nil {
+		a = media.Default()
+	}
+	c.ann.Store(a)
+	if s.cfg.MediaIP != "" {
+		c.mediaIP = net.ParseIP(s.cfg.MediaIP)
+	} else if ip := net.ParseIP(s.cfg.Hostname); ip != nil && !ip.IsUnspecified() {
+		c.mediaIP = ip
+	}
+	c.localIPs = sync.OnceValue(func() map[string]bool {
+		ips := map[string]bool{}
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				ips[n.IP.String()] = true
+			}
+		}
+		return ips
+	})
+	cliLog := slog.New(sipgoLogHandler{s.log.Handler()}).With("component", "sipgo")
+	opts := []sipgo.ClientOption{sipgo.WithClientLogger(cliLog)}
+	if s.cfg.Hostname != "" {
+		opts = append(opts, sipgo.WithClientHostname(s.cfg.Hostname))
+	}
+	cli, err := sipgo.NewClient(s.ua, opts...)
+	if err != nil { // only options can fail, and ours cannot
+		s.log.Error("sip: client", "err", err)
+		cli, _ = sipgo.NewClient(s.ua)
+	}
+	c.cli = cli
+	s.calls = c
 }
 
+// SetAnnouncement replaces the announcement played to callers of disabled
+// targets (nil restores the built-in one). Calls already playing finish
+// with the old one. Safe for concurrent use.
+func (s *Server) SetAnnouncement(a *media.Announcement) {
+	if a == nil {
+		a = media.Default()
+	}
+	s.calls.ann.Store(a)
+}
+
+// callLog collects what the call record of one INVITE says, and writes it
+// (and counts the outcome) once the outcome is known.
+type callLog struct {
+	s     *Server
+	rec   store.CallRecord
+	start time.Time
+	done  bool
+}
+
+func (s *Server) newCallLog(req *sip.Request) *callLog {
+	return &callLog{s: s, start: time.Now(), rec: store.CallRecord{
+		StartedAt: s.db.Now(),
+		CallID:    req.CallID().Value(),
+		From:      unescapeUser(req.From().Address.User),
+		To:        unescapeUser(req.Recipient.User),
+		Source:    req.Source(),
+		Transport: strings.ToLower(req.Transport()),
+	}}
+}
+
+// finish counts the outcome and writes the record. It runs after the
+// response was sent, on the handler's goroutine (so Close waits for it).
+func (c *callLog) finish(outcome string, status int, detail string) {
+	if c.done {
+		return
+	}
+	c.done = true
+	c.s.calls.m.invites.WithLabelValues(outcome).Inc()
+	if c.rec.AccountID == "" {
+		return // no account known (cannot happen after authentication)
+	}
+	elapsed := time.Since(c.start)
+	c.rec.Outcome, c.rec.Status, c.rec.Detail = outcome, status, detail
+	c.rec.Duration = max(elapsed, time.Nanosecond) // RecordCall treats 0 as "compute it"
+	c.rec.EndedAt = c.rec.StartedAt.Add(elapsed)
+	if _, err := c.s.db.RecordCall(c.rec); err != nil {
+		c.s.log.Error("record call", "call_id", c.rec.CallID, "err", err)
+	}
+	c.s.log.Debug("call", "call_id", c.rec.CallID, "from", c.rec.From, "to", c.rec.To, "outcome", outcome, "status", status, "detail", detail)
+}
+
+// onInvite handles an initial INVITE (RFC 3261 §16 for routed calls): the
+// caller authenticates (407), a disabled caller gets 403, the Request-URI
+// user is routed in the account (store.Route): unknown → 404, a disabled
+// target → announcement + 486 (announce.go), an enabled target without a
+// live registration → 480, else a parallel fork to every live contact
+// (proxy.go). A re-INVITE (To tag) is loose-routed.
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	s.reply(req, tx, 501, "Not Implemented")
+	if req.To().Params.Has("tag") {
+		s.onInDialog(req, tx)
+		return
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		s.reply(req, tx, 483, "Too Many Hops")
+		return
+	}
+	id, ok := s.authenticate(req, tx, true)
+	if !ok {
+		return
+	}
+	c := s.calls
+	c.m.activeCalls.Inc()
+	defer c.m.activeCalls.Dec()
+
+	call := s.newCallLog(req)
+	call.rec.AccountID = id.Account.ID
+	call.rec.From, call.rec.FromName, call.rec.FromUserID = id.User.Extension, id.User.Name, id.User.ID
+	fail := func(code int, reason, outcome, detail string) {
+		s.reply(req, tx, code, reason)
+		call.finish(outcome, code, detail)
+	}
+	if id.User.Status != store.StatusEnabled {
+		fail(403, "Forbidden", store.OutcomeForbidden, "caller is disabled")
+		return
+	}
+
+	// The target's account: the one whose sip_domain is the Request-URI
+	// host, else (an IP address, say) the caller's. Calls stay inside an
+	// account: another account's domain is answered like an unknown target.
+	acct := id.Account
+	if host := strings.ToLower(req.Recipient.Host); host != strings.ToLower(acct.SIPDomain) {
+		if other, err := s.db.AccountByDomain(host); err == nil && other.ID != acct.ID {
+			fail(404, "Not Found", store.OutcomeNotFound, "target in another account")
+			return
+		}
+	}
+	target := strings.TrimSpace(unescapeUser(req.Recipient.User))
+	if target == "" {
+		fail(404, "Not Found", store.OutcomeNotFound, "no user in Request-URI")
+		return
+	}
+	r, err := s.db.Route(acct.ID, target)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			fail(404, "Not Found", store.OutcomeNotFound, "")
+			return
+		}
+		s.log.Error("route", "account", acct.ID, "target", target, "err", err)
+		fail(500, "Server Internal Error", store.OutcomeFailed, "route lookup failed")
+		return
+	}
+	call.rec.ToName = r.Name
+	switch r.Kind {
+	case store.RouteUser:
+		call.rec.ToUserID = r.ID
+	case store.RouteNumber:
+		call.rec.To = r.ID // E.164 with +
+	}
+
+	// Whom to ring: the enabled users among r.UserIDs (deleted ones skipped).
+	var ring []store.User
+	known, disabled := 0, 0
+	seen := map[string]bool{}
+	for _, uid := range r.UserIDs {
+		if seen[uid] {
+			continue
+		}
+		seen[uid] = true
+		u, err := s.db.User(acct.ID, uid)
+		if err != nil {
+			continue
+		}
+		known++
+		if u.Status != store.StatusEnabled {
+			disabled++
+			continue
+		}
+		ring = append(ring, u)
+	}
+	if r.Kind == store.RouteUser && len(ring) == 1 {
+		call.rec.ToName = ring[0].Name
+	}
+	// A disabled user or group, or a number whose callflow would ring only
+	// disabled users (a disabled user's direct line), hears the
+	// announcement. A queue or group extension whose members are all
+	// disabled is unavailable (480), like one whose members are offline.
+	if r.Disabled || r.Kind == store.RouteNumber && known > 0 && disabled == known {
+		s.announce(req, tx, call)
+		return
+	}
+
+	var targets []store.Binding
+	for _, u := range ring {
+		bs, err := s.db.Bindings(acct.ID, u.ID)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		for _, b := range bs {
+			// Never ring the device that is calling (a user calling their own
+			// extension rings their other devices).
+			if b.Source == req.Source() && strings.EqualFold(b.Transport, req.Transport()) {
+				continue
+			}
+			targets = append(targets, b)
+		}
+	}
+	if len(targets) == 0 {
+		fail(480, "Temporarily Unavailable", store.OutcomeUnavailable, "no live registration")
+		return
+	}
+	ringFor := s.cfg.RingTimeout
+	if r.TimeoutS > 0 {
+		ringFor = time.Duration(r.TimeoutS) * time.Second
+	}
+	s.proxyInvite(req, tx, call, targets, ringFor)
 }
 
-func (s *Server) onAck(*sip.Request, sip.ServerTransaction) {}
-
-func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
-	s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+// respond sends res on tx like send, and reports the error.
+func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) error {
+	if sip.NetworkToLower(req.Transport()) == "udp" && req.Source() != "" {
+		res.SetDestination(req.Source())
+	}
+	err := tx.Respond(res)
+	if err != nil {
+		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
+	}
+	return err
 }
 
-func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
-	s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+// localIPFor is the local address this host uses to reach remote (ip:port
+// or ip): a connected UDP socket learns it without sending anything.
+func localIPFor(remote string) net.IP {
+	host, port, err := net.SplitHostPort(remote)
+	if err != nil {
+		host, port = remote, "5060"
+	}
+	host = strings.Trim(host, "[]")
+	c, err := net.Dial("udp", net.JoinHostPort(host, port))
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	if a, ok := c.LocalAddr().(*net.UDPAddr); ok {
+		return a.IP
+	}
+	return nil
+}
+
+// advertisedHost is the host we put in Via, Record-Route and Contact for a
+// message to or from remote: Config.Hostname, else our address towards it.
+func (s *Server) advertisedHost(remote string) string {
+	if s.cfg.Hostname != "" {
+		return s.cfg.Hostname
+	}
+	if ip := localIPFor(remote); ip != nil {
+		return ip.String()
+	}
+	return "127.0.0.1"
+}
+
+// mediaIP is the address advertised in the SDP answer to a caller at remote.
+func (s *Server) mediaIP(remote string) net.IP {
+	if s.calls.mediaIP != nil {
+		return s.calls.mediaIP
+	}
+	if ip := localIPFor(remote); ip != nil {
+		return ip
+	}
+	return net.IPv4(127, 0, 0, 1)
+}
+
+// listenPort is our listening port for transport ("UDP", "tcp", …), or 0.
+func (s *Server) listenPort(transport string) int {
+	return s.ua.TransportLayer().GetListenPort(sip.NetworkToLower(transport))
+}
+
+// ourURI is a SIP URI for this server as seen from remote over transport,
+// with ;transport and, for routes, ;lr.
+func (s *Server) ourURI(remote, transport string, lr bool) sip.Uri {
+	u := sip.Uri{Scheme: "sip", Host: s.advertisedHost(remote), Port: s.listenPort(transport)}
+	u.UriParams = sip.NewParams()
+	u.UriParams.Add("transport", sip.NetworkToLower(transport))
+	if lr {
+		u.UriParams.Add("lr", "")
+	}
+	return u
+}
+
+// isOurs reports whether u (a Route or Record-Route URI) names this
+// server: one of our listening ports on Hostname, MediaIP or an address
+// of this host.
+func (s *Server) isOurs(u sip.Uri) bool {
+	port := effectivePort(u.Port, u.Scheme)
+	mine := false
+	for _, n := range []string{"udp", "tcp", "tls"} {
+		for _, p := range s.ua.TransportLayer().ListenPorts(n) {
+			if p == port {
+				mine = true
+			}
+		}
+	}
+	if !mine {
+		return false
+	}
+	host := strings.ToLower(strings.Trim(u.Host, "[]"))
+	switch {
+	case s.cfg.Hostname != "" && host == strings.ToLower(s.cfg.Hostname),
+		s.cfg.MediaIP != "" && host == s.cfg.MediaIP:
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return s.calls.localIPs()[ip.String()]
+	}
+	return false
+}
+
+// noBuild is a client option that keeps a request exactly as built: sipgo
+// adds no headers when any option is passed.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// addVia puts our Via on top of fwd, a request we send over transport to
+// dest. When fwd is a forwarded request, the previous hop's Via gets
+// received/rport (RFC 3581) from src, the address it came from.
+func (s *Server) addVia(fwd *sip.Request, src, transport, dest string) {
+	if prev := fwd.Via(); prev != nil && src != "" {
+		if h, p, err := net.SplitHostPort(src); err == nil {
+			if prev.Params.Has("rport") {
+				prev.Params.Add("rport", p)
+				prev.Params.Add("received", h)
+			} else if !strings.EqualFold(prev.Host, h) {
+				prev.Params.Add("received", h)
+			}
+		}
+	}
+	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: strings.ToUpper(transport),
+		Host: s.advertisedHost(dest), Port: s.listenPort(transport), Params: sip.NewParams()}
+	v.Params.Add("branch", sip.GenerateBranchN(16))
+	v.Params.Add("rport", "")
+	fwd.PrependHeader(v)
+}
+
+// contactKey normalises a contact URI for comparison: user, host and port.
+func contactKey(u sip.Uri) string {
+	return unescapeUser(u.User) + "@" + strings.ToLower(strings.Trim(u.Host, "[]")) + ":" + strconv.Itoa(effectivePort(u.Port, u.Scheme))
+}
+
+func contactKeyString(s string) string {
+	var u sip.Uri
+	if err := sip.ParseUri(s, &u); err != nil {
+		return s
+	}
+	return contactKey(u)
 }

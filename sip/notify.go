@@ -1,0 +1,170 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo/sip"
+)
+
+// ErrNoRegistration is wrapped by CheckSync when the device has no live
+// registration to send the NOTIFY to (or, over TCP/TLS, its connection is
+// gone).
+var ErrNoRegistration = errors.New("sip: device has no live registration")
+
+// checkSyncTimeout bounds a CheckSync whose context has no deadline.
+const checkSyncTimeout = 10 * time.Second
+
+// fetchPoll is how often WaitForFetch looks at the device.
+const fetchPoll = 200 * time.Millisecond
+
+// CheckSync asks a Yealink phone to fetch its configuration again: NOTIFY
+// with "Event: check-sync;reboot=false" (notes/yealink.md §5) to each of
+// the device's own registrations (store.DeviceBindings: its MAC in the
+// User-Agent or +sip.instance), one per flow, sent over the flow it
+// registered on (NAT). A TCP/TLS registration whose connection is gone is
+// skipped rather than dialled. It returns nil when at least one NOTIFY got
+// a 2xx within ctx (10 s when ctx has no deadline); otherwise an error
+// wrapping ErrNoRegistration (nothing to send to), store.ErrNotFound
+// (unknown device), or saying what the phone answered. It is admin's
+// Notifier.
+func (s *Server) CheckSync(ctx context.Context, accountID, mac string) error {
+	m := s.calls.m
+	bs, err := s.db.DeviceBindings(accountID, mac)
+	if err != nil {
+		m.checkSyncs.WithLabelValues(checkSyncError).Inc()
+		return fmt.Errorf("check-sync %s: %w", mac, err)
+	}
+	if len(bs) == 0 {
+		m.checkSyncs.WithLabelValues(checkSyncNoRegistration).Inc()
+		return fmt.Errorf("check-sync %s: %w", mac, ErrNoRegistration)
+	}
+	acct, err := s.db.Account(accountID)
+	if err != nil {
+		m.checkSyncs.WithLabelValues(checkSyncError).Inc()
+		return fmt.Errorf("check-sync %s: %w", mac, err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, checkSyncTimeout)
+		defer cancel()
+	}
+	// One NOTIFY per flow: two lines of one phone share it.
+	seen := map[string]bool{}
+	var targets []store.Binding
+	for _, b := range bs {
+		k := strings.ToLower(b.Transport) + "/" + b.Source
+		if !seen[k] {
+			seen[k] = true
+			targets = append(targets, b)
+		}
+	}
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, b := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.notifyCheckSync(ctx, acct, b)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("check-sync %s: %w", mac, errors.Join(errs...))
+}
+
+// notifyCheckSync sends one check-sync NOTIFY to binding b and waits for
+// the final response.
+func (s *Server) notifyCheckSync(ctx context.Context, acct store.Account, b store.Binding) error {
+	m := s.calls.m
+	result := checkSyncError
+	defer func() { m.checkSyncs.WithLabelValues(result).Inc() }()
+
+	var contact sip.Uri
+	if err := sip.ParseUri(b.Contact, &contact); err != nil {
+		return fmt.Errorf("contact %q: %w", b.Contact, err)
+	}
+	tr := strings.ToUpper(b.Transport)
+	if tr == "" {
+		tr = "UDP"
+	}
+	if sip.IsReliable(tr) {
+		// sipgo would dial a new connection, which does not reach a phone
+		// behind NAT (notes/sipgo.md §5); the phone re-registers anyway.
+		conn, err := s.ua.TransportLayer().GetConnection(tr, b.Source)
+		if err != nil {
+			result = checkSyncNoFlow
+			return fmt.Errorf("%s %s: %w (connection closed)", tr, b.Source, ErrNoRegistration)
+		}
+		_, _ = conn.TryClose()
+	}
+	ext := ""
+	if u, err := s.db.User(acct.ID, b.UserID); err == nil {
+		ext = u.Extension
+	} else {
+		ext = contact.User
+	}
+	n := sip.NewRequest(sip.NOTIFY, contact)
+	s.addVia(n, "", tr, b.Source)
+	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "dialtone", Host: acct.SIPDomain}, Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(16))
+	n.AppendHeader(from)
+	n.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: ext, Host: acct.SIPDomain}, Params: sip.NewParams()})
+	cid := sip.CallIDHeader(sip.GenerateTagN(24) + "@dialtone")
+	n.AppendHeader(&cid)
+	n.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.NOTIFY})
+	mf := sip.MaxForwardsHeader(70)
+	n.AppendHeader(&mf)
+	n.AppendHeader(&sip.ContactHeader{Address: s.ourURI(b.Source, tr, false)})
+	n.AppendHeader(sip.NewHeader("Event", "check-sync;reboot=false"))
+	n.AppendHeader(sip.NewHeader("Subscription-State", "terminated"))
+	n.AppendHeader(sip.NewHeader("User-Agent", s.cfg.ServerName))
+	n.SetBody(nil)
+	n.SetTransport(tr)
+	n.SetDestination(b.Source)
+
+	res, err := s.calls.cli.Do(ctx, n, noBuild)
+	if err != nil {
+		return fmt.Errorf("NOTIFY to %s over %s: %w", b.Source, tr, err)
+	}
+	if !res.IsSuccess() {
+		result = checkSyncRejected
+		return fmt.Errorf("NOTIFY to %s over %s: %d %s", b.Source, tr, res.StatusCode, res.Reason)
+	}
+	result = checkSyncOK
+	s.log.Info("check-sync sent", "account", acct.ID, "mac", b.MAC, "source", b.Source, "transport", tr)
+	return nil
+}
+
+// WaitForFetch waits until the device has fetched its configuration at or
+// after since (store.Device's LastProvisionedAt, by the store's clock: take
+// since from the store's Now before CheckSync), polling every 200 ms. It
+// returns nil once it has, ctx's error when ctx ends first, or the store's
+// error (store.ErrNotFound for an unknown device).
+func (s *Server) WaitForFetch(ctx context.Context, accountID, mac string, since time.Time) error {
+	t := time.NewTicker(fetchPoll)
+	defer t.Stop()
+	for {
+		d, err := s.db.Device(accountID, mac)
+		if err != nil {
+			return fmt.Errorf("wait for fetch %s: %w", mac, err)
+		}
+		if !d.LastProvisionedAt.IsZero() && !d.LastProvisionedAt.Before(since) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for fetch %s: no fetch since %s: %w", mac, since.UTC().Format(time.RFC3339), ctx.Err())
+		case <-t.C:
+		}
+	}
+}
