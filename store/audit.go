@@ -86,7 +86,7 @@ func (db *DB) Audit(accountID string, limit int, before uint64) ([]AuditEntry, e
 			}
 		} else {
 			// Seek just past the account's last key.
-			key, v = c.Seek([]byte(accountID + "0")) // '0' sorts right after '/'
+			key, _ = c.Seek([]byte(accountID + "0")) // '0' sorts right after '/'
 			if key == nil {
 				key, v = c.Last()
 			} else {

@@ -118,7 +118,7 @@ func (db *DB) Calls(accountID string, f CallFilter) ([]CallRecord, error) {
 				key, v = c.Prev()
 			}
 		} else {
-			key, v = c.Seek([]byte(accountID + "0")) // just past the account's keys
+			key, _ = c.Seek([]byte(accountID + "0")) // just past the account's keys
 			if key == nil {
 				key, v = c.Last()
 			} else {
