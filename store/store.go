@@ -29,6 +29,11 @@ type Options struct {
 	// MaxContacts is the per-AOR binding limit. When a REGISTER would add one
 	// more, the binding that expires soonest is evicted. Zero means 10.
 	MaxContacts int
+	// BatchDelay is how long a REGISTER write waits for others to share its
+	// commit (one fsync for many). While a commit is on disk the next batch
+	// fills up anyway, so a short delay keeps latency low without losing the
+	// sharing. Zero means 2 ms.
+	BatchDelay time.Duration
 }
 
 // DB is dialtone's store: one bbolt file plus the encryption key for SIP
@@ -85,6 +90,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.MaxContacts <= 0 {
 		opts.MaxContacts = 10
 	}
+	if opts.BatchDelay <= 0 {
+		opts.BatchDelay = 2 * time.Millisecond
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
@@ -110,6 +118,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
+	bdb.MaxBatchDelay = opts.BatchDelay
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir}
 	if err := bdb.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
