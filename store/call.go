@@ -46,7 +46,6 @@ type CallRecord struct {
 
 var bCalls = []byte("calls") // acct/seq(8 bytes) → CallRecord
 
-
 // RecordCall appends a call record; it fills Seq and ID.
 func (db *DB) RecordCall(r CallRecord) (CallRecord, error) {
 	if r.AccountID == "" {
