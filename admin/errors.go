@@ -15,22 +15,32 @@ import (
 // store.RuleError codes carry their own status; they are listed so the
 // document can show them.
 var errorStatus = map[string]int{
-	"invalid":            http.StatusBadRequest,
-	"unauthorized":       http.StatusUnauthorized,
-	"forbidden":          http.StatusForbidden,
-	"not_found":          http.StatusNotFound,
-	"method_not_allowed": http.StatusMethodNotAllowed,
-	"exists":             http.StatusConflict,
-	"delete_blocked":     http.StatusConflict,
-	"operator_extension": http.StatusConflict, // store.RuleError: disabling or renumbering the operator
-	"user_registered":    http.StatusConflict, // store.RuleError: renumbering a registered user
-	"user_has_licence":   http.StatusConflict, // store.RuleError: a user holds one licence at most
-	"licence_assigned":   http.StatusConflict, // store.RuleError: deleting a held licence
-	"callflow_active":    http.StatusConflict, // store.RuleError: deleting an ACTIVE callflow (API.md)
-	"group_enabled":      http.StatusConflict, // store.RuleError: deleting an enabled group (API.md)
-	"body_too_large":     http.StatusRequestEntityTooLarge,
-	"internal":           http.StatusInternalServerError,
-	"unavailable":        http.StatusServiceUnavailable,
+	"invalid":               http.StatusBadRequest,
+	"unauthorized":          http.StatusUnauthorized,
+	"forbidden":             http.StatusForbidden,
+	"not_found":             http.StatusNotFound,
+	"method_not_allowed":    http.StatusMethodNotAllowed,
+	"exists":                http.StatusConflict,
+	"delete_blocked":        http.StatusConflict,
+	"operator_extension":    http.StatusConflict,           // store.RuleError: disabling or renumbering the operator
+	"user_registered":       http.StatusConflict,           // store.RuleError: renumbering a registered user
+	"user_has_licence":      http.StatusConflict,           // store.RuleError: a user holds one licence at most
+	"licence_assigned":      http.StatusConflict,           // store.RuleError: deleting a held licence
+	"callflow_active":       http.StatusConflict,           // store.RuleError: deleting an ACTIVE callflow (API.md)
+	"group_enabled":         http.StatusConflict,           // store.RuleError: deleting an enabled group (API.md)
+	"group_in_use":          http.StatusConflict,           // store.RuleError: deleting a group a callflow sends calls to
+	"queue_in_use":          http.StatusConflict,           // store.RuleError: deleting a queue a callflow sends calls to
+	"number_active":         http.StatusConflict,           // store.RuleError: activating or removing an ACTIVE number
+	"offboard_in_progress":  http.StatusConflict,           // store.RuleError: a second offboarding job for one user
+	"job_done":              http.StatusConflict,           // resuming a job that has finished
+	"device_not_registered": http.StatusConflict,           // resync: the device has no live registration to NOTIFY
+	"check_sync_failed":     http.StatusBadGateway,         // resync: the SIP side could not deliver the NOTIFY
+	"sip_unavailable":       http.StatusServiceUnavailable, // resync: no SIP side wired in (Options.Notifier nil)
+	"invalid_audio":         http.StatusBadRequest,         // PUT /announcement: the loader refused the WAV
+	"announcer_unavailable": http.StatusServiceUnavailable, // PUT /announcement: Options.Announcer nil
+	"body_too_large":        http.StatusRequestEntityTooLarge,
+	"internal":              http.StatusInternalServerError,
+	"unavailable":           http.StatusServiceUnavailable,
 }
 
 // apiError is a refusal decided in this package (bad JSON, a role too weak for

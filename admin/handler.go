@@ -33,6 +33,21 @@ type Options struct {
 	Registry *prometheus.Registry
 	Notifier Notifier // may be nil
 	Version  string
+
+	// FetchWaiter lets POST /devices/{mac}/resync wait until the phone has
+	// fetched its configuration (the provisioning server implements it).
+	// nil: resync answers as soon as the check-sync is sent.
+	FetchWaiter FetchWaiter
+	// ProvisioningURL turns an account's provisioning key into the URL phones
+	// use ("https://prov.example.test:8443/p/KEY/"). nil: the path only
+	// ("/p/KEY/").
+	ProvisioningURL func(key string) string
+	// Blocks lists and lifts the brute-force blocks of the SIP and
+	// provisioning guard (*guard.Guard). nil: no blocks are listed.
+	Blocks BlockLister
+	// Announcer replaces the "not recognized" announcement at run time.
+	// nil: PUT /api/v1/announcement answers 503.
+	Announcer Announcer
 }
 
 // server holds the handler's dependencies; its methods are the handlers.
@@ -42,6 +57,11 @@ type server struct {
 	reg      *prometheus.Registry
 	notifier Notifier
 	version  string
+	waiter   FetchWaiter
+	provURL  func(key string) string
+	blocks   BlockLister
+	announce Announcer
+	jobs     *jobRunner
 	requests *prometheus.CounterVec
 	promh    http.Handler
 	openapi  []byte
@@ -55,11 +75,13 @@ func NewHandler(o Options) (http.Handler, error) {
 	if o.DB == nil {
 		return nil, errors.New("admin: Options.DB is required")
 	}
-	s := &server{db: o.DB, log: o.Log, reg: o.Registry, notifier: o.Notifier, version: o.Version}
+	s := &server{db: o.DB, log: o.Log, reg: o.Registry, notifier: o.Notifier, version: o.Version,
+		waiter: o.FetchWaiter, provURL: o.ProvisioningURL, blocks: o.Blocks, announce: o.Announcer}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.log = s.log.With("component", "admin")
+	s.jobs = newJobRunner(s.db, s.notifier, s.log)
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -90,7 +112,9 @@ func NewHandler(o Options) (http.Handler, error) {
 	for _, rt := range routes {
 		e.Handle(rt.method, rt.path, s.authorize(rt), s.handle(rt))
 	}
-	doc, err := marshal(openAPI(routes, o.Version))
+	spec := openAPI(routes, o.Version)
+	addRawRequestBodies(spec, routes)
+	doc, err := marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("admin: openapi document: %w", err)
 	}

@@ -48,6 +48,7 @@ type route struct {
 	errs    []string
 	query   []string
 	raw     string // content type of a non-JSON success body (metrics)
+	rawIn   string // content type of a non-JSON request body (PUT /announcement); in is then nil
 	h       func(*gin.Context) error
 }
 
@@ -59,7 +60,7 @@ const (
 
 // routes is the whole API: one line per route.
 func (s *server) routes() []route {
-	get, post, patch, del := http.MethodGet, http.MethodPost, http.MethodPatch, http.MethodDelete
+	get, post, put, patch, del := http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete
 	return []route{
 		// Health, metrics and this API's own description need no token.
 		{op: "health.live", method: get, path: "/healthz", role: rolePublic, summary: "Liveness: 200 while the process is up", out: healthJSON{}, h: s.healthz},
@@ -94,6 +95,60 @@ func (s *server) routes() []route {
 		{op: "licence.assign", method: post, path: acct + "/licences/:id/assign", role: roleAdmin, summary: "Assign (or reassign) a licence to a user", in: licenceAssign{}, out: licenceJSON{}, errs: []string{"user_has_licence"}, h: s.assignLicence},
 		{op: "licence.release", method: post, path: acct + "/licences/:id/release", role: roleProvider, summary: "Free a licence; the seat stays on the account", out: licenceJSON{}, h: s.releaseLicence},
 		{op: "licence.delete", method: del, path: acct + "/licences/:id", role: roleProvider, summary: "Remove a free licence", status: http.StatusNoContent, errs: []string{"licence_assigned"}, h: s.deleteLicence},
+
+		{op: "device.list", method: get, path: acct + "/devices", role: roleViewer, summary: "List the account's Yealink devices by MAC", out: deviceList{}, h: s.listDevices},
+		{op: "device.create", method: post, path: acct + "/devices", role: roleAdmin, summary: "Add a device by MAC with its model and lines (line → user)", in: deviceCreate{}, out: deviceJSON{}, status: http.StatusCreated, errs: []string{"exists"}, h: s.createDevice},
+		{op: "device.get", method: get, path: acct + "/devices/:mac", role: roleViewer, summary: "Get a device with what the provisioning server saw last", out: deviceJSON{}, h: s.getDevice},
+		{op: "device.update", method: patch, path: acct + "/devices/:mac", role: roleAdmin, summary: "Change a device's model, label or lines", in: devicePatch{}, out: deviceJSON{}, h: s.updateDevice},
+		{op: "device.delete", method: del, path: acct + "/devices/:mac", role: roleAdmin, summary: "Remove a device; its MAC is free again", status: http.StatusNoContent, h: s.deleteDevice},
+		{op: "device.resync", method: post, path: acct + "/devices/:mac/resync", role: roleAdmin, summary: "Send the device a check-sync and wait (?timeout= seconds, default 10) for it to fetch its config", query: []string{"timeout:number"}, out: resyncJSON{}, errs: []string{"invalid", "device_not_registered", "check_sync_failed", "sip_unavailable"}, h: s.resyncDevice},
+
+		{op: "provisioning.get", method: get, path: acct + "/provisioning", role: roleAdmin, summary: "The provisioning URL and credentials phones use (each read is audited)", out: provisioningJSON{}, h: s.getProvisioning},
+		{op: "provisioning.rotate", method: post, path: acct + "/provisioning/rotate", role: roleAdmin, summary: "New URL key and password; the previous ones work for 24 h", out: provisioningJSON{}, h: s.rotateProvisioning},
+		{op: "provisioning.overrides", method: put, path: acct + "/provisioning/overrides", role: roleAdmin, summary: "Replace the extra config keys added to every phone's file", in: overridesJSON{}, out: overridesJSON{}, h: s.setProvisioningOverrides},
+
+		{op: "queue.list", method: get, path: acct + "/queues", role: roleViewer, summary: "List call queues by extension", out: queueList{}, h: s.listQueues},
+		{op: "queue.create", method: post, path: acct + "/queues", role: roleAdmin, summary: "Create a call queue", in: queueCreate{}, out: queueJSON{}, status: http.StatusCreated, h: s.createQueue},
+		{op: "queue.get", method: get, path: acct + "/queues/:id", role: roleViewer, summary: "Get a queue", out: queueJSON{}, h: s.getQueue},
+		{op: "queue.update", method: patch, path: acct + "/queues/:id", role: roleAdmin, summary: "Change a queue's name, extension or members", in: queuePatch{}, out: queueJSON{}, h: s.updateQueue},
+		{op: "queue.delete", method: del, path: acct + "/queues/:id", role: roleAdmin, summary: "Delete a queue no callflow sends calls to", status: http.StatusNoContent, errs: []string{"queue_in_use"}, h: s.deleteQueue},
+		{op: "queue.member_add", method: post, path: acct + "/queues/:id/members", role: roleAdmin, summary: "Add a user to a queue", in: memberAdd{}, out: queueJSON{}, h: s.addQueueMember},
+		{op: "queue.member_remove", method: del, path: acct + "/queues/:id/members/:user_id", role: roleAdmin, summary: "Take a user out of a queue", out: queueJSON{}, h: s.removeQueueMember},
+
+		{op: "callflow.list", method: get, path: acct + "/callflows", role: roleViewer, summary: "List every version of every callflow", out: callflowList{}, h: s.listCallflows},
+		{op: "callflow.create", method: post, path: acct + "/callflows", role: roleAdmin, summary: "Create a callflow (version 1, AVAILABLE)", in: callflowSpec{}, out: callflowJSON{}, status: http.StatusCreated, h: s.createCallflow},
+		{op: "callflow.get", method: get, path: acct + "/callflows/:id", role: roleViewer, summary: "Get one callflow version with its status and numbers", out: callflowJSON{}, h: s.getCallflow},
+		{op: "callflow.edit", method: put, path: acct + "/callflows/:id", role: roleAdmin, summary: "Edit: a new version takes over the numbers; the old one stays, AVAILABLE", in: callflowSpec{}, out: callflowJSON{}, status: http.StatusCreated, h: s.editCallflow},
+		{op: "callflow.reassign", method: post, path: acct + "/callflows/:id/reassign", role: roleAdmin, summary: "Move every number of the callflow to another one", in: callflowReassign{}, out: callflowReassigned{}, h: s.reassignCallflow},
+		{op: "callflow.delete", method: del, path: acct + "/callflows/:id", role: roleAdmin, summary: "Delete an AVAILABLE callflow version", status: http.StatusNoContent, errs: []string{"callflow_active"}, h: s.deleteCallflow},
+
+		{op: "number.list", method: get, path: acct + "/numbers", role: roleViewer, summary: "List phone numbers, optionally by status", query: []string{"status"}, out: numberList{}, errs: []string{"invalid"}, h: s.listNumbers},
+		{op: "number.add", method: post, path: acct + "/numbers", role: roleProvider, summary: "Give the account a number (AVAILABLE)", in: numberCreate{}, out: numberJSON{}, status: http.StatusCreated, errs: []string{"exists"}, h: s.addNumber},
+		{op: "number.get", method: get, path: acct + "/numbers/:e164", role: roleViewer, summary: "Get a number with its history ('+' optional in the path)", out: numberJSON{}, h: s.getNumber},
+		{op: "number.activate", method: post, path: acct + "/numbers/:e164/activate", role: roleAdmin, summary: "Route an AVAILABLE number to a callflow", in: numberActivate{}, out: numberJSON{}, errs: []string{"number_active"}, h: s.activateNumber},
+		{op: "number.deactivate", method: post, path: acct + "/numbers/:e164/deactivate", role: roleAdmin, summary: "Make a number AVAILABLE for reuse (it stays on the account)", out: numberJSON{}, h: s.deactivateNumber},
+		{op: "number.remove", method: del, path: acct + "/numbers/:e164", role: roleProvider, summary: "Take an AVAILABLE number off the account", status: http.StatusNoContent, errs: []string{"number_active"}, h: s.removeNumber},
+
+		{op: "group.list", method: get, path: acct + "/groups", role: roleViewer, summary: "List paging and ring groups by extension", out: groupList{}, h: s.listGroups},
+		{op: "group.create", method: post, path: acct + "/groups", role: roleAdmin, summary: "Create a paging or ring group (enabled)", in: groupCreate{}, out: groupJSON{}, status: http.StatusCreated, h: s.createGroup},
+		{op: "group.get", method: get, path: acct + "/groups/:id", role: roleViewer, summary: "Get a group", out: groupJSON{}, h: s.getGroup},
+		{op: "group.update", method: patch, path: acct + "/groups/:id", role: roleAdmin, summary: "Change a group's name, extension or members", in: groupPatch{}, out: groupJSON{}, h: s.updateGroup},
+		{op: "group.delete", method: del, path: acct + "/groups/:id", role: roleAdmin, summary: "Delete a disabled group", status: http.StatusNoContent, errs: []string{"group_enabled", "group_in_use"}, h: s.deleteGroup},
+		{op: "group.disable", method: post, path: acct + "/groups/:id/disable", role: roleAdmin, summary: "Disable a group: callers hear the announcement", out: groupJSON{}, h: s.disableGroup},
+		{op: "group.enable", method: post, path: acct + "/groups/:id/enable", role: roleAdmin, summary: "Enable a group again", out: groupJSON{}, h: s.enableGroup},
+		{op: "group.member_add", method: post, path: acct + "/groups/:id/members", role: roleAdmin, summary: "Add a user to a group", in: memberAdd{}, out: groupJSON{}, h: s.addGroupMember},
+		{op: "group.member_remove", method: del, path: acct + "/groups/:id/members/:user_id", role: roleAdmin, summary: "Take a user out of a group", out: groupJSON{}, h: s.removeGroupMember},
+
+		{op: "user.offboard", method: post, path: acct + "/users/:id/offboard", role: roleAdmin, summary: "Offboard a user in one background job (disable, sign out, leave queues, groups and callflows, numbers, licence, delete)", in: offboardRequest{}, out: jobAccepted{}, status: http.StatusAccepted, errs: []string{"offboard_in_progress"}, h: s.offboardUser},
+		{op: "job.list", method: get, path: acct + "/jobs", role: roleViewer, summary: "List offboarding jobs, oldest first", out: jobList{}, h: s.listJobs},
+		{op: "job.get", method: get, path: acct + "/jobs/:id", role: roleViewer, summary: "Get a job with the state of each step", out: jobJSON{}, h: s.getJob},
+		{op: "job.resume", method: post, path: acct + "/jobs/:id/resume", role: roleAdmin, summary: "Continue a waiting or failed job in the background", out: jobAccepted{}, status: http.StatusAccepted, errs: []string{"job_done"}, h: s.resumeJob},
+
+		{op: "call.list", method: get, path: acct + "/calls", role: roleViewer, summary: "Call records, newest first, with filters and paging", query: []string{"outcome", "extension", "since", "until", "before:integer", "limit:integer"}, out: callList{}, errs: []string{"invalid"}, h: s.listCalls},
+
+		{op: "security.block_list", method: get, path: v1 + "/security/blocks", role: roleProvider, summary: "Sources (or users from a source) blocked after repeated authentication failures", out: blockList{}, h: s.listBlocks},
+		{op: "security.block_lift", method: del, path: v1 + "/security/blocks/:ip", role: roleProvider, summary: "Lift every block on an address", status: http.StatusNoContent, h: s.liftBlock},
+		{op: "announcement.set", method: put, path: v1 + "/announcement", role: roleProvider, summary: "Replace the 'Extension is not recognized' announcement with a WAV (raw body, at most 16 MiB)", rawIn: "audio/wav", status: http.StatusNoContent, errs: []string{"invalid_audio", "body_too_large", "announcer_unavailable"}, h: s.setAnnouncement},
 
 		{op: "token.list", method: get, path: acct + "/tokens", role: roleAdmin, summary: "List the account's tokens (never their secrets)", out: tokenList{}, h: s.listTokens},
 		{op: "token.create", method: post, path: acct + "/tokens", role: roleAdmin, summary: "Create an admin or viewer token; the secret is shown only in this response", in: tokenCreate{}, out: tokenCreated{}, status: http.StatusCreated, h: s.createToken},
