@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"strings"
 	"sync"
@@ -33,7 +34,17 @@ type phone struct {
 
 func newPhone(t *testing.T, transport, target, domain, user, password string) *phone {
 	t.Helper()
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent(user))
+	return newPhoneTLS(t, transport, target, domain, user, password, nil)
+}
+
+// newPhoneTLS is newPhone with a TLS client configuration (for transport "TLS").
+func newPhoneTLS(t *testing.T, transport, target, domain, user, password string, tlsConf *tls.Config) *phone {
+	t.Helper()
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgent(user)}
+	if tlsConf != nil {
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(tlsConf))
+	}
+	ua, err := sipgo.NewUA(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
