@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
@@ -62,9 +63,22 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	if proxy {
 		hdrName = "Proxy-Authorization"
 	}
+	ip := guard.IP(req.Source())
+	guardUser := user + "@" + realm
+	if s.guard.Blocked(ip, guardUser) {
+		s.metrics.blockedDrops.Inc()
+		s.reply(req, tx, 403, "Forbidden")
+		return store.SIPIdentity{}, false
+	}
 	failed := func(reason string) {
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
 		s.log.Info("sip auth failed", "reason", reason, "source", req.Source(), "user", user+"@"+realm, "method", methodLabel(req.Method))
+		switch reason {
+		case authBadPassword, authUnknownUser, authWrongUser:
+			// Guessing: count it. Stale or replayed nonces happen to honest
+			// phones (restarts, retransmissions) and are not counted.
+			s.guard.Fail(ip, guardUser, reason)
+		}
 	}
 
 	// Several credentials may be present (one per realm); use ours.
@@ -154,6 +168,7 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 		s.challenge(req, tx, proxy, realm, stale)
 		return store.SIPIdentity{}, false
 	}
+	s.guard.Succeed(ip, guardUser)
 	return id, true
 }
 

@@ -12,6 +12,8 @@ type metrics struct {
 	inFlight      prometheus.Gauge
 	overloaded    prometheus.Counter
 	handlerPanics prometheus.Counter
+	blocks        prometheus.Counter
+	blockedDrops  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,11 +42,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dialtone_sip_handler_panics_total",
 			Help: "Panics recovered in SIP request handlers (each one is a bug).",
 		}),
+		blocks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dialtone_sip_blocks_total",
+			Help: "Sources (or users from one source) blocked after repeated authentication failures.",
+		}),
+		blockedDrops: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dialtone_sip_blocked_requests_total",
+			Help: "Requests refused because their source (or user from that source) is blocked.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.registers, m.authFailures, m.inFlight, m.overloaded, m.handlerPanics} {
+	for _, c := range []prometheus.Collector{m.requests, m.registers, m.authFailures, m.inFlight, m.overloaded, m.handlerPanics, m.blocks, m.blockedDrops} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/sip/media"
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/emiago/sipgo"
@@ -50,6 +51,12 @@ type Config struct {
 	// a connection never loses that flow, while abandoned connections (and
 	// scanners that connect and say nothing) are closed eventually.
 	TCPIdleTimeout time.Duration
+	// Guard counts authentication failures (wrong password, unknown user)
+	// per source and per user and blocks past its threshold; blocked
+	// requests get 403 without a challenge. nil: a guard with the defaults
+	// of internal/guard (10 failures a minute → 15 min). Share one with the
+	// admin API so operators can list and lift blocks.
+	Guard *guard.Guard
 
 	// Call handling (invite.go, announce.go, proxy.go).
 
@@ -144,6 +151,8 @@ type Server struct {
 	// so that unknown users cost the same as wrong passwords.
 	dummyPassword string
 
+	guard *guard.Guard
+
 	inFlight atomic.Int64
 
 	// calls is the call-handling state (invite.go), set up by routes.
@@ -198,7 +207,14 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		}
 	})
 
-	s := &Server{cfg: cfg, db: db, log: log, metrics: m, nonces: n, dummyPassword: hex.EncodeToString(dummy)}
+	s := &Server{cfg: cfg, db: db, log: log, metrics: m, nonces: n, dummyPassword: hex.EncodeToString(dummy), guard: cfg.Guard}
+	if s.guard == nil {
+		s.guard = guard.New(guard.Config{Now: db.Now, OnBlock: func(b guard.Block) {
+			m.blocks.Inc()
+			log.Warn("sip source blocked after repeated authentication failures", "source", b.Source, "user", b.User,
+				"failures", b.Failures, "reason", b.Reason, "until", b.Until)
+		}})
+	}
 	sipLog := slog.New(sipgoLogHandler{log.Handler()}).With("lib", "sipgo")
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(cfg.ServerName),
@@ -294,6 +310,13 @@ func (s *Server) handle(h sipgo.RequestHandler) sipgo.RequestHandler {
 		}()
 		if code, reason := checkRequest(req); code != 0 {
 			s.reply(req, tx, code, reason)
+			return
+		}
+		// A blocked source gets a short refusal: no challenge, no nonce, no
+		// store lookup. ACKs are absorbed as usual.
+		if req.Method != sip.ACK && s.guard.Blocked(guard.IP(req.Source()), "") {
+			s.metrics.blockedDrops.Inc()
+			s.reply(req, tx, 403, "Forbidden")
 			return
 		}
 		h(req, tx)
