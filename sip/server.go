@@ -55,7 +55,8 @@ type Config struct {
 	// per source and per user and blocks past its threshold; blocked
 	// requests get 403 without a challenge. nil: a guard with the defaults
 	// of internal/guard (10 failures a minute → 15 min). Share one with the
-	// admin API so operators can list and lift blocks.
+	// admin API so operators can list and lift blocks (or use Server.Guard).
+	// A guard passed in is used as it is: its OnBlock should log and count.
 	Guard *guard.Guard
 
 	// Call handling (invite.go, announce.go, proxy.go).
@@ -495,3 +496,7 @@ func (s *Server) Close() error {
 	}
 	return s.ua.Close()
 }
+
+// Guard is the server's brute-force guard, for the admin API to list and
+// lift blocks.
+func (s *Server) Guard() *guard.Guard { return s.guard }
