@@ -329,7 +329,11 @@ func (s *Server) mediaIP(remote string) net.IP {
 
 // listenPort is our listening port for transport ("UDP", "tcp", …), or 0.
 func (s *Server) listenPort(transport string) int {
-	return s.ua.TransportLayer().GetListenPort(sip.NetworkToLower(transport))
+	// ListenPorts takes the layer's lock (GetListenPort does not).
+	if ps := s.ua.TransportLayer().ListenPorts(sip.NetworkToLower(transport)); len(ps) > 0 {
+		return ps[0]
+	}
+	return 0
 }
 
 // ourURI is a SIP URI for this server as seen from remote over transport,

@@ -1,0 +1,261 @@
+package sip
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/sip/media"
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo/sip"
+	"github.com/pion/sdp/v3"
+)
+
+// awaitProgress reads responses until the 183 and returns it.
+func awaitProgress(t *testing.T, cl *call) *sip.Response {
+	t.Helper()
+	for {
+		r := cl.next(5 * time.Second)
+		if r == nil {
+			t.Fatal("transaction ended before 183")
+		}
+		if r.StatusCode == 183 {
+			return r
+		}
+		if r.StatusCode >= 200 {
+			t.Fatalf("final %d %s before 183", r.StatusCode, r.Reason)
+		}
+	}
+}
+
+// answerSDP parses the SDP of a 183 and returns its single audio stream's
+// port, formats and attributes.
+func answerSDP(t *testing.T, r *sip.Response) (int, []string, map[string]string) {
+	t.Helper()
+	if ct := r.GetHeader("Content-Type"); ct == nil || ct.Value() != "application/sdp" {
+		t.Fatalf("183 Content-Type = %v, want application/sdp", ct)
+	}
+	var sd sdp.SessionDescription
+	if err := sd.Unmarshal(r.Body()); err != nil {
+		t.Fatalf("183 SDP: %v\n%s", err, r.Body())
+	}
+	if len(sd.MediaDescriptions) != 1 {
+		t.Fatalf("183 SDP has %d streams:\n%s", len(sd.MediaDescriptions), r.Body())
+	}
+	md := sd.MediaDescriptions[0]
+	attrs := map[string]string{}
+	for _, a := range md.Attributes {
+		attrs[a.Key] = a.Value
+	}
+	return md.MediaName.Port.Value, md.MediaName.Formats, attrs
+}
+
+func TestAnnouncementToDisabledExtension(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	callee, _ := e.addUser("1002")
+	e.disable(callee)
+	sink := newRTPSink(t)
+	c := e.caller(nil, "UDP", "1001", e.password)
+
+	cl := c.start("1002", offer(sink.port(), "0 8 101"), false)
+	prog := awaitProgress(t, cl)
+	port, formats, attrs := answerSDP(t, prog)
+	if len(formats) != 1 || formats[0] != "0" {
+		t.Errorf("answer formats = %v, want [0] (the caller's first G.711)", formats)
+	}
+	if _, ok := attrs["sendonly"]; !ok {
+		t.Errorf("answer lacks a=sendonly: %v", attrs)
+	}
+	if port < 30000 || port > 39999 || port%2 != 0 {
+		t.Errorf("answer port %d, want an even port of 30000-39999", port)
+	}
+	if prog.Contact() == nil {
+		t.Error("183 without Contact")
+	}
+	tag, _ := prog.To().Params.Get("tag")
+	if tag == "" {
+		t.Error("183 without To-tag")
+	}
+
+	final := cl.waitFinal(10 * time.Second)
+	if final.StatusCode != 486 {
+		t.Fatalf("final = %d %s, want 486", final.StatusCode, final.Reason)
+	}
+	if ftag, _ := final.To().Params.Get("tag"); ftag != tag {
+		t.Errorf("486 To-tag %q, 183 To-tag %q: want one", ftag, tag)
+	}
+
+	pkts := sink.packets()
+	if len(pkts) < 100 {
+		t.Fatalf("got %d RTP packets, want at least 100 (2 s)", len(pkts))
+	}
+	span := pkts[len(pkts)-1].at.Sub(pkts[0].at)
+	rate := float64(len(pkts)-1) / span.Seconds()
+	if rate < 45 || rate > 55 {
+		t.Errorf("RTP rate %.1f packets/s over %v, want ~50", rate, span)
+	}
+	var audio []byte
+	first := pkts[0].pkt
+	if !first.Marker {
+		t.Error("first RTP packet without marker bit")
+	}
+	for i, p := range pkts {
+		h := p.pkt.Header
+		if h.PayloadType != 0 || h.SSRC != first.SSRC ||
+			h.SequenceNumber != first.SequenceNumber+uint16(i) || h.Timestamp != first.Timestamp+uint32(160*i) {
+			t.Fatalf("packet %d: pt %d ssrc %x seq %d ts %d; first: ssrc %x seq %d ts %d", i, h.PayloadType, h.SSRC,
+				h.SequenceNumber, h.Timestamp, first.SSRC, first.SequenceNumber, first.Timestamp)
+		}
+		if i > 0 && h.Marker {
+			t.Errorf("marker on packet %d", i)
+		}
+		if p.src.Port != port {
+			t.Fatalf("RTP from port %d, SDP says %d (symmetric RTP)", p.src.Port, port)
+		}
+		audio = append(audio, p.pkt.Payload...)
+	}
+	if rms := media.RMS(media.DecodeULaw(audio)); rms < 300 {
+		t.Errorf("decoded announcement RMS = %.0f, want speech (not silence)", rms)
+	}
+
+	rec := e.waitRecord(cl.callID)
+	if rec.Outcome != store.OutcomeAnnouncedBusy || rec.Status != 486 || rec.To != "1002" || rec.ToName != "User 1002" ||
+		rec.From != "1001" || rec.FromName != "User 1001" || rec.Duration < 2*time.Second {
+		t.Errorf("call record = %+v", rec)
+	}
+	if got := e.metric("dialtone_sip_announcements_played_total", ""); got != 1 {
+		t.Errorf("announcements_played_total = %v, want 1", got)
+	}
+	if got := e.metric("dialtone_sip_rtp_packets_sent_total", ""); int(got) != len(pkts) {
+		t.Errorf("rtp_packets_sent_total = %v, received %d", got, len(pkts))
+	}
+	if got := e.metric("dialtone_sip_invites_total", store.OutcomeAnnouncedBusy); got != 1 {
+		t.Errorf("invites_total{announced_busy} = %v, want 1", got)
+	}
+}
+
+func TestAnnouncementCancel(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	callee, _ := e.addUser("1002")
+	e.disable(callee)
+	sink := newRTPSink(t)
+	c := e.caller(nil, "TCP", "1001", e.password)
+
+	cl := c.start("1002", offer(sink.port(), "0"), false)
+	awaitProgress(t, cl)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(sink.packets()) < 10 {
+		if time.Now().After(deadline) {
+			t.Fatal("no RTP after 183")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if res := cl.cancel(); res.StatusCode != 200 {
+		t.Fatalf("CANCEL → %d, want 200", res.StatusCode)
+	}
+	cancelAt := time.Now()
+	if final := cl.waitFinal(5 * time.Second); final.StatusCode != 487 {
+		t.Fatalf("final = %d, want 487", final.StatusCode)
+	}
+	// Watch the socket a while: nothing may come later than 100 ms after the CANCEL.
+	time.Sleep(400 * time.Millisecond)
+	pkts := sink.packets()
+	last := pkts[len(pkts)-1].at
+	if d := last.Sub(cancelAt); d > 100*time.Millisecond {
+		t.Errorf("RTP went on %v after CANCEL", d)
+	}
+	if len(pkts) > 150 {
+		t.Errorf("%d packets: the announcement was not cut short", len(pkts))
+	}
+	rec := e.waitRecord(cl.callID)
+	if rec.Outcome != store.OutcomeCancelled || rec.Status != 487 {
+		t.Errorf("record = %+v, want cancelled 487", rec)
+	}
+	// The ACK for the 487 (sent by the caller's transaction over TCP) reached
+	// our no-op ACK handler: nothing answered it.
+	waitFor(t, "ACK reaches dialtone", func() bool {
+		return counterValue(t, e.srv.metrics.requests.WithLabelValues("ACK")) >= 1
+	})
+}
+
+func TestAnnouncementOffers(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	callee, _ := e.addUser("1002")
+	e.disable(callee)
+
+	for _, transport := range []string{"UDP", "TCP"} {
+		c := e.caller(nil, transport, "1001", e.password)
+		t.Run(transport+"/PCMA only", func(t *testing.T) {
+			sink := newRTPSink(t)
+			cl := c.start("1002", offer(sink.port(), "8 101"), false)
+			_, formats, _ := answerSDP(t, awaitProgress(t, cl))
+			if len(formats) != 1 || formats[0] != "8" {
+				t.Errorf("answer formats = %v, want [8]", formats)
+			}
+			if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+				t.Fatalf("final %d, want 486", f.StatusCode)
+			}
+			pkts := sink.packets()
+			if len(pkts) < 20 {
+				t.Fatalf("%d packets for a 0.5 s announcement", len(pkts))
+			}
+			var audio []byte
+			for _, p := range pkts {
+				if p.pkt.PayloadType != 8 {
+					t.Fatalf("payload type %d, want 8", p.pkt.PayloadType)
+				}
+				audio = append(audio, p.pkt.Payload...)
+			}
+			if rms := media.RMS(media.DecodeALaw(audio)); rms < 1000 {
+				t.Errorf("A-law audio RMS %.0f, want the tone", rms)
+			}
+		})
+		t.Run(transport+"/no SDP", func(t *testing.T) {
+			cl := c.start("1002", nil, false)
+			for {
+				r := cl.next(5 * time.Second)
+				if r.StatusCode == 183 {
+					t.Fatal("183 for an INVITE without SDP")
+				}
+				if r.StatusCode >= 200 {
+					if r.StatusCode != 486 {
+						t.Fatalf("final %d, want 486", r.StatusCode)
+					}
+					break
+				}
+			}
+			if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeAnnouncedBusy || rec.Status != 486 {
+				t.Errorf("record %+v", rec)
+			}
+		})
+		t.Run(transport+"/opus only", func(t *testing.T) {
+			sink := newRTPSink(t)
+			cl := c.start("1002", offer(sink.port(), "111"), false)
+			f := cl.waitFinal(5 * time.Second)
+			if f.StatusCode != 488 {
+				t.Fatalf("final %d, want 488", f.StatusCode)
+			}
+			if w := f.GetHeader("Warning"); w == nil || !strings.HasPrefix(w.Value(), "305 ") {
+				t.Errorf("Warning = %v, want 305 …", w)
+			}
+			if n := len(sink.packets()); n != 0 {
+				t.Errorf("%d RTP packets for a rejected offer", n)
+			}
+		})
+	}
+}
+
+// waitFor polls cond until it holds (5 s at most).
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
