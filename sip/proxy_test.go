@@ -1,0 +1,260 @@
+package sip
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestInviteRefusals(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	e.addUser("1003") // enabled, never registers
+	off, offPW := e.addUser("1004")
+	e.disable(off)
+	other, err := e.db.CreateAccount("other", "other.test", store.System)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.CreateUser(other.ID, store.NewUser{Extension: "2001", Name: "Elsewhere"}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	for _, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			c := e.caller(nil, transport, "1001", e.password)
+			for _, tc := range []struct {
+				name, target string
+				noAuth       bool
+				want         int
+				outcome      string
+			}{
+				{"unauthenticated", "1003", true, 407, ""},
+				{"unknown extension", "1999", false, 404, store.OutcomeNotFound},
+				{"unknown number", "+442079460999", false, 404, store.OutcomeNotFound},
+				{"unregistered", "1003", false, 480, store.OutcomeUnavailable},
+			} {
+				cl := c.start(tc.target, offer(4000, "0"), tc.noAuth)
+				if got := cl.waitFinal(5 * time.Second); got.StatusCode != tc.want {
+					t.Errorf("%s: %d %s, want %d", tc.name, got.StatusCode, got.Reason, tc.want)
+				}
+				if tc.outcome != "" {
+					if rec := e.waitRecord(cl.callID); rec.Outcome != tc.outcome || rec.Status != tc.want || rec.From != "1001" {
+						t.Errorf("%s: record %+v", tc.name, rec)
+					}
+				}
+			}
+			// A disabled caller authenticates, then gets 403.
+			dc := e.caller(nil, transport, "1004", offPW)
+			cl := dc.start("1001", offer(4000, "0"), false)
+			if got := cl.waitFinal(5 * time.Second); got.StatusCode != 403 {
+				t.Errorf("disabled caller: %d, want 403", got.StatusCode)
+			}
+			if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeForbidden || rec.FromName != "User 1004" {
+				t.Errorf("disabled caller record %+v", rec)
+			}
+			// A wrong password is challenged again, never routed.
+			bad := e.caller(nil, transport, "1001", "wrong")
+			if got := bad.start("1003", nil, false).waitFinal(5 * time.Second); got.StatusCode != 407 {
+				t.Errorf("wrong password: %d, want 407", got.StatusCode)
+			}
+		})
+	}
+	// 407 challenges are not calls; everything else is.
+	if got := e.metric("dialtone_sip_invites_total", store.OutcomeNotFound); got != 4 {
+		t.Errorf("invites_total{not_found} = %v, want 4", got)
+	}
+}
+
+// answerCall runs the callee side of an answered call: 180, 200, then
+// returns the caller's 200.
+func answerCall(t *testing.T, cl *call, in *incoming, contact string) *sip.Response {
+	t.Helper()
+	in.respond(t, 180, "Ringing", contact)
+	for {
+		r := cl.next(5 * time.Second)
+		if r == nil {
+			t.Fatal("caller's transaction ended before 180")
+		}
+		if r.StatusCode == 180 {
+			break
+		}
+		if r.StatusCode != 100 {
+			t.Fatalf("caller got %d before 180", r.StatusCode)
+		}
+	}
+	in.respond(t, 200, "OK", contact)
+	ok := cl.waitFinal(5 * time.Second)
+	if ok.StatusCode != 200 {
+		t.Fatalf("caller got %d, want 200", ok.StatusCode)
+	}
+	return ok
+}
+
+func TestCallBetweenRegisteredPhones(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	_, pw := e.addUser("1002")
+	for _, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			// B's contact is unreachable (TEST-NET): only its flow works.
+			contactB := "sip:1002@192.0.2.10:5062"
+			if transport == "TCP" {
+				contactB += ";transport=tcp"
+			}
+			b := e.newPhone(transport, "1002", pw, contactB, "")
+			a := e.caller(nil, transport, "1001", e.password)
+			cl := a.start("1002", offer(4000, "0 8"), false)
+
+			in := b.nextInvite(5 * time.Second)
+			if got := in.req.Recipient.String(); got != contactB {
+				t.Errorf("B's Request-URI = %s, want its contact %s", got, contactB)
+			}
+			rr := in.req.GetHeaders("Record-Route")
+			if len(rr) != 1 || !strings.Contains(rr[0].Value(), ";lr") ||
+				!strings.Contains(rr[0].Value(), "transport="+strings.ToLower(transport)) {
+				t.Errorf("Record-Route = %v, want ours with lr and transport", rr)
+			}
+			if vias := in.req.GetHeaders("Via"); len(vias) != 2 {
+				t.Errorf("B sees %d Via headers, want 2", len(vias))
+			}
+			if mf := in.req.MaxForwards(); mf == nil || mf.Val() != 69 {
+				t.Errorf("Max-Forwards = %v, want 69", mf)
+			}
+			if in.req.GetHeader("Proxy-Authorization") != nil {
+				t.Error("the caller's Proxy-Authorization was forwarded")
+			}
+			if string(in.req.Body()) != string(offer(4000, "0 8")) {
+				t.Error("SDP offer changed on the way")
+			}
+
+			ok := answerCall(t, cl, in, contactB)
+			if len(ok.GetHeaders("Via")) != 1 {
+				t.Errorf("caller's 200 has %d Via, want 1", len(ok.GetHeaders("Via")))
+			}
+			if len(ok.GetHeaders("Record-Route")) != 1 {
+				t.Errorf("caller's 200 lacks the Record-Route")
+			}
+			// ACK and BYE go through dialtone (Route) and reach B over its flow.
+			if err := cl.cli.WriteRequest(cl.inDialog(sip.ACK, ok, 2)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case ack := <-b.acks:
+				if ack.Route() != nil {
+					t.Errorf("ACK reached B with a Route: %v", ack.Route())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("B got no ACK")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			res, err := cl.cli.Do(ctx, cl.inDialog(sip.BYE, ok, 3))
+			if err != nil || res.StatusCode != 200 {
+				t.Fatalf("BYE → %v %v, want 200", res, err)
+			}
+			select {
+			case <-b.byes:
+			case <-time.After(time.Second):
+				t.Fatal("B got no BYE")
+			}
+			rec := e.waitRecord(cl.callID)
+			if rec.Outcome != store.OutcomeAnswered || rec.Status != 200 || rec.To != "1002" || rec.ToName != "User 1002" {
+				t.Errorf("record %+v", rec)
+			}
+			waitFor(t, "dialog forgotten after BYE", func() bool { return e.srv.calls.dialogs.len() == 0 })
+			// Unregister B for the next transport.
+			b.reg.register("", "Contact: *", "Expires: 0")
+		})
+	}
+}
+
+func TestForkCancelsOtherContacts(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	_, pw := e.addUser("1002")
+	b1 := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.11:5062", "")
+	b2 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.12:5062;transport=tcp", "")
+	a := e.caller(nil, "UDP", "1001", e.password)
+	cl := a.start("1002", offer(4000, "0"), false)
+
+	in1 := b1.nextInvite(5 * time.Second)
+	in2 := b2.nextInvite(5 * time.Second)
+	in2.respond(t, 180, "Ringing", "sip:1002@192.0.2.12:5062;transport=tcp")
+	ok := answerCall(t, cl, in1, "sip:1002@192.0.2.11:5062")
+	if tag, _ := ok.To().Params.Get("tag"); tag != in1.tag {
+		t.Errorf("200 To-tag %q, want the answering phone's %q", tag, in1.tag)
+	}
+	select {
+	case <-in2.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second contact was not cancelled")
+	}
+	if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeAnswered {
+		t.Errorf("record %+v", rec)
+	}
+}
+
+func TestRingTimeoutAndCallerCancel(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{RingTimeout: 500 * time.Millisecond})
+	_, pw := e.addUser("1002")
+	b := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.13:5062;transport=tcp", "")
+	a := e.caller(nil, "UDP", "1001", e.password)
+
+	t.Run("no answer", func(t *testing.T) {
+		cl := a.start("1002", offer(4000, "0"), false)
+		in := b.nextInvite(5 * time.Second)
+		in.respond(t, 180, "Ringing", "sip:1002@192.0.2.13:5062")
+		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 480 {
+			t.Fatalf("final %d, want 480 after the ring timeout", f.StatusCode)
+		}
+		select {
+		case <-in.cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("B not cancelled after the ring timeout")
+		}
+		if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeUnavailable || rec.Status != 480 {
+			t.Errorf("record %+v", rec)
+		}
+	})
+	e = newCallEnv(t, Config{})
+	_, pw = e.addUser("1002")
+	b = e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.13:5062;transport=tcp", "")
+	a = e.caller(nil, "UDP", "1001", e.password)
+	t.Run("caller cancels", func(t *testing.T) {
+		cl := a.start("1002", offer(4000, "0"), false)
+		in := b.nextInvite(5 * time.Second)
+		in.respond(t, 180, "Ringing", "sip:1002@192.0.2.13:5062")
+		for r := cl.next(5 * time.Second); r.StatusCode != 180; r = cl.next(5 * time.Second) {
+		}
+		if res := cl.cancel(); res.StatusCode != 200 {
+			t.Fatalf("CANCEL → %d", res.StatusCode)
+		}
+		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 487 {
+			t.Fatalf("final %d, want 487", f.StatusCode)
+		}
+		select {
+		case <-in.cancelled:
+		case <-time.After(5 * time.Second):
+			t.Fatal("B not cancelled")
+		}
+		if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeCancelled {
+			t.Errorf("record %+v", rec)
+		}
+	})
+	t.Run("busy", func(t *testing.T) {
+		cl := a.start("1002", offer(4000, "0"), false)
+		in := b.nextInvite(5 * time.Second)
+		in.respond(t, 486, "Busy Here", "")
+		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+			t.Fatalf("final %d, want 486", f.StatusCode)
+		}
+		if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeBusy {
+			t.Errorf("record %+v", rec)
+		}
+	})
+}
