@@ -1,0 +1,353 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/sip/media"
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// callflow creates a callflow with one step and activates number on it.
+func (e *callEnv) numberOn(number string, step store.Step) {
+	e.t.Helper()
+	cf, err := e.db.CreateCallflow(e.acct.ID, store.CallflowSpec{Name: "flow " + number, Steps: []store.Step{step}}, store.System)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.db.AddNumber(e.acct.ID, number, store.System); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := e.db.ActivateNumber(e.acct.ID, number, cf.ID, store.System); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// expectRinging checks that p receives the call, answers it busy, and the
+// caller gets that 486.
+func expectRinging(t *testing.T, cl *call, p *phone) {
+	t.Helper()
+	in := p.nextInvite(5 * time.Second)
+	in.respond(t, 486, "Busy Here", "")
+	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+		t.Fatalf("final %d, want the phone's 486", f.StatusCode)
+	}
+}
+
+func TestRoutingNumbersQueuesGroups(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	u2, pw2 := e.addUser("1002")
+	u3, _ := e.addUser("1003") // disabled below
+	u5, _ := e.addUser("1005") // enabled, never registered
+	b := e.newPhone("UDP", "1002", pw2, "sip:1002@192.0.2.20:5062", "")
+	e.disable(u3)
+
+	e.numberOn("+442079460000", store.Step{Type: store.StepRing, UserIDs: []string{u2.ID}})
+	e.numberOn("+442079460003", store.Step{Type: store.StepRing, UserIDs: []string{u3.ID}})
+	e.numberOn("+442079460005", store.Step{Type: store.StepRing, UserIDs: []string{u5.ID, u3.ID}})
+	if _, err := e.db.AddNumber(e.acct.ID, "+442079460009", store.System); err != nil { // AVAILABLE
+		t.Fatal(err)
+	}
+	q, err := e.db.CreateQueue(e.acct.ID, store.NewQueue{Name: "Sales", Extension: "600", Members: []string{u3.ID, u2.ID, u5.ID}}, store.System)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.CreateGroup(e.acct.ID, store.NewGroup{Kind: store.GroupRing, Name: "Ring", Extension: "700", Members: []string{u2.ID}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.CreateQueue(e.acct.ID, store.NewQueue{Name: "Gone", Extension: "601", Members: []string{u3.ID}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	off, err := e.db.CreateGroup(e.acct.ID, store.NewGroup{Kind: store.GroupPaging, Name: "Paging", Extension: "701", Members: []string{u2.ID}}, store.System)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.DisableGroup(e.acct.ID, off.ID, store.System); err != nil {
+		t.Fatal(err)
+	}
+	_ = q
+	a := e.caller(nil, "UDP", "1001", e.password)
+
+	t.Run("number rings its user", func(t *testing.T) {
+		cl := a.start("+442079460000", offer(4000, "0"), false)
+		expectRinging(t, cl, b)
+		rec := e.waitRecord(cl.callID)
+		if rec.To != "+442079460000" || rec.Outcome != store.OutcomeBusy {
+			t.Errorf("record %+v", rec)
+		}
+	})
+	t.Run("number without plus", func(t *testing.T) {
+		expectRinging(t, a.start("442079460000", offer(4000, "0"), false), b)
+	})
+	t.Run("number of a disabled user announces", func(t *testing.T) {
+		sink := newRTPSink(t)
+		cl := a.start("+442079460003", offer(sink.port(), "0"), false)
+		awaitProgress(t, cl)
+		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+			t.Fatalf("final %d, want 486", f.StatusCode)
+		}
+		if len(sink.packets()) < 20 {
+			t.Errorf("%d RTP packets", len(sink.packets()))
+		}
+		if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeAnnouncedBusy {
+			t.Errorf("record %+v", rec)
+		}
+	})
+	t.Run("number with an enabled unregistered user", func(t *testing.T) {
+		if f := a.start("+442079460005", offer(4000, "0"), false).waitFinal(5 * time.Second); f.StatusCode != 480 {
+			t.Fatalf("final %d, want 480", f.StatusCode)
+		}
+	})
+	t.Run("available number", func(t *testing.T) {
+		if f := a.start("+442079460009", offer(4000, "0"), false).waitFinal(5 * time.Second); f.StatusCode != 404 {
+			t.Fatalf("final %d, want 404", f.StatusCode)
+		}
+	})
+	t.Run("queue rings its enabled registered member", func(t *testing.T) {
+		expectRinging(t, a.start("600", offer(4000, "0"), false), b)
+	})
+	t.Run("ring group", func(t *testing.T) {
+		expectRinging(t, a.start("700", offer(4000, "0"), false), b)
+	})
+	t.Run("queue of disabled members", func(t *testing.T) {
+		if f := a.start("601", offer(4000, "0"), false).waitFinal(5 * time.Second); f.StatusCode != 480 {
+			t.Fatalf("final %d, want 480", f.StatusCode)
+		}
+	})
+	t.Run("disabled group announces", func(t *testing.T) {
+		cl := a.start("701", offer(4000, "0"), false)
+		awaitProgress(t, cl)
+		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+			t.Fatalf("final %d, want 486", f.StatusCode)
+		}
+	})
+}
+
+func TestCallRecordsSurviveUserDeletion(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	u, _ := e.addUser("1002")
+	e.disable(u)
+	cl := e.caller(nil, "TCP", "1001", e.password).start("1002", nil, false)
+	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+		t.Fatalf("final %d", f.StatusCode)
+	}
+	e.waitRecord(cl.callID)
+	if err := e.db.DeleteUser(e.acct.ID, u.ID, store.System); err != nil {
+		t.Fatal(err)
+	}
+	rec := e.waitRecord(cl.callID)
+	if rec.To != "1002" || rec.ToName != "User 1002" || rec.ToUserID != u.ID || rec.Outcome != store.OutcomeAnnouncedBusy {
+		t.Errorf("record after deletion %+v", rec)
+	}
+	rs, err := e.db.Calls(e.acct.ID, store.CallFilter{Extension: "1002"})
+	if err != nil || len(rs) != 1 {
+		t.Errorf("Calls(extension 1002) = %d records, %v", len(rs), err)
+	}
+}
+
+// TestNoLeaksAfterAnnouncedCalls places 100 announced calls (20 at a time,
+// half over UDP, half over TCP, some cancelled) and checks that every
+// goroutine ends and every RTP port can be bound again.
+func TestNoLeaksAfterAnnouncedCalls(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t), RTPPortMin: 41000, RTPPortMax: 41079})
+	u, _ := e.addUser("1002")
+	e.disable(u)
+	_, cli, _ := newTestUA(t)
+	callers := map[string]*caller{"UDP": e.caller(cli, "UDP", "1001", e.password), "TCP": e.caller(cli, "TCP", "1001", e.password)}
+	sink := newRTPSink(t)
+	one := func(i int) error {
+		tr := "UDP"
+		if i%2 == 1 {
+			tr = "TCP"
+		}
+		cl := callers[tr].start("1002", offer(sink.port(), "0"), false)
+		want := 486
+		if i%5 == 0 {
+			awaitProgress(t, cl)
+			cl.cancel()
+			want = 487
+		}
+		if f := cl.waitFinal(10 * time.Second); f.StatusCode != want {
+			return errors.New("unexpected final " + f.Reason)
+		}
+		return nil
+	}
+	// Warm up: sipgo starts some goroutines lazily (connections, readers).
+	for i := range 2 {
+		if err := one(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	settle := func() int {
+		runtime.GC()
+		return runtime.NumGoroutine()
+	}
+	base := settle()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 20)
+	errs := make(chan error, 100)
+	for i := range 100 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs <- one(i)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// sipgo's UDP transactions keep timers (not goroutines) for a while;
+	// goroutines waiting on them end with them. Poll, with a deadline.
+	deadline := time.Now().Add(40 * time.Second)
+	n := settle()
+	for n > base+3 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		n = settle()
+	}
+	if n > base+3 {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d goroutines after 100 calls, %d before:\n%s", n, base, buf[:runtime.Stack(buf, true)])
+	}
+	if got := e.metric("dialtone_sip_active_calls", ""); got != 0 {
+		t.Errorf("active_calls = %v after every call ended", got)
+	}
+	// Every port of the range can be bound again.
+	ports := e.srv.calls.ports
+	var conns []interface{ Close() error }
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range ports.Size() {
+		c, err := ports.Allocate(nil)
+		if err != nil {
+			t.Fatalf("after %d of %d ports: %v", len(conns), ports.Size(), err)
+		}
+		conns = append(conns, c)
+	}
+	if _, err := ports.Allocate(nil); !errors.Is(err, media.ErrNoPorts) {
+		t.Errorf("range should be full now, Allocate = %v", err)
+	}
+}
+
+func TestCheckSync(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	u, pw := e.addUser("1002")
+	const mac = "805ec0aabbcc"
+	if _, err := e.db.CreateDevice(e.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.CheckSync(ctx, e.acct.ID, mac); !errors.Is(err, ErrNoRegistration) {
+		t.Errorf("CheckSync without registration = %v, want ErrNoRegistration", err)
+	}
+	if err := e.srv.CheckSync(ctx, e.acct.ID, "001122334455"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CheckSync of an unknown device = %v, want ErrNotFound", err)
+	}
+	for _, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			p := e.newPhone(transport, "1002", pw, "sip:1002@192.0.2.30:5062", "Yealink SIP-T46U 108.86.0.20 80:5e:c0:aa:bb:cc")
+			// A softphone of the same user must not get it.
+			soft := e.newPhone(transport, "1002", pw, "sip:1002@192.0.2.31:5062", "Linphone/5.0")
+			if err := e.srv.CheckSync(ctx, e.acct.ID, mac); err != nil {
+				t.Fatalf("CheckSync = %v", err)
+			}
+			select {
+			case n := <-p.notifies:
+				if ev := n.GetHeader("Event"); ev == nil || ev.Value() != "check-sync;reboot=false" {
+					t.Errorf("Event = %v", ev)
+				}
+				if ss := n.GetHeader("Subscription-State"); ss == nil || ss.Value() != "terminated" {
+					t.Errorf("Subscription-State = %v", ss)
+				}
+				if n.Recipient.String() != "sip:1002@192.0.2.30:5062" {
+					t.Errorf("Request-URI %s, want the contact", n.Recipient.String())
+				}
+				if to := n.To().Address; to.User != "1002" || to.Host != testDomain {
+					t.Errorf("To = %s, want the AOR", to.String())
+				}
+				if n.Transport() != transport {
+					t.Errorf("arrived over %s", n.Transport())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("the phone got no NOTIFY")
+			}
+			select {
+			case <-soft.notifies:
+				t.Error("the softphone got a check-sync")
+			default:
+			}
+			e.clock.Advance(time.Second) // after any earlier fetch
+			since := e.db.Now()
+			wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer wcancel()
+			if err := e.srv.WaitForFetch(wctx, e.acct.ID, mac, since); !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("WaitForFetch without a fetch = %v", err)
+			}
+			if err := e.db.RecordFetch(store.Fetch{MAC: mac, Source: "127.0.0.1", UserAgent: "Yealink SIP-T46U 108.86.0.20 80:5e:c0:aa:bb:cc"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.srv.WaitForFetch(ctx, e.acct.ID, mac, since); err != nil {
+				t.Errorf("WaitForFetch after a fetch = %v", err)
+			}
+			p.reg.register("", "Contact: *", "Expires: 0")
+			soft.reg.register("", "Contact: *", "Expires: 0")
+		})
+	}
+	if got := e.metric("dialtone_sip_check_sync_total", checkSyncOK); got != 2 {
+		t.Errorf("check_sync_total{ok} = %v, want 2", got)
+	}
+}
+
+// TestCheckSyncClosedFlow: a TCP registration whose connection is gone is
+// not dialled.
+func TestCheckSyncClosedFlow(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	u, pw := e.addUser("1002")
+	const mac = "805ec0aabbdd"
+	if _, err := e.db.CreateDevice(e.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	ua, cli, _ := newTestUA(t)
+	r := newUAC(t, cli, "TCP", e.tcpAddr, "1002", pw)
+	r.ua = "Yealink SIP-T46U 108.86.0.20 805ec0aabbdd"
+	if res := r.register("", "Contact: <sip:1002@192.0.2.40:5062;transport=tcp>", "Expires: 600"); res.StatusCode != 200 {
+		t.Fatal(res.StatusCode)
+	}
+	ua.Close() // closes the phone's connection
+	waitFor(t, "dialtone sees the connection closed", func() bool {
+		c, err := e.srv.ua.TransportLayer().GetConnection("tcp", e.bindings(u)[0].Source)
+		if err != nil {
+			return true
+		}
+		c.TryClose()
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := e.srv.CheckSync(ctx, e.acct.ID, mac)
+	if !errors.Is(err, ErrNoRegistration) || !strings.Contains(err.Error(), "connection closed") {
+		t.Errorf("CheckSync over a closed flow = %v", err)
+	}
+	if got := e.metric("dialtone_sip_check_sync_total", checkSyncNoFlow); got != 1 {
+		t.Errorf("check_sync_total{no_flow} = %v", got)
+	}
+}
