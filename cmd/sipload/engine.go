@@ -218,7 +218,7 @@ func (l *lane) nextFreeLocked() *ua {
 		if l.cursor == len(l.users) {
 			l.cursor = 0
 		}
-		if !u.busy {
+		if !u.busy && !(l.e.cfg.once && u.gen > 0) {
 			return u
 		}
 	}
@@ -477,7 +477,7 @@ func (l *lane) handle(msg []byte, rs *readerState, out *outbox) {
 		l.finishLocked(u, now, "")
 		finished = true
 	default:
-		l.finishLocked(u, now, statusKind(r.code, u.phase))
+		l.finishLocked(u, now, statusKind(r.code, u.phase, r.retryAfter))
 		finished = true
 	}
 	if finished && e.afap.Load() && e.mayStart() {
@@ -497,14 +497,18 @@ var (
 	qopAuth = []byte("auth")
 )
 
-func statusKind(code int, phase uint8) string {
+func statusKind(code int, phase uint8, retryAfter bool) string {
+	s := strconv.Itoa(code)
+	if retryAfter {
+		s += " with Retry-After"
+	}
 	if phase == 1 {
-		return strconv.Itoa(code) + " to the first REGISTER"
+		return s + " to the first REGISTER"
 	}
 	if code == 401 || code == 407 {
-		return strconv.Itoa(code) + " to the authenticated REGISTER (bad password?)"
+		return s + " to the authenticated REGISTER (bad password?)"
 	}
-	return strconv.Itoa(code) + " to the authenticated REGISTER"
+	return s + " to the authenticated REGISTER"
 }
 
 // expire fails exchanges past their deadline. Deadlines are in start order,

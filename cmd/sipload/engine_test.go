@@ -260,14 +260,34 @@ func TestRampFindsTheLimit(t *testing.T) {
 	}
 	rs := &responder{limitPer100ms: 70} // 700 registrations/s
 	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "200", "-ramp", "-ramp-start", "200", "-ramp-factor", "2",
-		"-step", "250ms", "-refine", "1", "-max-p99", "1s", "-max-fail", "0.05", "-duration", "10s")
+		"-step", "250ms", "-refine", "1", "-max-p99", "1s", "-max-fail", "0.05", "-duration", "10s", "-timeout", "1s")
 	var out bytes.Buffer
 	best := e.rampRun(context.Background(), nil, &out)
 	if best == nil {
 		t.Fatalf("ramp found nothing:\n%s", out.String())
 	}
-	if best.Rate < 150 || best.Rate > 750 || !strings.Contains(out.String(), "FAIL") {
-		t.Errorf("max sustained %.0f/s against a 700/s limit, want 150..750 after a failing step:\n%s", best.Rate, out.String())
+	// The limit counts per wall-clock 100 ms window, so a step just above it
+	// may pass when the machine is slow; 1600/s never does.
+	if best.Rate < 150 || best.Rate > 1000 || !strings.Contains(out.String(), "FAIL") {
+		t.Errorf("max sustained %.0f/s against a 700/s limit, want 150..1000 after a failing step:\n%s", best.Rate, out.String())
+	}
+}
+
+func TestStorm(t *testing.T) {
+	rs := &responder{limitPer100ms: 50}
+	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "200", "-once", "-timeout", "1s")
+	r := e.runN(len(e.users), nil)
+	var busy uint64
+	for _, k := range r.Failures {
+		if k.Kind == "503 with Retry-After to the authenticated REGISTER" {
+			busy = k.Count
+		}
+	}
+	if r.Started != 200 || r.OK+r.Failed != 200 || r.OK < 50 || busy == 0 {
+		t.Errorf("storm of 200 against 50 per 100 ms: %d started, %d ok, failures %v; want 200 started, ≥ 50 ok, some 503s", r.Started, r.OK, r.Failures)
+	}
+	if got := rs.ok.Load(); got != r.OK {
+		t.Errorf("responder accepted %d, sipload counted %d", got, r.OK)
 	}
 }
 

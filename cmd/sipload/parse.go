@@ -35,6 +35,7 @@ type response struct {
 	cseqMethod []byte
 	chals      [maxChallenges]challenge
 	nchal      int
+	retryAfter bool   // a Retry-After header was present
 	scratch    []byte // for folded header values; reused
 }
 
@@ -69,7 +70,7 @@ func parseKind(err error) string {
 // Bodies are ignored. Requests (a server may send OPTIONS or NOTIFY) yield
 // errNotResponse.
 func parseResponse(msg []byte, r *response) error {
-	r.code, r.callID, r.cseq, r.cseqMethod, r.nchal = 0, nil, 0, nil, 0
+	r.code, r.callID, r.cseq, r.cseqMethod, r.nchal, r.retryAfter = 0, nil, 0, nil, 0, false
 	r.scratch = r.scratch[:0]
 	line, rest, ok := cutLine(msg)
 	if !ok {
@@ -138,6 +139,8 @@ func parseResponse(msg []byte, r *response) error {
 				return err
 			}
 			r.cseq, r.cseqMethod = n, m
+		case eqFold(name, "retry-after"):
+			r.retryAfter = true
 		case eqFold(name, "www-authenticate"), eqFold(name, "proxy-authenticate"):
 			if r.nchal == maxChallenges {
 				continue

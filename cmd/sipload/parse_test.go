@@ -57,7 +57,7 @@ func TestParseResponse(t *testing.T) {
 			{Realm: "example.test", Nonce: "n1", Opaque: "op", Algorithm: "SHA-256", HasQop: true, QopAuth: true},
 			{Realm: "example.test", Nonce: "n2", Algorithm: "MD5", HasQop: true, QopAuth: true, Stale: true}}}},
 		{"200 with body", ok200, want{200, "3-run", 2, "REGISTER", nil}},
-		{"bare LF and no reason phrase", "SIP/2.0 503\nCall-ID: x\nCSeq: 9 REGISTER\n\n", want{503, "x", 9, "REGISTER", nil}},
+		{"bare LF and no reason phrase", "SIP/2.0 503\nCall-ID: x\nCSeq: 9 REGISTER\nRetry-After: 5\n\n", want{503, "x", 9, "REGISTER", nil}},
 		{"folded challenge", "SIP/2.0 401 Unauthorized\r\nCall-ID: f\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"r\",\r\n  nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
 			want{401, "f", 1, "REGISTER", []chal{{Realm: "r", Nonce: "abc"}}}},
 		{"non-digest scheme skipped", "SIP/2.0 401 Unauthorized\r\nCall-ID: b\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Basic realm=\"r\"\r\n\r\n",
