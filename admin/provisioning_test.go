@@ -30,7 +30,9 @@ func TestProvisioningSettings(t *testing.T) {
 	e.callErr("GET", path, e.token("default", "viewer"), nil, 403, "forbidden")
 
 	// With the server's external URL.
-	ext := e.with(func(o *Options) { o.ProvisioningURL = func(k string) string { return "https://prov.example.test:8443/p/" + k + "/" } })
+	ext := e.with(func(o *Options) {
+		o.ProvisioningURL = func(k string) string { return "https://prov.example.test:8443/p/" + k + "/" }
+	})
 	var full provisioningJSON
 	ext.call("GET", path, admin, nil, 200, &full)
 	if full.URL != "https://prov.example.test:8443"+p.URL {
