@@ -500,8 +500,11 @@ func TestOtherMethods(t *testing.T) {
 }
 
 func TestOverload503(t *testing.T) {
-	e := newEnv(t, Config{MaxInFlight: 1})
-	e.srv.inFlight.Add(1) // one request is "running"
+	// Two requests are "running" and the limit is two. (A limit of one would
+	// be flaky: the previous request's handler may still be returning when
+	// the client's next request arrives.)
+	e := newEnv(t, Config{MaxInFlight: 2})
+	e.srv.inFlight.Add(2)
 	u := e.uac("UDP", "1001", e.password)
 	res := u.do(u.request("Contact: <sip:1001@127.0.0.1:7300>"))
 	if res.StatusCode != 503 {
@@ -510,7 +513,7 @@ func TestOverload503(t *testing.T) {
 	if h := res.GetHeader("Retry-After"); h == nil || h.Value() == "" {
 		t.Errorf("503 lacks Retry-After:\n%s", res)
 	}
-	e.srv.inFlight.Add(-1)
+	e.srv.inFlight.Add(-2)
 	if res := u.register("MD5", "Contact: <sip:1001@127.0.0.1:7300>"); res.StatusCode != 200 {
 		t.Errorf("after the load = %d, want 200", res.StatusCode)
 	}

@@ -116,7 +116,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err != nil {
 			return fmt.Errorf("SIP TLS: %w", err)
 		}
-		sipTLS = tls.NewListener(l, tlsConf)
+		sipTLS = tls.NewListener(l, tlsConf.Clone()) // each server gets its own copy: net/http mutates its TLSConfig
 		defer sipTLS.Close()
 	}
 	provLn, err := lc.Listen(ctx, "tcp", cfg.ProvisioningAddr)
@@ -150,9 +150,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	adminHTTP := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf.Clone(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	provHTTP := &http.Server{Handler: provHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf.Clone(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	sipCtx, stopSIP := context.WithCancel(context.Background())
 	defer stopSIP()
