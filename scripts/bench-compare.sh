@@ -8,7 +8,9 @@
 #   1. ramps sipload to the highest rate sustained with failures ≤ 0.1 % (and
 #      p99 ≤ 100 ms, so a registrar that queues without bound does not pass);
 #   2. runs at half that rate for BENCH_HALF_SECONDS and takes p99 and the
-#      registrar's CPU per registration (all its processes, from /proc).
+#      registrar's CPU per registration (all its processes, from /proc);
+#   3. a re-registration storm: every user at once, no retries (how many
+#      succeed on the first try; the rest should be 503 with Retry-After).
 # Prints a table and the ratios dialtone/Kamailio. Everything it starts is
 # stopped on exit. Only loopback addresses are used.
 #
@@ -117,6 +119,10 @@ measure() {
 		R[$name.$tr.fail]=$(jget fail_fraction "$TMP/$name-$tr-half.out")
 		R[$name.$tr.cpu]=$(jget target_cpu_us_per_reg "$TMP/$name-$tr-half.out")
 		R[$name.$tr.gen]=$(jget generator_cpu_us_per_reg "$TMP/$name-$tr-half.out")
+		echo "== $name $tr: re-registration storm, all $USERS users at once"
+		"$BIN/sipload" -target "$addr" -transport "$tr" -domain "$DOMAIN" "$@" -once -timeout 5s \
+			-target-pid "$pid" -json | tee "$TMP/$name-$tr-storm.out" || true
+		R[$name.$tr.storm]=$(jget ok "$TMP/$name-$tr-storm.out")
 	done
 }
 
@@ -163,13 +169,14 @@ echo
 echo "REGISTER with MD5 digest (REGISTER → 401 → REGISTER → 200), $USERS users cycling, loopback,"
 echo "$(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)) shared by sipload and the registrar."
 echo "max = highest ramp step with failures ≤ 0.1 % and p99 ≤ 100 ms; p50/p99/CPU from the run at half of max."
-printf '%-10s %-4s %10s %9s %9s %9s %14s %14s %14s\n' registrar tr "max reg/s" "half" "p50 ms" "p99 ms" "CPU µs/reg" "CPU@max µs" "sipload µs/reg"
+printf '%-10s %-4s %10s %9s %9s %9s %14s %14s %14s %12s\n' registrar tr "max reg/s" "half" "p50 ms" "p99 ms" "CPU µs/reg" "CPU@max µs" "sipload µs/reg" "storm ok"
 for name in kamailio dialtone; do
 	for tr in $TRANSPORTS; do
-		printf '%-10s %-4s %10s %9s %9s %9s %14s %14s %14s\n' "$name" "$tr" \
+		printf '%-10s %-4s %10s %9s %9s %9s %14s %14s %14s %12s\n' "$name" "$tr" \
 			"$(num "${R[$name.$tr.max]:-}" %.0f)" "${R[$name.$tr.half]:--}" \
 			"$(num "${R[$name.$tr.p50]:-}" %.2f)" "$(num "${R[$name.$tr.p99]:-}" %.2f)" \
-			"$(num "${R[$name.$tr.cpu]:-}" %.1f)" "$(num "${R[$name.$tr.maxcpu]:-}" %.1f)" "$(num "${R[$name.$tr.gen]:-}" %.1f)"
+			"$(num "${R[$name.$tr.cpu]:-}" %.1f)" "$(num "${R[$name.$tr.maxcpu]:-}" %.1f)" "$(num "${R[$name.$tr.gen]:-}" %.1f)" \
+			"$(num "${R[$name.$tr.storm]:-}" %.0f)/$USERS"
 	done
 done
 echo
