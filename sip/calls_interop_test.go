@@ -1,0 +1,92 @@
+package sip
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+)
+
+// TestBaresipCallsDisabledExtension has Debian's baresip dial a disabled
+// extension through dialtone: it must authenticate (407), get the 183 with
+// early media, then 486 Busy Here. Skipped without baresip (unless CI=true).
+func TestBaresipCallsDisabledExtension(t *testing.T) {
+	bin, err := exec.LookPath("baresip")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("baresip not installed (CI=true): %v", err)
+		}
+		t.Skip("baresip not installed; apt-get install baresip")
+	}
+	t.Parallel()
+	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	off, _ := e.addUser("1002")
+	e.disable(off)
+	u, pw := e.addUser("3101")
+	for _, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			dir := t.TempDir()
+			// No sound card: a sine source, a file player, G.711 only.
+			config := "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:0\n" +
+				"audio_source ausine,440\naudio_player aufile," + filepath.Join(dir, "play.wav") + "\naudio_alert aufile," + filepath.Join(dir, "alert.wav") + "\n" +
+				"module g711.so\nmodule ausine.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n"
+			outbound := "sip:" + e.addr(transport)
+			if transport == "TCP" {
+				outbound += ";transport=tcp"
+			}
+			account := "<sip:3101@" + testDomain + ">;auth_pass=" + pw + ";outbound=\"" + outbound + "\";regint=600;audio_codecs=PCMU,PCMA\n"
+			for name, content := range map[string]string{"config": config, "accounts": account} {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "-f", dir, "-e", "/dial sip:1002@"+testDomain)
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+			cmd.WaitDelay = 3 * time.Second
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			defer func() {
+				cancel()
+				<-done
+				if t.Failed() || testing.Verbose() {
+					t.Logf("baresip output:\n%s", out.String())
+				}
+			}()
+			var rec store.CallRecord
+			deadline := time.Now().Add(15 * time.Second)
+			for rec.ID == "" && time.Now().Before(deadline) {
+				for _, r := range e.callRecords() {
+					if r.From == "3101" && r.Transport == strings.ToLower(transport) {
+						rec = r
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if rec.ID == "" {
+				t.Fatal("no call from baresip recorded within 15 s")
+			}
+			if rec.Outcome != store.OutcomeAnnouncedBusy || rec.Status != 486 || rec.FromUserID != u.ID {
+				t.Errorf("record %+v, want announced_busy 486", rec)
+			}
+			waitFor(t, "baresip reports the busy response", func() bool {
+				return strings.Contains(out.String(), "486 Busy Here")
+			})
+			if s := out.String(); !strings.Contains(s, "183 Session Progress") || !strings.Contains(s, "incoming rtp for 'audio' established") {
+				t.Errorf("baresip did not report the 183 Session Progress and the early media")
+			}
+		})
+	}
+}
