@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +41,10 @@ func newPhone(t *testing.T, transport, target, domain, user, password string) *p
 // newPhoneTLS is newPhone with a TLS client configuration (for transport "TLS").
 func newPhoneTLS(t *testing.T, transport, target, domain, user, password string, tlsConf *tls.Config) *phone {
 	t.Helper()
-	opts := []sipgo.UserAgentOption{sipgo.WithUserAgent(user)}
+	quiet := slog.New(slog.DiscardHandler) // sipgo's own warnings would drown the test output
+	opts := []sipgo.UserAgentOption{sipgo.WithUserAgent(user),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet))}
 	if tlsConf != nil {
 		opts = append(opts, sipgo.WithUserAgenTLSConfig(tlsConf))
 	}
@@ -48,7 +52,7 @@ func newPhoneTLS(t *testing.T, transport, target, domain, user, password string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	cli, err := sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"), sipgo.WithClientLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}
