@@ -130,9 +130,8 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 			case code < 300:
 				finished = true
 				winner.Store(int32(br.i))
+				s.calls.dialogs.add(req, br, ev.res) // before the ACK can come
 				_ = s.relay(req, tx, ev.res)
-				s.calls.dialogs.add(req, br, ev.res)
-				call.rec.Detail = "answered by " + br.b.Contact
 				call.finish(store.OutcomeAnswered, code, "answered by "+br.b.Contact)
 				cancelOthers(br.i)
 			case finished:
@@ -462,6 +461,13 @@ func (d *dialogs) flow(callID, key string) (dialogFlow, bool) {
 	return dialogFlow{}, false
 }
 
+func (d *dialogs) known(callID string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.m[callID]
+	return ok
+}
+
 func (d *dialogs) remove(callID string) {
 	d.mu.Lock()
 	delete(d.m, callID)
@@ -490,23 +496,28 @@ func (s *Server) popOurRoutes(fwd *sip.Request) bool {
 	return popped
 }
 
-// nextHop is where a loose-routed request goes (RFC 3261 §16.12): the next
-// Route if any, else the Request-URI; a Request-URI that is the contact of
-// a party of a dialog we proxied, or of a live binding, goes over that
-// party's flow.
-func (s *Server) nextHop(fwd *sip.Request) (dest, transport string) {
+// nextHop is where a loose-routed request goes (RFC 3261 §16.12). We are
+// not an open relay: a request is only forwarded inside a dialog we
+// proxied (Call-ID known) — to the next Route if any, else over the flow of
+// the party whose contact is the Request-URI — or to the contact of a live
+// binding, over its flow (dialogs from before a restart). Anything else
+// reports false.
+func (s *Server) nextHop(fwd *sip.Request) (dest, transport string, ok bool) {
+	callID := fwd.CallID().Value()
 	if r := fwd.Route(); r != nil {
-		return hostPort(r.Address), uriTransport(r.Address)
+		if !s.calls.dialogs.known(callID) {
+			return "", "", false
+		}
+		return hostPort(r.Address), uriTransport(r.Address), true
 	}
-	u := fwd.Recipient
-	key := contactKey(u)
-	if f, ok := s.calls.dialogs.flow(fwd.CallID().Value(), key); ok {
-		return f.source, strings.ToUpper(f.transport)
+	key := contactKey(fwd.Recipient)
+	if f, ok := s.calls.dialogs.flow(callID, key); ok {
+		return f.source, strings.ToUpper(f.transport), true
 	}
 	if b, ok := s.bindingByContact(fwd, key); ok {
-		return b.Source, strings.ToUpper(b.Transport)
+		return b.Source, strings.ToUpper(b.Transport), true
 	}
-	return hostPort(u), uriTransport(u)
+	return "", "", false
 }
 
 // bindingByContact finds a live binding whose contact is key in the account
@@ -551,7 +562,8 @@ func uriTransport(u sip.Uri) string {
 // forwardable prepares a clone of an in-dialog request that carries our
 // Route: our routes popped, Max-Forwards decremented, our Via on top, the
 // next hop's destination and transport set. It returns nil when req does
-// not route through us, and the status to answer when it cannot go on.
+// not route through us, and the status to answer when it cannot go on
+// (481 for a dialog we do not know, see nextHop).
 func (s *Server) forwardable(req *sip.Request) (*sip.Request, int, string) {
 	if r := req.Route(); r == nil || !s.isOurs(r.Address) {
 		return nil, 0, ""
@@ -567,13 +579,17 @@ func (s *Server) forwardable(req *sip.Request) (*sip.Request, int, string) {
 		m := sip.MaxForwardsHeader(70)
 		fwd.AppendHeader(&m)
 	}
-	dest, tr := s.nextHop(fwd)
-	if sip.IsReliable(tr) {
-		if conn, err := s.ua.TransportLayer().GetConnection(tr, dest); err == nil {
-			_, _ = conn.TryClose()
-		} else if _, ok := s.calls.dialogs.flow(fwd.CallID().Value(), contactKey(fwd.Recipient)); ok {
-			return nil, 480, "Temporarily Unavailable" // the party's connection is gone
+	dest, tr, ok := s.nextHop(fwd)
+	if !ok {
+		return nil, 481, "Call/Transaction Does Not Exist"
+	}
+	if sip.IsReliable(tr) && fwd.Route() == nil {
+		// A party's TCP/TLS flow: never dial a new connection (NAT).
+		conn, err := s.ua.TransportLayer().GetConnection(tr, dest)
+		if err != nil {
+			return nil, 480, "Temporarily Unavailable"
 		}
+		_, _ = conn.TryClose()
 	}
 	s.addVia(fwd, req.Source(), tr, dest)
 	fwd.SetTransport(tr)

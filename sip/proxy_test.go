@@ -106,7 +106,13 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 				contactB += ";transport=tcp"
 			}
 			b := e.newPhone(transport, "1002", pw, contactB, "")
-			a := e.caller(nil, transport, "1001", e.password)
+			_, cliA, srvA := newTestUA(t)
+			byesA := make(chan *sip.Request, 1)
+			srvA.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+				byesA <- req
+				tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+			})
+			a := e.caller(cliA, transport, "1001", e.password)
 			cl := a.start("1002", offer(4000, "0 8"), false)
 
 			in := b.nextInvite(5 * time.Second)
@@ -152,14 +158,46 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			res, err := cl.cli.Do(ctx, cl.inDialog(sip.BYE, ok, 3))
-			if err != nil || res.StatusCode != 200 {
-				t.Fatalf("BYE → %v %v, want 200", res, err)
+			if transport == "UDP" { // A hangs up
+				res, err := cl.cli.Do(ctx, cl.inDialog(sip.BYE, ok, 3))
+				if err != nil || res.StatusCode != 200 {
+					t.Fatalf("BYE → %v %v, want 200", res, err)
+				}
+				select {
+				case <-b.byes:
+				case <-time.After(time.Second):
+					t.Fatal("B got no BYE")
+				}
+			} else { // B hangs up: route set = the INVITE's Record-Route, to A's contact
+				bye := sip.NewRequest(sip.BYE, in.req.Contact().Address)
+				for _, h := range in.req.GetHeaders("Record-Route") {
+					bye.AppendHeader(&sip.RouteHeader{Address: h.(*sip.RecordRouteHeader).Address})
+				}
+				from := sip.HeaderClone(in.req.To()).(*sip.ToHeader)
+				from.Params.Add("tag", in.tag)
+				bye.AppendHeader(&sip.FromHeader{Address: from.Address, Params: from.Params})
+				to := in.req.From()
+				bye.AppendHeader(&sip.ToHeader{Address: to.Address, Params: to.Params.Clone()})
+				bye.AppendHeader(sip.HeaderClone(in.req.CallID()))
+				bye.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.BYE})
+				bye.SetTransport(transport)
+				bye.SetDestination(e.addr(transport))
+				res, err := b.cli.Do(ctx, bye)
+				if err != nil || res.StatusCode != 200 {
+					t.Fatalf("B's BYE → %v %v, want 200", res, err)
+				}
+				select {
+				case <-byesA:
+				case <-time.After(time.Second):
+					t.Fatal("A got no BYE")
+				}
 			}
-			select {
-			case <-b.byes:
-			case <-time.After(time.Second):
-				t.Fatal("B got no BYE")
+			// Not an open relay: our Route with a dialog we never proxied.
+			stray := cl.inDialog(sip.BYE, ok, 4)
+			stray.ReplaceHeader(func() sip.Header { c := sip.CallIDHeader("unknown-call@test"); return &c }())
+			stray.Recipient = sip.Uri{Scheme: "sip", User: "x", Host: "192.0.2.99", Port: 5060}
+			if res, err := cl.cli.Do(ctx, stray); err != nil || res.StatusCode != 481 {
+				t.Errorf("BYE for an unknown dialog → %v %v, want 481", res, err)
 			}
 			rec := e.waitRecord(cl.callID)
 			if rec.Outcome != store.OutcomeAnswered || rec.Status != 200 || rec.To != "1002" || rec.ToName != "User 1002" {
