@@ -109,4 +109,17 @@ func TestAnnouncement(t *testing.T) {
 	if want := "body_too_large invalid_audio invalid_audio ok invalid_audio"; strings.Join(results, " ") != want {
 		t.Errorf("audit = %v, want %s", results, want)
 	}
+
+	// The raw body is documented as such.
+	var doc struct {
+		Paths map[string]map[string]struct {
+			RequestBody struct {
+				Content map[string]any `json:"content"`
+			} `json:"requestBody"`
+		} `json:"paths"`
+	}
+	e.call("GET", "/api/v1/openapi.json", "", nil, 200, &doc)
+	if _, ok := doc.Paths[path]["put"].RequestBody.Content["audio/wav"]; !ok {
+		t.Errorf("openapi.json: PUT %s has no audio/wav request body", path)
+	}
 }
