@@ -53,6 +53,12 @@ func (w *fakeWaiter) WaitForFetch(ctx context.Context, acct, mac string, since t
 	return ctx.Err()
 }
 
+func (w *fakeWaiter) Calls() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.calls...)
+}
+
 // failingNotifier cannot deliver a check-sync.
 type failingNotifier struct{}
 
@@ -184,7 +190,7 @@ func TestDeviceResync(t *testing.T) {
 	if !r.Sent || !r.Waited || !r.Fetched || r.TimeoutS != 10 || r.Device.LastProvisionedAt == nil || *r.Device.LastConfigHash != "c0ffee" {
 		t.Errorf("resync with a fetch = %+v", r)
 	}
-	if diff := cmp.Diff([]string{"default/001565aabbcc@2026-11-23T09:00:00Z"}, w.calls); diff != "" {
+	if diff := cmp.Diff([]string{"default/001565aabbcc@2026-11-23T09:00:00Z"}, w.Calls()); diff != "" {
 		t.Errorf("waits (-want +got):\n%s", diff)
 	}
 
