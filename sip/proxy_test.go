@@ -296,3 +296,49 @@ func TestRingTimeoutAndCallerCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestLate2xxIsHungUp: when a second contact answers after the first one
+// won, dialtone acknowledges and hangs up that second call (unless its
+// CANCEL got there first); the caller sees one 200 only.
+func TestLate2xxIsHungUp(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	_, pw := e.addUser("1002")
+	b1 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.14:5062;transport=tcp", "")
+	b2 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.15:5062;transport=tcp", "")
+	a := e.caller(nil, "TCP", "1001", e.password)
+	cl := a.start("1002", offer(4000, "0"), false)
+	in1 := b1.nextInvite(5 * time.Second)
+	in2 := b2.nextInvite(5 * time.Second)
+	in1.respond(t, 200, "OK", "sip:1002@192.0.2.14:5062;transport=tcp")
+	in2.respond(t, 200, "OK", "sip:1002@192.0.2.15:5062;transport=tcp")
+	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 200 {
+		t.Fatalf("final %d", f.StatusCode)
+	}
+	// Either phone may have won (the two 200s race); the other is the late one.
+	var late *phone
+	select {
+	case <-in1.cancelled:
+		t.Log("the CANCEL reached the losing phone before its 200")
+	case <-in2.cancelled:
+		t.Log("the CANCEL reached the losing phone before its 200")
+	case <-b1.acks:
+		late = b1
+	case <-b2.acks:
+		late = b2
+	case <-time.After(5 * time.Second):
+		t.Fatal("the late 200 was neither cancelled nor acknowledged")
+	}
+	if late != nil {
+		select {
+		case <-late.byes:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the late 200 was acknowledged but not hung up")
+		}
+	}
+	if r, ok := <-cl.res; ok {
+		t.Errorf("caller got another response after the 200: %d", r.StatusCode)
+	}
+	// The proxy's handler ends once the hang-up is answered.
+	waitFor(t, "call handling ends", func() bool { return e.metric("dialtone_sip_active_calls", "") == 0 })
+}
