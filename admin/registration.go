@@ -55,9 +55,14 @@ func (s *server) accountRegistrations(c *gin.Context) error {
 }
 
 func (s *server) signOut(c *gin.Context) error {
-	removed, err := s.db.SignOut(c.Param("account"), c.Param("id"), actor(c))
+	acct, id := c.Param("account"), c.Param("id")
+	macs := s.macsOfUser(c, acct, id) // before the sign-out removes the registrations
+	removed, err := s.db.SignOut(acct, id, actor(c))
 	if err != nil {
 		return err
 	}
+	// A signed-out Yealink fetches its config again (and re-registers if the
+	// user is still enabled; a disabled user's slot comes back cleared).
+	s.checkSyncMACs(c, acct, "signed out", macs)
 	return reply(c, signOutJSON{Removed: len(removed), Registrations: registrationsOut(removed)})
 }

@@ -96,26 +96,36 @@ func (s *server) updateUser(c *gin.Context) error {
 	return reply(c, userOut(u))
 }
 
+// Disabling, enabling and deleting a user change what their phones are
+// served (rule 7, rule 12): each sends a check-sync to those phones.
+
 func (s *server) disableUser(c *gin.Context) error {
-	u, err := s.db.DisableUser(c.Param("account"), c.Param("id"), actor(c))
+	acct, id := c.Param("account"), c.Param("id")
+	u, err := s.db.DisableUser(acct, id, actor(c))
 	if err != nil {
 		return err
 	}
+	s.checkSyncMACs(c, acct, "user disabled", s.macsOfUser(c, acct, id))
 	return reply(c, userOut(u))
 }
 
 func (s *server) enableUser(c *gin.Context) error {
-	u, err := s.db.EnableUser(c.Param("account"), c.Param("id"), actor(c))
+	acct, id := c.Param("account"), c.Param("id")
+	u, err := s.db.EnableUser(acct, id, actor(c))
 	if err != nil {
 		return err
 	}
+	s.checkSyncMACs(c, acct, "user enabled", s.macsOfUser(c, acct, id))
 	return reply(c, userOut(u))
 }
 
 func (s *server) deleteUser(c *gin.Context) error {
-	if err := s.db.DeleteUser(c.Param("account"), c.Param("id"), actor(c)); err != nil {
+	acct, id := c.Param("account"), c.Param("id")
+	macs := s.macsOfUser(c, acct, id) // before the delete takes the lines away
+	if err := s.db.DeleteUser(acct, id, actor(c)); err != nil {
 		return err
 	}
+	s.checkSyncMACs(c, acct, "user deleted", macs)
 	return reply(c, nil)
 }
 
