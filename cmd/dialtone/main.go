@@ -140,13 +140,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
 	}
-	adminHandler, err := admin.NewHandler(admin.Options{DB: db, Log: log.With("component", "admin"), Registry: reg, Notifier: nil, Version: version})
-	if err != nil {
-		return fmt.Errorf("admin: %w", err)
-	}
 	provHandler, err := newProvisioning(db, cfg, provLn.Addr().String(), udp.LocalAddr().String(), acct.SIPDomain, log.With("component", "provisioning"), reg)
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
+	}
+
+	adminOpts := admin.Options{DB: db, Log: log.With("component", "admin"), Registry: reg, Version: version,
+		ProvisioningURL: provHandler.URL, Blocks: sipSrv.Guard()}
+	wireCalls(&adminOpts, sipSrv)
+	adminHandler, err := admin.NewHandler(adminOpts)
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
 	}
 
 	adminHTTP := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
@@ -176,6 +180,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if ready != nil {
 		ready(a)
 	}
+	// Offboarding jobs a crash left running continue now that SIP serves
+	// (their check-syncs need it).
+	g.Go(func() error {
+		if err := admin.ResumeJobs(gctx, adminOpts); err != nil {
+			log.Error("resuming offboarding jobs", "err", err)
+		}
+		return nil
+	})
 
 	// Shut down in reverse order once ctx ends or any server fails.
 	g.Go(func() error {
