@@ -90,3 +90,91 @@ func TestBaresipCallsDisabledExtension(t *testing.T) {
 		})
 	}
 }
+
+// TestBaresipCallsBaresip: two baresip instances register; one calls the
+// other through dialtone (the callee answers automatically), then hangs up
+// on exit. Skipped without baresip (unless CI=true).
+func TestBaresipCallsBaresip(t *testing.T) {
+	bin, err := exec.LookPath("baresip")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("baresip not installed (CI=true): %v", err)
+		}
+		t.Skip("baresip not installed; apt-get install baresip")
+	}
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	ub, pwB := e.addUser("3202")
+	_, pwA := e.addUser("3201")
+	start := func(name, ext, pw, extra string, args ...string) (*lockedBuffer, *exec.Cmd, chan error) {
+		dir := t.TempDir()
+		config := "module_path /usr/lib/baresip/modules\nsip_listen 127.0.0.1:0\n" +
+			"audio_source aufile," + filepath.Join(dir, "none.wav") + "\naudio_player aufile," + filepath.Join(dir, "play.wav") + "\n" +
+			"module g711.so\nmodule aufile.so\nmodule_app account.so\nmodule_app menu.so\n"
+		account := "<sip:" + ext + "@" + testDomain + ">;auth_pass=" + pw + ";outbound=\"sip:" + e.udpAddr + "\";regint=600;audio_codecs=PCMU" + extra + "\n"
+		for n, content := range map[string]string{"config": config, "accounts": account, "none.wav": string(toneWAV(2 * time.Second))} {
+			if err := os.WriteFile(filepath.Join(dir, n), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cmd := exec.Command(bin, append([]string{"-f", dir}, args...)...)
+		out := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.WaitDelay = 3 * time.Second
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				cmd.Process.Kill()
+				<-done
+			}
+			if t.Failed() || testing.Verbose() {
+				t.Logf("%s output:\n%s", name, out.String())
+			}
+		})
+		return out, cmd, done
+	}
+	outB, _, _ := start("callee", "3202", pwB, ";answermode=auto")
+	if _, ok := waitBinding(t, e.env, ub, 10*time.Second, nil); !ok {
+		t.Fatal("callee did not register")
+	}
+	outA, cmdA, doneA := start("caller", "3201", pwA, "", "-e", "/dial sip:3202@"+testDomain)
+	waitLong := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting: %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitLong("caller's call established", func() bool { return strings.Contains(outA.String(), "Call established") })
+	waitLong("callee's call established", func() bool { return strings.Contains(outB.String(), "Call established") })
+	// On SIGTERM the caller hangs up (BYE through dialtone) and unregisters.
+	cmdA.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-doneA:
+		doneA <- nil
+	case <-time.After(10 * time.Second):
+		t.Fatal("caller did not exit")
+	}
+	waitLong("callee sees the hang-up", func() bool { return strings.Contains(outB.String(), "session closed") })
+	// The BYE went through dialtone: the dialog is forgotten.
+	waitLong("dialog ended in dialtone", func() bool { return e.srv.calls.dialogs.len() == 0 })
+	var rec store.CallRecord
+	for _, r := range e.callRecords() {
+		if r.From == "3201" {
+			rec = r
+		}
+	}
+	if rec.Outcome != store.OutcomeAnswered || rec.To != "3202" {
+		t.Errorf("call record %+v, want answered", rec)
+	}
+}
