@@ -17,6 +17,38 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
+// Call handling: policies.
+//
+//   - Every initial INVITE is authenticated with 407/Proxy-Authenticate (the
+//     digest rules of REGISTER, for the From user). 407s are not calls: they
+//     are neither recorded nor counted in dialtone_sip_invites_total.
+//   - A disabled caller gets 403 (outcome forbidden).
+//   - The target is the Request-URI user (%-unescaped; "+" optional for
+//     numbers) in the account whose sip_domain is the Request-URI host, or
+//     the caller's account when the host is not a known domain (an IP
+//     address). Calls stay inside an account: another account's domain is
+//     answered 404 like an unknown target.
+//   - store.Route decides: unknown target or AVAILABLE number → 404. A
+//     disabled user or group, or a number whose callflow rings only
+//     disabled users → the announcement, then 486 (announce.go). A queue or
+//     group extension whose members are all disabled or offline, a target
+//     with no live registration → 480. Otherwise a parallel fork to every
+//     live contact of every enabled user (proxy.go), ringing for
+//     RingTimeout (or the callflow step's timeout), then 480.
+//   - The device that sent the INVITE is never rung (a user calling their
+//     own extension rings their other devices).
+//   - Call records (store.RecordCall) are written after the final response
+//     went out, on the handler's goroutine: announced_busy (486 after the
+//     announcement, also 486 without SDP and 488 without G.711), answered
+//     (2xx relayed; Duration is the set-up time, the record is written at
+//     answer), busy (486/600/603 relayed), unavailable (480/408/404
+//     relayed, no registration, ring timeout), cancelled (487), not_found,
+//     forbidden, routed (any other relayed failure), failed (our 500).
+//     Records keep extensions and names, so they outlive the users.
+//   - In-dialog requests are loose-routed only for dialogs we proxied
+//     (Call-ID known, 12 h without BYE at most) or towards the contact of a
+//     live binding; anything else with our Route gets 481 (no open relay).
+
 // calls is the call-handling state of a Server: the sipgo client that
 // forwards requests and sends NOTIFYs, the RTP port range, the current
 // announcement, the call metrics and the dialogs we proxied.
