@@ -145,7 +145,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("provisioning: %w", err)
 	}
 
-	adminOpts := admin.Options{DB: db, Log: log.With("component", "admin"), Registry: reg, Version: version,
+	adminOpts := admin.Options{DB: db, Log: log, // admin names itself in its log lines
+		Registry: reg, Version: version,
 		ProvisioningURL: provHandler.URL, Blocks: sipSrv.Guard()}
 	wireCalls(&adminOpts, sipSrv)
 	adminHandler, err := admin.NewHandler(adminOpts)
