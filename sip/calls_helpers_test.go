@@ -130,6 +130,7 @@ type phone struct {
 	acks     chan *sip.Request
 	byes     chan *sip.Request
 	notifies chan *sip.Request
+	infos    chan *sip.Request
 }
 
 // newPhone makes a UA for user ext and registers it over transport with
@@ -140,7 +141,8 @@ func (e *callEnv) newPhone(transport, ext, password, contact, userAgent string) 
 	_, cli, srv := newTestUA(e.t)
 	p := &phone{t: e.t, e: e, cli: cli, contact: contact,
 		invites: make(chan *incoming, 16), acks: make(chan *sip.Request, 16),
-		byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16)}
+		byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16),
+		infos: make(chan *sip.Request, 16)}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		in := &incoming{req: req, tx: tx, tag: sip.GenerateTagN(10), cancelled: make(chan struct{}), finalSent: make(chan struct{})}
 		tx.OnCancel(func(*sip.Request) { close(in.cancelled) })
@@ -154,6 +156,10 @@ func (e *callEnv) newPhone(transport, ext, password, contact, userAgent string) 
 	srv.OnAck(func(req *sip.Request, _ sip.ServerTransaction) { p.acks <- req })
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
 		p.byes <- req
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
+		p.infos <- req
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {

@@ -158,8 +158,50 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
+			// INFO and a re-INVITE (with its ACK) are loose-routed to B too.
+			if res, err := cl.cli.Do(ctx, cl.inDialog(sip.INFO, ok, 3)); err != nil || res.StatusCode != 200 {
+				t.Fatalf("INFO → %v %v, want B's 200", res, err)
+			}
+			<-b.infos
+			reinv := cl.inDialog(sip.INVITE, ok, 4)
+			reinv.AppendHeader(sip.NewHeader("Contact", "<"+a.contact+">"))
+			reinv.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			reinv.SetBody(offer(4002, "0"))
+			rtx, err := cl.cli.TransactionRequest(ctx, reinv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in2 := b.nextInvite(5 * time.Second)
+			if tag, _ := in2.req.To().Params.Get("tag"); tag != in.tag {
+				t.Errorf("re-INVITE reached B with To-tag %q, want %q", tag, in.tag)
+			}
+			in2.tag = in.tag
+			in2.respond(t, 200, "OK", contactB)
+			var reok *sip.Response
+			for reok == nil {
+				select {
+				case r := <-rtx.Responses():
+					if r.StatusCode >= 200 {
+						reok = r
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("no 200 to the re-INVITE")
+				}
+			}
+			rtx.Terminate()
+			if reok.StatusCode != 200 {
+				t.Fatalf("re-INVITE → %d", reok.StatusCode)
+			}
+			if err := cl.cli.WriteRequest(cl.inDialog(sip.ACK, ok, 4)); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-b.acks:
+			case <-time.After(5 * time.Second):
+				t.Fatal("B got no ACK for the re-INVITE")
+			}
 			if transport == "UDP" { // A hangs up
-				res, err := cl.cli.Do(ctx, cl.inDialog(sip.BYE, ok, 3))
+				res, err := cl.cli.Do(ctx, cl.inDialog(sip.BYE, ok, 5))
 				if err != nil || res.StatusCode != 200 {
 					t.Fatalf("BYE → %v %v, want 200", res, err)
 				}
@@ -193,7 +235,7 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 				}
 			}
 			// Not an open relay: our Route with a dialog we never proxied.
-			stray := cl.inDialog(sip.BYE, ok, 4)
+			stray := cl.inDialog(sip.BYE, ok, 6)
 			stray.ReplaceHeader(func() sip.Header { c := sip.CallIDHeader("unknown-call@test"); return &c }())
 			stray.Recipient = sip.Uri{Scheme: "sip", User: "x", Host: "192.0.2.99", Port: 5060}
 			if res, err := cl.cli.Do(ctx, stray); err != nil || res.StatusCode != 481 {
@@ -341,4 +383,54 @@ func TestLate2xxIsHungUp(t *testing.T) {
 	}
 	// The proxy's handler ends once the hang-up is answered.
 	waitFor(t, "call handling ends", func() bool { return e.metric("dialtone_sip_active_calls", "") == 0 })
+}
+
+// TestBestFinalResponse: when every branch fails, the caller gets the best
+// answer (486 over 480, RFC 3261 §16.7), and a 6xx ends the fork at once.
+func TestBestFinalResponse(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	_, pw := e.addUser("1002")
+	b1 := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.16:5062", "")
+	b2 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.17:5062;transport=tcp", "")
+	a := e.caller(nil, "UDP", "1001", e.password)
+
+	cl := a.start("1002", offer(4000, "0"), false)
+	in1, in2 := b1.nextInvite(5*time.Second), b2.nextInvite(5*time.Second)
+	in1.respond(t, 480, "Temporarily Unavailable", "")
+	in2.respond(t, 486, "Busy Here", "")
+	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+		t.Errorf("final %d, want 486 (best of 480 and 486)", f.StatusCode)
+	}
+
+	cl = a.start("1002", offer(4000, "0"), false)
+	in1, in2 = b1.nextInvite(5*time.Second), b2.nextInvite(5*time.Second)
+	in2.respond(t, 180, "Ringing", "")
+	in1.respond(t, 603, "Decline", "")
+	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 603 {
+		t.Errorf("final %d, want the 603", f.StatusCode)
+	}
+	select {
+	case <-in2.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the other branch was not cancelled after a 6xx")
+	}
+	if rec := e.waitRecord(cl.callID); rec.Outcome != store.OutcomeBusy || rec.Status != 603 {
+		t.Errorf("record %+v", rec)
+	}
+}
+
+func TestMaxForwardsZero(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	a := e.caller(nil, "UDP", "1001", e.password)
+	req := a.invite("1001", 1, "mf0@test", "t1", nil, "")
+	mf := sip.MaxForwardsHeader(0)
+	req.AppendHeader(&mf)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res, err := a.cli.Do(ctx, req)
+	if err != nil || res.StatusCode != 483 {
+		t.Fatalf("INVITE with Max-Forwards 0 → %v %v, want 483", res, err)
+	}
 }
