@@ -445,3 +445,49 @@ func contactKeyString(s string) string {
 	}
 	return contactKey(u)
 }
+
+// setFlow makes r leave over transport tr towards dest (a registered
+// flow's source address). Over TCP/TLS sipgo reuses the pooled connection
+// from dest. Over UDP it sends from the listening socket when dest has
+// written to it since it started; otherwise (after a restart, say) we
+// still send from the listening socket rather than from a fresh port, so
+// that a NAT binding made by the phone's REGISTERs to our port still
+// matches.
+func (s *Server) setFlow(r *sip.Request, tr, dest string) {
+	r.SetTransport(tr)
+	r.SetDestination(dest)
+	if sip.NetworkToLower(tr) != "udp" {
+		return
+	}
+	pool := s.ua.TransportLayer().Pool("udp")
+	if c := pool.Get(dest); c != nil {
+		_, _ = c.TryClose()
+		return
+	}
+	if a, ok := s.udpListenerAddr(); ok {
+		r.Laddr = a
+	}
+}
+
+// udpListenerAddr finds the address under which sipgo pools our UDP
+// listening socket (its local address: a wildcard or one of this host's
+// addresses, with the listening port).
+func (s *Server) udpListenerAddr() (sip.Addr, bool) {
+	port := s.listenPort("udp")
+	if port == 0 {
+		return sip.Addr{}, false
+	}
+	pool := s.ua.TransportLayer().Pool("udp")
+	cands := []net.IP{net.IPv4zero, net.IPv6unspecified}
+	for ip := range s.calls.localIPs() {
+		cands = append(cands, net.ParseIP(ip))
+	}
+	for _, ip := range cands {
+		a := sip.Addr{IP: ip, Port: port}
+		if c := pool.Get(a.String()); c != nil {
+			_, _ = c.TryClose()
+			return a, true
+		}
+	}
+	return sip.Addr{}, false
+}

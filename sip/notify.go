@@ -129,8 +129,7 @@ func (s *Server) notifyCheckSync(ctx context.Context, acct store.Account, b stor
 	n.AppendHeader(sip.NewHeader("Subscription-State", "terminated"))
 	n.AppendHeader(sip.NewHeader("User-Agent", s.cfg.ServerName))
 	n.SetBody(nil)
-	n.SetTransport(tr)
-	n.SetDestination(b.Source)
+	s.setFlow(n, tr, b.Source)
 
 	res, err := s.calls.cli.Do(ctx, n, noBuild)
 	if err != nil {

@@ -224,8 +224,7 @@ func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32,
 	}
 	fwd.PrependHeader(&sip.RecordRouteHeader{Address: outRR})
 	s.addVia(fwd, req.Source(), tr, b.Source)
-	fwd.SetTransport(tr)
-	fwd.SetDestination(b.Source)
+	s.setFlow(fwd, tr, b.Source)
 
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
@@ -285,8 +284,7 @@ func (s *Server) cancelBranch(br *branch) {
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
 	c.SetBody(nil)
-	c.SetTransport(inv.Transport())
-	c.SetDestination(inv.Destination())
+	s.setFlow(c, inv.Transport(), inv.Destination())
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctr, err := s.calls.cli.TransactionRequest(ctx, c, noBuild)
 	cancel()
@@ -333,8 +331,7 @@ func (s *Server) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) 
 		mf := sip.MaxForwardsHeader(70)
 		r.AppendHeader(&mf)
 		r.SetBody(nil)
-		r.SetTransport(inv.Transport())
-		r.SetDestination(inv.Destination())
+		s.setFlow(r, inv.Transport(), inv.Destination())
 		return r
 	}
 	if err := s.calls.cli.WriteRequest(mk(sip.ACK, inv.CSeq().SeqNo), noBuild); err != nil {
@@ -592,8 +589,7 @@ func (s *Server) forwardable(req *sip.Request) (*sip.Request, int, string) {
 		_, _ = conn.TryClose()
 	}
 	s.addVia(fwd, req.Source(), tr, dest)
-	fwd.SetTransport(tr)
-	fwd.SetDestination(dest)
+	s.setFlow(fwd, tr, dest)
 	return fwd, 0, ""
 }
 

@@ -351,3 +351,27 @@ func TestCheckSyncClosedFlow(t *testing.T) {
 		t.Errorf("check_sync_total{no_flow} = %v", got)
 	}
 }
+
+// TestUDPFlowFromListener: after sipgo forgot a phone's UDP source (a
+// restart), requests to it still leave from the listening socket, which is
+// where the phone's NAT binding points.
+func TestUDPFlowFromListener(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	u, pw := e.addUser("1002")
+	const mac = "805ec0aabbee"
+	if _, err := e.db.CreateDevice(e.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	p := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.50:5062", "Yealink SIP-T46U 108.86.0.20 805ec0aabbee")
+	e.srv.ua.TransportLayer().Pool("udp").Delete(e.bindings(u)[0].Source)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.CheckSync(ctx, e.acct.ID, mac); err != nil {
+		t.Fatalf("CheckSync = %v", err)
+	}
+	n := <-p.notifies
+	if n.Source() != e.udpAddr {
+		t.Errorf("NOTIFY came from %s, want the listener %s", n.Source(), e.udpAddr)
+	}
+}
