@@ -1,6 +1,8 @@
 package sip
 
 import (
+	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +259,29 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting: %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSetAnnouncementWAV(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	if got := e.srv.calls.ann.Load(); got != media.Default() {
+		t.Fatal("the built-in announcement is not the default")
+	}
+	if err := e.srv.SetAnnouncementWAV(strings.NewReader("not a wav")); !errors.Is(err, media.ErrInvalidWAV) {
+		t.Errorf("bad WAV: %v, want ErrInvalidWAV", err)
+	}
+	if got := e.srv.calls.ann.Load(); got != media.Default() {
+		t.Error("a refused WAV replaced the announcement")
+	}
+	if err := e.srv.SetAnnouncementWAV(bytes.NewReader(toneWAV(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.srv.calls.ann.Load().Duration(); d != time.Second {
+		t.Errorf("announcement lasts %v, want the 1 s WAV", d)
+	}
+	e.srv.SetAnnouncement(nil)
+	if got := e.srv.calls.ann.Load(); got != media.Default() {
+		t.Error("SetAnnouncement(nil) did not restore the built-in announcement")
 	}
 }

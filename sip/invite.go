@@ -3,6 +3,7 @@ package sip
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -136,6 +137,21 @@ func (s *Server) SetAnnouncement(a *media.Announcement) {
 		a = media.Default()
 	}
 	s.calls.ann.Store(a)
+}
+
+// SetAnnouncementWAV loads an operator's WAV (media.LoadWAV: 8 kHz mono
+// PCM, μ-law or A-law, or 16-bit PCM at another rate, 0.5 to 60 s) and makes
+// it the announcement. A file it refuses leaves the current announcement in
+// place; the error wraps media.ErrInvalidWAV and says why. It is admin's
+// Announcer.
+func (s *Server) SetAnnouncementWAV(r io.Reader) error {
+	a, err := media.LoadWAV(r)
+	if err != nil {
+		return err
+	}
+	s.SetAnnouncement(a)
+	s.log.Info("announcement replaced", "duration", a.Duration().String())
+	return nil
 }
 
 // callLog collects what the call record of one INVITE says, and writes it
