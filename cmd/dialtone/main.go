@@ -133,9 +133,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	announcement, err := loadAnnouncement(cfg.Announcement)
+	if err != nil {
+		return err
+	}
+	rtpMin, rtpMax, _ := cfg.rtpRange()
 	sipSrv, err := sip.New(sip.Config{
 		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires,
 		Hostname: cfg.SIPHost, ServerName: "dialtone/" + version,
+		Announcement: announcement, MediaIP: cfg.MediaIP, RTPPortMin: rtpMin, RTPPortMax: rtpMax,
+		RingTimeout: cfg.RingTimeout, CallRegisterer: reg,
 	}, db, log.With("component", "sip"), reg)
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
