@@ -177,22 +177,33 @@ func (s *Server) newCallLog(req *sip.Request) *callLog {
 // finish counts the outcome and writes the record. It runs after the
 // response was sent, on the handler's goroutine (so Close waits for it).
 func (c *callLog) finish(outcome string, status int, detail string) {
+	c.finishRecord(outcome, status, detail)
+}
+
+// finishRecord is finish, returning the record as stored (Seq 0 if none was
+// written), so an answered call can be ended by its BYE (dialogs.end).
+func (c *callLog) finishRecord(outcome string, status int, detail string) store.CallRecord {
 	if c.done {
-		return
+		return store.CallRecord{}
 	}
 	c.done = true
 	c.s.calls.m.invites.WithLabelValues(outcome).Inc()
 	if c.rec.AccountID == "" {
-		return // no account known (cannot happen after authentication)
+		return store.CallRecord{} // no account known (cannot happen after authentication)
 	}
 	elapsed := time.Since(c.start)
 	c.rec.Outcome, c.rec.Status, c.rec.Detail = outcome, status, detail
 	c.rec.Duration = max(elapsed, time.Nanosecond) // RecordCall treats 0 as "compute it"
 	c.rec.EndedAt = c.rec.StartedAt.Add(elapsed)
-	if _, err := c.s.db.RecordCall(c.rec); err != nil {
+	if outcome == store.OutcomeAnswered {
+		c.rec.AnsweredAt = c.s.db.Now() // the store's clock, like the BYE's EndCall
+	}
+	rec, err := c.s.db.RecordCall(c.rec)
+	if err != nil {
 		c.s.log.Error("record call", "call_id", c.rec.CallID, "err", err)
 	}
 	c.s.log.Debug("call", "call_id", c.rec.CallID, "from", c.rec.From, "to", c.rec.To, "outcome", outcome, "status", status, "detail", detail)
+	return rec
 }
 
 // onInvite handles an initial INVITE (RFC 3261 §16 for routed calls): the

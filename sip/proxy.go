@@ -132,7 +132,10 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 				winner.Store(int32(br.i))
 				s.calls.dialogs.add(req, br, ev.res) // before the ACK can come
 				_ = s.relay(req, tx, ev.res)
-				call.finish(store.OutcomeAnswered, code, "answered by "+br.b.Contact)
+				rec := call.finishRecord(store.OutcomeAnswered, code, "answered by "+br.b.Contact)
+				if endedAt, ended := s.calls.dialogs.setRecord(req.CallID().Value(), rec.AccountID, rec.Seq); ended {
+					s.endCall(req.CallID().Value(), rec.AccountID, rec.Seq, endedAt) // the BYE beat the record
+				}
 				cancelOthers(br.i)
 			case finished:
 			case code >= 600:
@@ -397,7 +400,8 @@ func outcomeOf(code int) string {
 // that in-dialog requests reach each party over the flow it used (NAT).
 type dialogs struct {
 	mu        sync.Mutex
-	m         map[string]*dialog // by Call-ID
+	m         map[string]*dialog   // by Call-ID
+	ended     map[string]time.Time // BYE seen before the call's record was written
 	lastPrune time.Time
 }
 
@@ -410,6 +414,9 @@ type dialogFlow struct {
 type dialog struct {
 	caller, callee dialogFlow
 	at             time.Time
+	// The call's record, ended (talk time) when the BYE goes through.
+	account string
+	seq     uint64
 }
 
 // dialogTTL bounds how long a dialog without BYE is remembered.
@@ -465,10 +472,43 @@ func (d *dialogs) known(callID string) bool {
 	return ok
 }
 
-func (d *dialogs) remove(callID string) {
+// setRecord remembers which call record the dialog belongs to. The record
+// is written (with an fsync) after the 2xx is relayed, so a quick caller's
+// BYE can come first: then setRecord reports the time that BYE ended the
+// call, for the caller to end the record with.
+func (d *dialogs) setRecord(callID, account string, seq uint64) (endedAt time.Time, ended bool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if dl, ok := d.m[callID]; ok {
+		dl.account, dl.seq = account, seq
+		return time.Time{}, false
+	}
+	endedAt, ended = d.ended[callID]
+	delete(d.ended, callID)
+	return endedAt, ended
+}
+
+// end forgets the dialog at its BYE and returns its record, if known; if
+// the record is not written yet, it keeps the end time for setRecord.
+func (d *dialogs) end(callID string, at time.Time) (account string, seq uint64, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dl, found := d.m[callID]
+	if !found {
+		return "", 0, false
+	}
 	delete(d.m, callID)
-	d.mu.Unlock()
+	if dl.seq == 0 {
+		if d.ended == nil {
+			d.ended = map[string]time.Time{}
+		}
+		if len(d.ended) > 10000 { // bounded: a record lost here only keeps its set-up time
+			clear(d.ended)
+		}
+		d.ended[callID] = at
+		return "", 0, false
+	}
+	return dl.account, dl.seq, true
 }
 
 func (d *dialogs) len() int {
@@ -651,7 +691,9 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 				continue
 			}
 			if req.Method == sip.BYE {
-				s.calls.dialogs.remove(req.CallID().Value())
+				if acct, seq, ok := s.calls.dialogs.end(req.CallID().Value(), s.db.Now()); ok {
+					s.endCall(req.CallID().Value(), acct, seq, s.db.Now())
+				}
 			}
 			return
 		case <-ctr.Done():
@@ -661,5 +703,12 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			s.reply(req, tx, 408, "Request Timeout")
 			return
 		}
+	}
+}
+
+// endCall sets an answered call's record to its talk time.
+func (s *Server) endCall(callID, account string, seq uint64, at time.Time) {
+	if err := s.db.EndCall(account, seq, at); err != nil {
+		s.log.Error("end call record", "call_id", callID, "err", err)
 	}
 }

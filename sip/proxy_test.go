@@ -200,6 +200,8 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("B got no ACK for the re-INVITE")
 			}
+			// The call lasts 90 s; its record must say so once it ends.
+			e.clock.Advance(90 * time.Second)
 			if transport == "UDP" { // A hangs up
 				res, err := cl.cli.Do(ctx, cl.inDialog(sip.BYE, ok, 5))
 				if err != nil || res.StatusCode != 200 {
@@ -246,6 +248,14 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 				t.Errorf("record %+v", rec)
 			}
 			waitFor(t, "dialog forgotten after BYE", func() bool { return e.srv.calls.dialogs.len() == 0 })
+			var last store.CallRecord
+			deadline := time.Now().Add(5 * time.Second)
+			for last = e.waitRecord(cl.callID); last.Duration != 90*time.Second || last.EndedAt.Sub(last.AnsweredAt) != 90*time.Second; last = e.waitRecord(cl.callID) {
+				if time.Now().After(deadline) {
+					t.Fatalf("talk time not recorded at BYE: %+v", last)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			// Unregister B for the next transport.
 			b.reg.register("", "Contact: *", "Expires: 0")
 		})

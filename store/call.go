@@ -24,11 +24,14 @@ const (
 // extensions and names (not only ids), so the record still reads after the
 // users are deleted.
 type CallRecord struct {
-	Seq        uint64        `json:"seq"`
-	ID         string        `json:"id"`
-	AccountID  string        `json:"account_id"`
-	StartedAt  time.Time     `json:"started_at"`
-	EndedAt    time.Time     `json:"ended_at"`
+	Seq        uint64    `json:"seq"`
+	ID         string    `json:"id"`
+	AccountID  string    `json:"account_id"`
+	StartedAt  time.Time `json:"started_at"`
+	AnsweredAt time.Time `json:"answered_at,omitzero"`
+	EndedAt    time.Time `json:"ended_at"`
+	// Duration is the talk time (answer to hang-up) of an answered call once
+	// it has ended (EndCall), else the time from INVITE to final response.
 	Duration   time.Duration `json:"duration"`
 	CallID     string        `json:"call_id"`
 	From       string        `json:"from"` // caller extension or URI
@@ -146,4 +149,27 @@ func (db *DB) Calls(accountID string, f CallFilter) ([]CallRecord, error) {
 		return nil
 	})
 	return out, err
+}
+
+// EndCall marks an answered call as ended at endedAt (its BYE): Duration
+// becomes the talk time from AnsweredAt. ErrNotFound if there is no such record.
+func (db *DB) EndCall(accountID string, seq uint64, endedAt time.Time) error {
+	err := db.update(func(t *tx) error {
+		b := t.Bucket(bCalls)
+		var r CallRecord
+		if err := get(b, callKey(accountID, seq), &r); err != nil {
+			return err
+		}
+		start := r.AnsweredAt
+		if start.IsZero() {
+			start = r.StartedAt
+		}
+		r.EndedAt = endedAt
+		r.Duration = max(endedAt.Sub(start), 0)
+		return put(b, callKey(accountID, seq), r)
+	})
+	if err != nil {
+		return fmt.Errorf("end call %d: %w", seq, err)
+	}
+	return nil
 }
