@@ -252,6 +252,9 @@ func TestAcceptance(t *testing.T) {
 		same(t, want404, wrongKey)
 		longWrongKey := f.phone(5, t54wUA).raw("/p/"+strings.Repeat("x", 32)+"/"+t54wMAC+".cfg", "")
 		same(t, want404, longWrongKey)
+		if d := cmp.Diff(before, f.devices()); d != "" {
+			t.Fatalf("an unknown MAC or a wrong key changed the device registry (-before +after):\n%s", d)
+		}
 		// Another account's phone, asked for with this account's key and credentials.
 		if _, err := f.db.CreateAccount("other", "other.example.test", admin); err != nil {
 			t.Fatal(err)

@@ -46,6 +46,9 @@ func TestRegisterDigest(t *testing.T) {
 				if diff := cmp.Diff([]string{"SHA-256", "MD5"}, algs); diff != "" {
 					t.Errorf("challenge algorithms (-want +got):\n%s", diff)
 				}
+				if len(nonces) == 2 && nonces[0] != nonces[1] {
+					t.Errorf("the two challenges carry different nonces: %q", nonces)
+				}
 				if res.GetHeader("Server") == nil {
 					t.Error("401 lacks Server header")
 				}
