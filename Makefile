@@ -31,8 +31,8 @@ vet:
 	$(GO) vet $(PKGS)
 
 lint: vet fmt-check depcheck
-	@command -v staticcheck >/dev/null 2>&1 || $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
-	$$( $(GO) env GOPATH )/bin/staticcheck $(PKGS)
+	@test -x "$$($(GO) env GOPATH)/bin/staticcheck" || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$$($(GO) env GOPATH)/bin/staticcheck $(PKGS)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
