@@ -70,7 +70,14 @@
 //     a byte from the peer (default MaxExpires + 60 s: longer than any
 //     binding lives without a refresh, so a registered phone's flow survives
 //     even without keepalives), and a write blocked for 10 s fails.
-//   - Other methods: INVITE 501 (until call handling lands), ACK never
-//     answered, CANCEL/BYE without a transaction or dialog 481, methods we
-//     know but do not serve 405 with Allow, unknown methods 501.
+//   - Calls (invite.go, announce.go, proxy.go): INVITE authenticated with
+//     407; a disabled target hears the announcement as early media, then
+//     486; registered targets are forked to as a stateful proxy. ACK is never
+//     answered, CANCEL/BYE without a transaction or dialog get 481, methods
+//     we know but do not serve 405 with Allow, unknown methods 501.
+//   - Check-sync (notify.go): NOTIFY Event: check-sync to a Yealink over the
+//     flow it registered on.
+//   - Brute force: failed digests count per source and per user
+//     (internal/guard); past the limit a source gets 403 without a challenge,
+//     but a source with working registrations only loses the guessed user.
 package sip
