@@ -35,6 +35,7 @@ func BenchmarkServeMAC(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(h.Flush) // fetch records are written after each answer
 	req := httptest.NewRequest(http.MethodGet, "/p/"+prov.Key+"/"+t54wMAC+".cfg", nil)
 	req.TLS = &tls.ConnectionState{}
 	req.Header.Set("User-Agent", t54wUA)

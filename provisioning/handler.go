@@ -33,6 +33,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,9 +93,30 @@ type Handler struct {
 
 	fetches *prometheus.CounterVec
 	blocks  prometheus.Counter
+
+	// recording counts fetch records still being written (see Flush). Not a
+	// WaitGroup: Flush may run while new fetches start.
+	recMu     sync.Mutex
+	recIdle   *sync.Cond // signalled when recording drops to 0
+	recording int
 }
 
 var _ http.Handler = (*Handler)(nil)
+
+// maxRecordBacklog bounds the fetch records written in the background; past
+// it a request records its fetch before returning.
+const maxRecordBacklog = 1024
+
+// Flush waits until every fetch served so far is recorded on its device.
+// Records are written after the config is sent, so a phone never waits for
+// the disk; main calls Flush at shutdown, tests before reading a device.
+func (h *Handler) Flush() {
+	h.recMu.Lock()
+	defer h.recMu.Unlock()
+	for h.recording > 0 {
+		h.recIdle.Wait()
+	}
+}
 
 // NewHandler validates cfg and builds the handler. Metrics are registered
 // with reg (nil: not registered).
@@ -110,6 +132,7 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, fmt.Errorf("provisioning: external URL %q must be http(s)://host[:port][/path] without credentials", cfg.ExternalURL)
 	}
 	h := &Handler{db: db, log: log, baseURL: strings.TrimRight(cfg.ExternalURL, "/"), ntp: cfg.NTPServer, tz: cfg.TimeZone}
+	h.recIdle = sync.NewCond(&h.recMu)
 	for name, v := range map[string]string{"SIP server": cfg.SIPServer, "NTP server": cfg.NTPServer, "time zone": cfg.TimeZone} {
 		if !singleLine(v) || strings.ContainsAny(v, " \t") {
 			return nil, fmt.Errorf("provisioning: %s %q must be one word", name, v)
@@ -272,18 +295,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render device config", err)
 			return
 		}
-		if r.Method == http.MethodGet {
-			sum := sha256.Sum256(body)
-			if err := h.db.RecordFetch(store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
-				Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}); err != nil {
-				h.log.Error("record provisioning fetch", "mac", req.MAC, "err", err)
-			}
-		}
 		outcome := OutcomeServed
 		if cleared {
 			outcome = OutcomeCleared
 		}
 		h.serve(w, body, outcome)
+		if r.Method == http.MethodGet {
+			// Record the fetch after the answer: the record is metadata for
+			// the admin (last seen, firmware, config hash), so the phone need
+			// not wait for its fsync; concurrent records share one commit.
+			sum := sha256.Sum256(body)
+			f := store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
+				Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}
+			h.recMu.Lock()
+			backlog := h.recording
+			h.recording++
+			h.recMu.Unlock()
+			record := func() {
+				if err := h.db.RecordFetch(f); err != nil {
+					h.log.Error("record provisioning fetch", "mac", f.MAC, "err", err)
+				}
+				h.recMu.Lock()
+				if h.recording--; h.recording == 0 {
+					h.recIdle.Broadcast()
+				}
+				h.recMu.Unlock()
+			}
+			if backlog >= maxRecordBacklog {
+				record() // the disk is behind: this request waits, so the backlog stays bounded
+			} else {
+				go record()
+			}
+		}
 	}
 }
 

@@ -104,6 +104,7 @@ func newFixture(t *testing.T, cfg provisioning.Config) *fixture {
 		t.Fatalf("NewHandler = %v", err)
 	}
 	f.srv = httptest.NewServer(f.h)
+	t.Cleanup(f.h.Flush) // runs after the server closes, before the store does
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -119,6 +120,7 @@ type phone struct {
 	ua         string
 	chal       *digest.Challenge
 	nc         int
+	flush      func() // waits for the handler's fetch records, as a later reader would
 }
 
 // newPhone dials from 127.0.0.<n>, so tests have distinct sources on loopback.
@@ -126,7 +128,7 @@ func (f *fixture) phone(n int, ua string) *phone {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(n))}}
 	tr := &http.Transport{DialContext: d.DialContext}
 	f.t.Cleanup(tr.CloseIdleConnections)
-	return &phone{t: f.t, base: f.srv.URL, client: &http.Client{Transport: tr}, user: f.prov.Username, pass: f.prov.Password, ua: ua}
+	return &phone{t: f.t, base: f.srv.URL, client: &http.Client{Transport: tr}, user: f.prov.Username, pass: f.prov.Password, ua: ua, flush: f.h.Flush}
 }
 
 type response struct {
@@ -156,6 +158,9 @@ func (p *phone) raw(path, auth string) response {
 	body, err := io.ReadAll(res.Body)
 	if err != nil {
 		p.t.Fatal(err)
+	}
+	if p.flush != nil {
+		p.flush() // fetches are recorded after the answer
 	}
 	return response{res.StatusCode, res.Header, body}
 }

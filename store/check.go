@@ -13,7 +13,11 @@ import (
 // checkHooks. It returns all problems found, joined.
 func (db *DB) Check() error {
 	var problems []error
-	err := db.view(func(t *tx) error {
+	// A writable transaction, rolled back: bbolt's page check reads the
+	// shared freelist, which concurrent commits change under a read-only
+	// transaction (false "reachable freed" reports). Holding the writer lock
+	// makes the check exact; it writes nothing.
+	err := db.exclusive(func(t *tx) error {
 		for err := range t.Tx.Check() {
 			problems = append(problems, fmt.Errorf("bbolt: %w", err))
 		}

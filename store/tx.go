@@ -34,3 +34,14 @@ func (db *DB) view(fn func(*tx) error) error {
 		return fn(&tx{Tx: btx, now: db.now(), db: db})
 	})
 }
+
+// exclusive runs fn in a writable transaction that is always rolled back:
+// it sees a state no writer can change meanwhile, and changes nothing.
+func (db *DB) exclusive(fn func(*tx) error) error {
+	btx, err := db.bolt.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer btx.Rollback()
+	return fn(&tx{Tx: btx, now: db.now(), db: db})
+}

@@ -215,6 +215,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	})
 	err = g.Wait()
 	sipSrv.Close()
+	provHandler.Flush() // the last fetch records, before the store closes
 	if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
