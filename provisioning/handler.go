@@ -94,6 +94,8 @@ type Handler struct {
 	fetches *prometheus.CounterVec
 	blocks  prometheus.Counter
 
+	rendered renderCache // the last body of each device, by its inputs
+
 	// recording counts fetch records still being written (see Flush). Not a
 	// WaitGroup: Flush may run while new fetches start.
 	recMu     sync.Mutex
@@ -290,7 +292,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, src, "unknown_device", acc.Account.ID)
 			return
 		}
-		body, cleared, err := renderMAC(dc, acc.Settings, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
+		d, cleared := macInputs(dc, acc.Settings, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
+		body, sum, err := h.rendered.render(&d)
 		if err != nil {
 			h.internal(w, "render device config", err)
 			return
@@ -299,12 +302,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if cleared {
 			outcome = OutcomeCleared
 		}
-		h.serve(w, body, outcome)
+		h.serveSum(w, body, sum, outcome)
 		if r.Method == http.MethodGet {
 			// Record the fetch after the answer: the record is metadata for
 			// the admin (last seen, firmware, config hash), so the phone need
 			// not wait for its fsync; concurrent records share one commit.
-			sum := sha256.Sum256(body)
 			f := store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
 				Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}
 			h.recMu.Lock()
@@ -353,7 +355,11 @@ func (h *Handler) challenge(w http.ResponseWriter, acct string, stale bool) {
 }
 
 func (h *Handler) serve(w http.ResponseWriter, body []byte, outcome string) {
-	sum := sha256.Sum256(body)
+	h.serveSum(w, body, sha256.Sum256(body), outcome)
+}
+
+// serveSum is serve with the body's SHA-256 already known.
+func (h *Handler) serveSum(w http.ResponseWriter, body []byte, sum [sha256.Size]byte, outcome string) {
 	w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:16])+`"`)
 	h.reply(w, http.StatusOK, body, outcome)
 }

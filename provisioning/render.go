@@ -2,9 +2,12 @@ package provisioning
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 
 	"github.com/dialtone-voip/dialtone/store"
@@ -52,7 +55,14 @@ type sipSettings struct {
 // output depends only on its inputs: same data, same bytes. cleared reports
 // whether an assigned line was cleared or the phone has no active line.
 func renderMAC(c store.DeviceConfig, prov store.ProvisioningSettings, url string, sip sipSettings, repeatMinutes int, ntp, tz string) (body []byte, cleared bool, err error) {
-	d := macData{
+	d, cleared := macInputs(c, prov, url, sip, repeatMinutes, ntp, tz)
+	body, err = d.render()
+	return body, cleared, err
+}
+
+// macInputs gathers everything mac.tmpl renders; cleared is as for renderMAC.
+func macInputs(c store.DeviceConfig, prov store.ProvisioningSettings, url string, sip sipSettings, repeatMinutes int, ntp, tz string) (d macData, cleared bool) {
+	d = macData{
 		Model: c.Model.Name, MAC: c.Device.MAC,
 		URL: url, Username: prov.Username, Password: prov.Password,
 		RepeatMinutes: repeatMinutes, NTPServer: ntp, TimeZone: tz,
@@ -96,12 +106,90 @@ func renderMAC(c store.DeviceConfig, prov store.ProvisioningSettings, url string
 	for _, k := range keys {
 		d.Overrides = append(d.Overrides, keyValue{k, prov.Overrides[k]})
 	}
+	return d, cleared
+}
+
+func (d *macData) render() ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(256 + 900*len(d.Accounts))
 	if err := templates.ExecuteTemplate(&b, "mac.tmpl", d); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	return b.Bytes(), cleared, nil
+	return b.Bytes(), nil
+}
+
+// key is a canonical encoding of every input of the rendering: two macData
+// with the same key render the same bytes (render is deterministic).
+// Fields are length-prefixed, so no value can imitate a separator.
+func (d *macData) key() string {
+	var b strings.Builder
+	str := func(s string) { b.WriteString(strconv.Itoa(len(s))); b.WriteByte(':'); b.WriteString(s) }
+	num := func(n int) { b.WriteString(strconv.Itoa(n)); b.WriteByte(';') }
+	for _, s := range []string{d.Model, d.MAC, d.URL, d.Username, d.Password, d.NTPServer, d.TimeZone} {
+		str(s)
+	}
+	num(d.RepeatMinutes)
+	num(len(d.Accounts))
+	for _, a := range d.Accounts {
+		num(a.N)
+		if a.Active {
+			num(1)
+		} else {
+			num(0)
+		}
+		for _, s := range []string{a.Label, a.DisplayName, a.AuthName, a.UserName, a.Password, a.Server, a.Proxy} {
+			str(s)
+		}
+		num(a.Port)
+		num(a.Transport)
+		num(a.Expires)
+	}
+	num(len(d.Overrides))
+	for _, kv := range d.Overrides {
+		str(kv.Key)
+		str(kv.Value)
+	}
+	return b.String()
+}
+
+// renderCache keeps each device's last rendered body with the key of its
+// inputs: a phone that polls with nothing changed is served without running
+// the template again. Bounded: past maxCached devices it starts over.
+type renderCache struct {
+	mu sync.Mutex
+	m  map[string]cachedBody // by MAC
+}
+
+type cachedBody struct {
+	key  string
+	body []byte
+	sum  [sha256.Size]byte // of body: the ETag and the fetch record's hash
+}
+
+const maxCached = 100_000
+
+// render returns d's body and its SHA-256, from the cache when d's inputs
+// are those of the device's last rendering.
+func (c *renderCache) render(d *macData) ([]byte, [sha256.Size]byte, error) {
+	key := d.key()
+	c.mu.Lock()
+	hit, ok := c.m[d.MAC]
+	c.mu.Unlock()
+	if ok && hit.key == key {
+		return hit.body, hit.sum, nil
+	}
+	body, err := d.render()
+	if err != nil {
+		return nil, [sha256.Size]byte{}, err
+	}
+	entry := cachedBody{key: key, body: body, sum: sha256.Sum256(body)}
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= maxCached {
+		c.m = map[string]cachedBody{}
+	}
+	c.m[d.MAC] = entry
+	c.mu.Unlock()
+	return body, entry.sum, nil
 }
 
 // renderCommon renders y0000000000XX.cfg: the header and a comment, nothing
