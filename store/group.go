@@ -62,12 +62,7 @@ func (db *DB) CreateGroup(accountID string, n NewGroup, actor Actor) (Group, err
 	if n.Kind != GroupPaging && n.Kind != GroupRing {
 		p["kind"] = `must be "paging" or "ring"`
 	}
-	if !validEntityName(n.Name) {
-		p["name"] = entityNameRule
-	}
-	if !validExtension(n.Extension) {
-		p["extension"] = extensionRule
-	}
+	teamProblems(p, &n.Name, &n.Extension)
 	if len(p) > 0 {
 		return Group{}, &ValidationError{Problems: p}
 	}
@@ -149,12 +144,7 @@ func (db *DB) UpdateGroup(accountID, id string, p GroupPatch, actor Actor) (Grou
 	trimOpt(p.Name)
 	trimOpt(p.Extension)
 	probs := map[string]string{}
-	if p.Name != nil && !validEntityName(*p.Name) {
-		probs["name"] = entityNameRule
-	}
-	if p.Extension != nil && !validExtension(*p.Extension) {
-		probs["extension"] = extensionRule
-	}
+	teamProblems(probs, p.Name, p.Extension)
 	if len(probs) > 0 {
 		return Group{}, &ValidationError{Problems: probs}
 	}
@@ -164,26 +154,9 @@ func (db *DB) UpdateGroup(accountID, id string, p GroupPatch, actor Actor) (Grou
 		if g, err = t.group(accountID, id); err != nil {
 			return err
 		}
-		detail := map[string]string{}
-		if p.Name != nil {
-			g.Name = *p.Name
-			detail["name"] = g.Name
-		}
-		if p.Extension != nil && *p.Extension != g.Extension {
-			if err := t.claimExtension(accountID, *p.Extension, "group:"+id); err != nil {
-				return err
-			}
-			if err := t.releaseExtension(accountID, g.Extension, "group:"+id); err != nil {
-				return err
-			}
-			detail["extension"] = g.Extension + " → " + *p.Extension
-			g.Extension = *p.Extension
-		}
-		if p.Members != nil {
-			if g.Members, err = t.checkMemberIDs(accountID, "members", *p.Members); err != nil {
-				return err
-			}
-			detail["members"] = t.memberLabels(accountID, g.Members)
+		detail, err := t.patchTeam(g.team(), p.Name, p.Extension, p.Members)
+		if err != nil {
+			return err
 		}
 		return t.saveGroup(&g, actor, "group.update", detail)
 	})
@@ -209,18 +182,11 @@ func (db *DB) AddGroupMember(accountID, id, userID string, actor Actor) (Group, 
 		if g, err = t.group(accountID, id); err != nil {
 			return err
 		}
-		u, err := t.user(accountID, userID)
-		if err != nil {
-			return invalid("user_id", "must be a user of this account")
+		detail, added, err := t.addTeamMember(g.team(), userID)
+		if err != nil || !added {
+			return err
 		}
-		if slices.Contains(g.Members, userID) {
-			return nil
-		}
-		if len(g.Members) >= maxMemberCount {
-			return invalid("user_id", fmt.Sprintf("the group already has %d members", maxMemberCount))
-		}
-		g.Members = append(g.Members, userID)
-		return t.saveGroup(&g, actor, "group.member_add", map[string]string{"user": u.Label(), "user_id": userID})
+		return t.saveGroup(&g, actor, "group.member_add", detail)
 	})
 	if err != nil {
 		return Group{}, fmt.Errorf("add member %s to group %s: %w", userID, id, err)
@@ -236,11 +202,11 @@ func (db *DB) RemoveGroupMember(accountID, id, userID string, actor Actor) (Grou
 		if g, err = t.group(accountID, id); err != nil {
 			return err
 		}
-		if !slices.Contains(g.Members, userID) {
-			return fmt.Errorf("member %s: %w", userID, ErrNotFound)
+		detail, err := t.dropTeamMember(g.team(), userID, "")
+		if err != nil {
+			return err
 		}
-		g.Members = slices.DeleteFunc(g.Members, func(m string) bool { return m == userID })
-		return t.saveGroup(&g, actor, "group.member_remove", map[string]string{"user": t.memberLabels(accountID, []string{userID}), "user_id": userID})
+		return t.saveGroup(&g, actor, "group.member_remove", detail)
 	})
 	if err != nil {
 		return Group{}, fmt.Errorf("remove member %s from group %s: %w", userID, id, err)
@@ -325,14 +291,16 @@ func (t *tx) removeFromGroups(acct, userID string, actor Actor, reason string) (
 	if err != nil {
 		return nil, err
 	}
-	label := t.memberLabels(acct, []string{userID})
 	var changed []Group
 	for _, g := range gs {
 		if !slices.Contains(g.Members, userID) {
 			continue
 		}
-		g.Members = slices.DeleteFunc(g.Members, func(m string) bool { return m == userID })
-		if err := t.saveGroup(&g, actor, "group.member_remove", map[string]string{"user": label, "user_id": userID, "reason": reason}); err != nil {
+		detail, err := t.dropTeamMember(g.team(), userID, reason)
+		if err != nil {
+			return nil, err
+		}
+		if err := t.saveGroup(&g, actor, "group.member_remove", detail); err != nil {
 			return nil, err
 		}
 		changed = append(changed, g)

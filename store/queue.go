@@ -87,12 +87,7 @@ func (db *DB) CreateQueue(accountID string, n NewQueue, actor Actor) (Queue, err
 	n.Name = strings.TrimSpace(n.Name)
 	n.Extension = strings.TrimSpace(n.Extension)
 	p := map[string]string{}
-	if !validEntityName(n.Name) {
-		p["name"] = entityNameRule
-	}
-	if !validExtension(n.Extension) {
-		p["extension"] = extensionRule
-	}
+	teamProblems(p, &n.Name, &n.Extension)
 	if len(p) > 0 {
 		return Queue{}, &ValidationError{Problems: p}
 	}
@@ -187,12 +182,7 @@ func (db *DB) UpdateQueue(accountID, id string, p QueuePatch, actor Actor) (Queu
 	trimOpt(p.Name)
 	trimOpt(p.Extension)
 	probs := map[string]string{}
-	if p.Name != nil && !validEntityName(*p.Name) {
-		probs["name"] = entityNameRule
-	}
-	if p.Extension != nil && !validExtension(*p.Extension) {
-		probs["extension"] = extensionRule
-	}
+	teamProblems(probs, p.Name, p.Extension)
 	if len(probs) > 0 {
 		return Queue{}, &ValidationError{Problems: probs}
 	}
@@ -202,37 +192,24 @@ func (db *DB) UpdateQueue(accountID, id string, p QueuePatch, actor Actor) (Queu
 		if q, err = t.queue(accountID, id); err != nil {
 			return err
 		}
-		detail := map[string]string{}
-		if p.Name != nil {
-			q.Name = *p.Name
-			detail["name"] = q.Name
-		}
-		if p.Extension != nil && *p.Extension != q.Extension {
-			if err := t.claimExtension(accountID, *p.Extension, "queue:"+id); err != nil {
-				return err
-			}
-			if err := t.releaseExtension(accountID, q.Extension, "queue:"+id); err != nil {
-				return err
-			}
-			detail["extension"] = q.Extension + " → " + *p.Extension
-			q.Extension = *p.Extension
-		}
-		if p.Members != nil {
-			if q.Members, err = t.checkMemberIDs(accountID, "members", *p.Members); err != nil {
-				return err
-			}
-			detail["members"] = t.memberLabels(accountID, q.Members)
-		}
-		q.UpdatedAt = t.now
-		if err := put(t.Bucket(bQueues), k(accountID, id), q); err != nil {
+		detail, err := t.patchTeam(q.team(), p.Name, p.Extension, p.Members)
+		if err != nil {
 			return err
 		}
-		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "queue.update", TargetKind: "queue", TargetID: id, TargetLabel: q.Label(), Detail: detail})
+		return t.saveQueue(&q, actor, "queue.update", detail)
 	})
 	if err != nil {
 		return Queue{}, fmt.Errorf("update queue %s: %w", id, err)
 	}
 	return q, nil
+}
+
+func (t *tx) saveQueue(q *Queue, actor Actor, action string, detail map[string]string) error {
+	q.UpdatedAt = t.now
+	if err := put(t.Bucket(bQueues), k(q.AccountID, q.ID), *q); err != nil {
+		return err
+	}
+	return t.audit(AuditEntry{AccountID: q.AccountID, Actor: actor, Action: action, TargetKind: "queue", TargetID: q.ID, TargetLabel: q.Label(), Detail: detail})
 }
 
 // AddQueueMember appends a user to the queue; adding a member twice is a no-op.
@@ -243,23 +220,11 @@ func (db *DB) AddQueueMember(accountID, id, userID string, actor Actor) (Queue, 
 		if q, err = t.queue(accountID, id); err != nil {
 			return err
 		}
-		u, err := t.user(accountID, userID)
-		if err != nil {
-			return invalid("user_id", "must be a user of this account")
-		}
-		if slices.Contains(q.Members, userID) {
-			return nil
-		}
-		if len(q.Members) >= maxMemberCount {
-			return invalid("user_id", fmt.Sprintf("the queue already has %d members", maxMemberCount))
-		}
-		q.Members = append(q.Members, userID)
-		q.UpdatedAt = t.now
-		if err := put(t.Bucket(bQueues), k(accountID, id), q); err != nil {
+		detail, added, err := t.addTeamMember(q.team(), userID)
+		if err != nil || !added {
 			return err
 		}
-		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "queue.member_add", TargetKind: "queue", TargetID: id, TargetLabel: q.Label(),
-			Detail: map[string]string{"user": u.Label(), "user_id": userID}})
+		return t.saveQueue(&q, actor, "queue.member_add", detail)
 	})
 	if err != nil {
 		return Queue{}, fmt.Errorf("add member %s to queue %s: %w", userID, id, err)
@@ -275,9 +240,6 @@ func (db *DB) RemoveQueueMember(accountID, id, userID string, actor Actor) (Queu
 		if q, err = t.queue(accountID, id); err != nil {
 			return err
 		}
-		if !slices.Contains(q.Members, userID) {
-			return fmt.Errorf("member %s: %w", userID, ErrNotFound)
-		}
 		return t.removeQueueMember(&q, userID, actor, "")
 	})
 	if err != nil {
@@ -286,18 +248,14 @@ func (db *DB) RemoveQueueMember(accountID, id, userID string, actor Actor) (Queu
 	return q, nil
 }
 
-// removeQueueMember drops userID from q, saves it and audits why (reason may be "").
+// removeQueueMember drops userID from q (ErrNotFound if not a member), saves
+// it and audits why (reason may be "").
 func (t *tx) removeQueueMember(q *Queue, userID string, actor Actor, reason string) error {
-	q.Members = slices.DeleteFunc(q.Members, func(m string) bool { return m == userID })
-	q.UpdatedAt = t.now
-	if err := put(t.Bucket(bQueues), k(q.AccountID, q.ID), *q); err != nil {
+	detail, err := t.dropTeamMember(q.team(), userID, reason)
+	if err != nil {
 		return err
 	}
-	detail := map[string]string{"user": t.memberLabels(q.AccountID, []string{userID}), "user_id": userID}
-	if reason != "" {
-		detail["reason"] = reason
-	}
-	return t.audit(AuditEntry{AccountID: q.AccountID, Actor: actor, Action: "queue.member_remove", TargetKind: "queue", TargetID: q.ID, TargetLabel: q.Label(), Detail: detail})
+	return t.saveQueue(q, actor, "queue.member_remove", detail)
 }
 
 // DeleteQueue removes a queue and frees its extension. A queue that a
