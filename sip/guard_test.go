@@ -3,6 +3,7 @@ package sip
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 // A source that keeps guessing passwords is blocked: even a correct REGISTER
@@ -15,10 +16,19 @@ func TestBruteForceBlocksSource(t *testing.T) {
 			t.Fatalf("guess %d = %d, want 401", i, res.StatusCode)
 		}
 	}
-	good := e.uac("UDP", "1001", e.password)
-	res := good.do(good.request("Contact: <sip:1001@127.0.0.1:5099>"))
+	good := e.uac("TCP", "1001", e.password)
+	res := good.do(good.request("Contact: <sip:1001@127.0.0.1:5099;transport=tcp>"))
 	if res.StatusCode != 403 || res.GetHeader("WWW-Authenticate") != nil {
-		t.Fatalf("REGISTER from a blocked source = %d (challenge %v), want 403 without a challenge", res.StatusCode, res.GetHeader("WWW-Authenticate"))
+		t.Fatalf("REGISTER over TCP from a blocked source = %d (challenge %v), want 403 without a challenge", res.StatusCode, res.GetHeader("WWW-Authenticate"))
+	}
+	// Over UDP a blocked source is dropped before parsing: no answer at all.
+	raw := "OPTIONS sip:" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5099;branch=z9hG4bKblocked;rport\r\n" +
+		"From: <sip:1001@" + testDomain + ">;tag=b\r\nTo: <sip:" + testDomain + ">\r\nCall-ID: blocked@test\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+	if res := rawExchange(t, "udp", e.udpAddr, []byte(raw), 300*time.Millisecond); res != nil {
+		t.Fatalf("a blocked UDP source got an answer: %d", res.StatusCode)
+	}
+	if got := counterValue(t, e.srv.metrics.blockedDrops); got < 2 {
+		t.Errorf("dialtone_sip_blocked_requests_total = %v, want >= 2", got)
 	}
 	blocks := e.srv.guard.Blocks()
 	if len(blocks) != 1 || blocks[0].Source != "127.0.0.1" || blocks[0].User != "" {
@@ -30,8 +40,11 @@ func TestBruteForceBlocksSource(t *testing.T) {
 	if !e.srv.guard.Lift("127.0.0.1") {
 		t.Fatal("Lift found no block")
 	}
-	if res := good.register(algMD5, "Contact: <sip:1001@127.0.0.1:5099>"); res.StatusCode != 200 {
+	if res := good.register(algMD5, "Contact: <sip:1001@127.0.0.1:5099;transport=tcp>"); res.StatusCode != 200 {
 		t.Fatalf("REGISTER after the block was lifted = %d, want 200", res.StatusCode)
+	}
+	if res := rawExchange(t, "udp", e.udpAddr, []byte(raw), 2*time.Second); res == nil || res.StatusCode != 200 {
+		t.Fatalf("OPTIONS over UDP after the block was lifted = %v, want 200", res)
 	}
 }
 

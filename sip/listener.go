@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"errors"
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"log/slog"
 	"net"
 	"time"
@@ -127,4 +128,21 @@ func udpReadFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
 		return nil, nil
 	}
 	return nil, nil
+}
+
+// readFilter is udpReadFilter plus the brute-force guard for UDP: datagrams
+// from a blocked source are dropped silently before sipgo parses them or
+// remembers their sender (so a blocked scanner costs a map lookup and grows
+// nothing). Over TCP/TLS, where bytes are not messages, blocked sources get
+// 403 from handle instead.
+func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	data, err := udpReadFilter(props, data)
+	if data == nil || props.Transport != "UDP" || props.RemoteAddr == nil {
+		return data, err
+	}
+	if s.guard.Blocked(guard.IP(props.RemoteAddr.String()), "") {
+		s.metrics.blockedDrops.Inc()
+		return nil, nil
+	}
+	return data, nil
 }

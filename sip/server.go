@@ -224,7 +224,7 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		// with sip.TransportsConfig: sipgo's transports built from a config
 		// lose the layer's logger and log through the global default.
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
-			sip.WithTransportLayerReadFilter(udpReadFilter)),
+			sip.WithTransportLayerReadFilter(s.readFilter)),
 	}
 	if cfg.Hostname != "" {
 		uaOpts = append(uaOpts, sipgo.WithUserAgentHostname(cfg.Hostname))
