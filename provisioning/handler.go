@@ -302,33 +302,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if cleared {
 			outcome = OutcomeCleared
 		}
-		h.serveSum(w, body, sum, outcome)
-		if r.Method == http.MethodGet {
-			// Record the fetch after the answer: the record is metadata for
-			// the admin (last seen, firmware, config hash), so the phone need
-			// not wait for its fsync; concurrent records share one commit.
-			f := store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
-				Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}
-			h.recMu.Lock()
-			backlog := h.recording
-			h.recording++
-			h.recMu.Unlock()
-			record := func() {
-				if err := h.db.RecordFetch(f); err != nil {
-					h.log.Error("record provisioning fetch", "mac", f.MAC, "err", err)
-				}
-				h.recMu.Lock()
-				if h.recording--; h.recording == 0 {
-					h.recIdle.Broadcast()
-				}
-				h.recMu.Unlock()
-			}
-			if backlog >= maxRecordBacklog {
-				record() // the disk is behind: this request waits, so the backlog stays bounded
-			} else {
-				go record()
-			}
+		if r.Method != http.MethodGet {
+			h.serveSum(w, body, sum, outcome)
+			return
 		}
+		// Record the fetch alongside the answer, not before it: the record is
+		// metadata for the admin (last seen, firmware, config hash), so the
+		// phone need not wait for its fsync; concurrent records share one
+		// commit. It is counted before the answer is written, so a Flush by
+		// anyone who has seen the answer waits for it.
+		f := store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
+			Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}
+		h.recMu.Lock()
+		backlog := h.recording
+		h.recording++
+		h.recMu.Unlock()
+		record := func() {
+			if err := h.db.RecordFetch(f); err != nil {
+				h.log.Error("record provisioning fetch", "mac", f.MAC, "err", err)
+			}
+			h.recMu.Lock()
+			if h.recording--; h.recording == 0 {
+				h.recIdle.Broadcast()
+			}
+			h.recMu.Unlock()
+		}
+		if backlog >= maxRecordBacklog {
+			record() // the disk is behind: this request waits, so the backlog stays bounded
+		} else {
+			go record()
+		}
+		h.serveSum(w, body, sum, outcome)
 	}
 }
 
