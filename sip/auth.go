@@ -81,15 +81,19 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 		}
 	}
 
-	// Several credentials may be present (one per realm); use ours.
+	// Several credentials may be present (one per realm); use ours, else
+	// the last Digest one (parsed once: parsing is not cheap).
 	var raw string
+	var cred *digest.Credentials
+	var err error
 	for _, h := range req.GetHeaders(hdrName) {
 		v := h.Value()
 		if !digest.IsDigest(strings.TrimSpace(v)) {
 			continue
 		}
 		raw = v
-		if c, err := parseAuthorization(v); err == nil && strings.EqualFold(c.Realm, realm) {
+		cred, err = parseAuthorization(v)
+		if err == nil && strings.EqualFold(cred.Realm, realm) {
 			break
 		}
 	}
@@ -97,7 +101,6 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
-	cred, err := parseAuthorization(raw)
 	if err != nil {
 		failed(authMalformed)
 		s.reply(req, tx, 400, "Malformed Authorization")

@@ -54,7 +54,11 @@ func (db *DB) RecordCall(r CallRecord) (CallRecord, error) {
 	if r.AccountID == "" {
 		return CallRecord{}, invalid("account_id", "is required")
 	}
-	err := db.update(func(t *tx) error {
+	// Group-committed like REGISTER: call records are frequent, append-only
+	// and touch nothing another cache depends on.
+	var out CallRecord
+	err := db.batch(func(t *tx) error {
+		r := r // fn may run more than once: start from the caller's record each time
 		b := t.Bucket(bCalls)
 		seq, err := b.NextSequence()
 		if err != nil {
@@ -71,12 +75,13 @@ func (db *DB) RecordCall(r CallRecord) (CallRecord, error) {
 		if r.Duration == 0 {
 			r.Duration = r.EndedAt.Sub(r.StartedAt)
 		}
+		out = r
 		return put(b, callKey(r.AccountID, seq), r)
 	})
 	if err != nil {
 		return CallRecord{}, fmt.Errorf("record call: %w", err)
 	}
-	return r, nil
+	return out, nil
 }
 
 func callKey(acct string, seq uint64) string {
@@ -154,7 +159,7 @@ func (db *DB) Calls(accountID string, f CallFilter) ([]CallRecord, error) {
 // EndCall marks an answered call as ended at endedAt (its BYE): Duration
 // becomes the talk time from AnsweredAt. ErrNotFound if there is no such record.
 func (db *DB) EndCall(accountID string, seq uint64, endedAt time.Time) error {
-	err := db.update(func(t *tx) error {
+	err := db.batch(func(t *tx) error {
 		b := t.Bucket(bCalls)
 		var r CallRecord
 		if err := get(b, callKey(accountID, seq), &r); err != nil {

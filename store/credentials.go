@@ -1,6 +1,9 @@
 package store
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // SIPCredentials are what a phone needs to register as a user. Username is the
 // extension; Realm and Domain are the account's sip_domain.
@@ -97,28 +100,77 @@ type SIPIdentity struct {
 }
 
 // SIPIdentity looks up extension@domain for authentication. Not audited (it is
-// the registrar's hot path); the password never leaves the process.
+// the registrar's hot path); the password never leaves the process. Answers
+// are cached until the next committed write that could change them (any
+// update transaction; REGISTER's binding writes do not count), so a
+// re-registering phone costs a map lookup, and a disabled user, a rotated
+// password or a deleted user is seen by the very next request.
 func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
+	key := domain + "\x00" + extension
+	gen := db.gen.Load()
+	if id, ok := db.identities.get(gen, key); ok {
+		return id, nil
+	}
 	var id SIPIdentity
 	err := db.view(func(t *tx) error {
-		acct := t.Bucket(bDomains).Get([]byte(domain))
-		if acct == nil {
+		acctID := t.Bucket(bDomains).Get([]byte(domain))
+		if acctID == nil {
 			return fmt.Errorf("domain %s: %w", domain, ErrNotFound)
 		}
-		u, err := t.userByExtension(string(acct), extension)
+		a, err := t.account(string(acctID))
 		if err != nil {
 			return err
 		}
-		c, _, err := t.credentials(string(acct), u.ID)
+		u, err := t.userByExtension(a.ID, extension)
 		if err != nil {
 			return err
 		}
-		a, err := t.account(string(acct))
+		sealed := t.Bucket(bSecrets).Get([]byte(k(a.ID, u.ID)))
+		if sealed == nil {
+			return fmt.Errorf("password of %s: %w", u.ID, ErrNotFound)
+		}
+		pw, err := t.db.open(sealed)
 		if err != nil {
 			return err
 		}
-		id = SIPIdentity{Account: a, User: u, Password: c.Password}
+		id = SIPIdentity{Account: a, User: u, Password: pw}
 		return nil
 	})
-	return id, err
+	if err != nil {
+		return SIPIdentity{}, err
+	}
+	// Keep it only if no write committed while we read: otherwise what we
+	// read may already be stale.
+	if db.gen.Load() == gen {
+		db.identities.put(gen, key, id)
+	}
+	return id, nil
+}
+
+// identityCache holds SIPIdentity answers for one write generation.
+type identityCache struct {
+	mu  sync.Mutex
+	gen uint64
+	m   map[string]SIPIdentity
+}
+
+const maxCachedIdentities = 200_000
+
+func (c *identityCache) get(gen uint64, key string) (SIPIdentity, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return SIPIdentity{}, false
+	}
+	id, ok := c.m[key]
+	return id, ok
+}
+
+func (c *identityCache) put(gen uint64, key string, id SIPIdentity) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen != gen || c.m == nil || len(c.m) >= maxCachedIdentities {
+		c.gen, c.m = gen, map[string]SIPIdentity{}
+	}
+	c.m[key] = id
 }

@@ -319,3 +319,41 @@ func TestRegisterDeleteRace(t *testing.T) {
 		}
 	}
 }
+
+// SIPIdentity answers from a cache, which every committed change invalidates
+// at once: a rotated password, a disabled or deleted user.
+func TestSIPIdentitySeesEveryChange(t *testing.T) {
+	db := storetest.Open(t, storetest.NewClock())
+	mustAccount(t, db)
+	u := mustUser(t, db, "1002")
+	first, err := db.SIPIdentity("example.test", "1002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := db.SIPIdentity("example.test", "1002"); again.Password != first.Password {
+		t.Fatal("a second lookup differs")
+	}
+	rotated, err := db.RotateSIPCredentials(u.AccountID, u.ID, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := db.SIPIdentity("example.test", "1002"); id.Password != rotated.Password || id.Password == first.Password {
+		t.Fatal("SIPIdentity still answers the old password after a rotation")
+	}
+	if _, err := db.DisableUser(u.AccountID, u.ID, admin); err != nil {
+		t.Fatal(err)
+	}
+	if id, _ := db.SIPIdentity("example.test", "1002"); id.User.Status != store.StatusDisabled {
+		t.Fatal("SIPIdentity still answers enabled after a disable")
+	}
+	// A REGISTER's binding write does not invalidate; the answer stays right.
+	if _, err := db.Register(reg(u, "c", 1, "sip:1002@192.0.2.7", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteUser(u.AccountID, u.ID, admin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SIPIdentity("example.test", "1002"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("SIPIdentity after delete = %v, want ErrNotFound", err)
+	}
+}

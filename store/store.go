@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -44,6 +45,12 @@ type DB struct {
 	now         func() time.Time
 	maxContacts int
 	dir         string
+
+	// gen counts committed update transactions (not REGISTER's batches,
+	// which touch only bindings): caches of other records are valid while
+	// it is unchanged.
+	gen        atomic.Uint64
+	identities identityCache
 }
 
 // FileName is the bbolt file inside the data directory; KeyFile holds the

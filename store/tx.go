@@ -15,9 +15,13 @@ type tx struct {
 }
 
 func (db *DB) update(fn func(*tx) error) error {
-	return db.bolt.Update(func(btx *bolt.Tx) error {
+	err := db.bolt.Update(func(btx *bolt.Tx) error {
 		return fn(&tx{Tx: btx, now: db.now(), db: db})
 	})
+	if err == nil {
+		db.gen.Add(1) // after the commit: see identityCache
+	}
+	return err
 }
 
 // batch is update through bolt's group commit: many concurrent callers share

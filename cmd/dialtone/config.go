@@ -36,6 +36,7 @@ type config struct {
 	NTPServer        string
 	TimeZone         string
 	MediaIP          string
+	DebugAddr        string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -60,6 +61,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.DefaultExpires, "default-expires", 3600, "registration length when the phone asks for none, in seconds")
 	fs.StringVar(&c.Announcement, "announcement", "", "WAV file (8 kHz mono) replacing the built-in 'Extension is not recognized' announcement")
 	fs.StringVar(&c.MediaIP, "media-ip", "", "IP address put in SDP answers for announcement media (default: --sip-host if it is an IP, else the address routed towards the caller)")
+	fs.StringVar(&c.DebugAddr, "debug-addr", "", "if set, serve Go's pprof profiles on this HOST:PORT (keep it on localhost)")
 	fs.StringVar(&c.RTPPorts, "rtp-ports", "10000-20000", "UDP port range for announcement media")
 	fs.StringVar(&c.NTPServer, "ntp-server", "", "NTP server rendered into phone configs")
 	fs.StringVar(&c.TimeZone, "timezone", "", "time zone rendered into phone configs, in Yealink's form (e.g. +1, -5)")
