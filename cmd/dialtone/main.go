@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -33,12 +32,6 @@ import (
 var version = "dev"
 
 func main() {
-	// SIP handling allocates per message (sipgo parses into fresh objects):
-	// collect less often than Go's default, trading memory (plentiful here)
-	// for CPU. An operator's own GOGC/GOMEMLIMIT win.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(400)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
