@@ -56,6 +56,7 @@ cover:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
 	@if [ -x scripts/bench-e2e.sh ]; then scripts/bench-e2e.sh; fi
+	@if [ -x scripts/bench-provisioning.sh ]; then scripts/bench-provisioning.sh; fi
 
 bench-compare:
 	@if [ -x scripts/bench-compare.sh ]; then scripts/bench-compare.sh; else echo "bench-compare: not built yet (issue 6)"; exit 1; fi
