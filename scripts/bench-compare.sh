@@ -11,6 +11,7 @@
 #      registrar's CPU per registration (all its processes, from /proc);
 #   3. a re-registration storm: every user at once, no retries (how many
 #      succeed on the first try; the rest should be 503 with Retry-After).
+# dialtone is also profiled (pprof, --debug-addr) for 10 s at its max rate.
 # Prints a table and the ratios dialtone/Kamailio. Everything it starts is
 # stopped on exit. Only loopback addresses are used.
 #
@@ -119,6 +120,16 @@ measure() {
 		R[$name.$tr.fail]=$(jget fail_fraction "$TMP/$name-$tr-half.out")
 		R[$name.$tr.cpu]=$(jget target_cpu_us_per_reg "$TMP/$name-$tr-half.out")
 		R[$name.$tr.gen]=$(jget generator_cpu_us_per_reg "$TMP/$name-$tr-half.out")
+		if [ "$name" = dialtone ] && [ -n "${DEBUG_ADDR:-}" ] && command -v "$GO" >/dev/null 2>&1; then
+			echo "== $name $tr: CPU profile (pprof, 10 s) at the max rate, ${max%.*}/s"
+			PPROF_TMPDIR="$TMP" $GO tool pprof -proto "http://$DEBUG_ADDR/debug/pprof/profile?seconds=10" >"$TMP/dialtone-$tr.pprof" 2>"$TMP/pprof-$tr.log" &
+			local pp=$!
+			"$BIN/sipload" -target "$addr" -transport "$tr" -domain "$DOMAIN" "$@" -rate "${max%.*}" \
+				-duration 12s -timeout 2s -target-pid "$pid" >"$TMP/$name-$tr-prof.out" 2>&1 || true
+			wait "$pp" || true
+			grep -E 'throughput|latency|target cpu' "$TMP/$name-$tr-prof.out" || true
+			$GO tool pprof -top -nodecount=30 "$TMP/dialtone-$tr.pprof" 2>/dev/null | sed 's/^/   /' || true
+		fi
 		echo "== $name $tr: re-registration storm, all $USERS users at once"
 		"$BIN/sipload" -target "$addr" -transport "$tr" -domain "$DOMAIN" "$@" -once -timeout 5s \
 			-target-pid "$pid" -json | tee "$TMP/$name-$tr-storm.out" || true
@@ -143,7 +154,7 @@ stop "$KPID"
 echo "== starting dialtone (fresh data directory $TMP/data)"
 TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 "$BIN/dialtone" --data "$TMP/data" --sip-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --provisioning-addr 127.0.0.1:0 \
-	--domain "$DOMAIN" --bootstrap-token "$TOKEN" --log-level info >"$TMP/dialtone.log" 2>&1 &
+	--debug-addr 127.0.0.1:0 --domain "$DOMAIN" --bootstrap-token "$TOKEN" --log-level info >"$TMP/dialtone.log" 2>&1 &
 DPID=$!
 PIDS+=("$DPID")
 for _ in $(seq 100); do
@@ -156,6 +167,7 @@ READY=$(grep 'dialtone ready' "$TMP/dialtone.log" | head -1)
 SIP_UDP=$(sed -n 's/.*sip_udp=\([^ ]*\).*/\1/p' <<<"$READY")
 SIP_TCP=$(sed -n 's/.*sip_tcp=\([^ ]*\).*/\1/p' <<<"$READY")
 ADMIN=$(sed -n 's/.* admin=\([^ ]*\).*/\1/p' <<<"$READY")
+DEBUG_ADDR=$(sed -n 's/.*pprof listening.* addr=\([^ ]*\).*/\1/p' "$TMP/dialtone.log" | head -1)
 echo "== creating $USERS users through the admin API"
 SIPLOAD_TOKEN="$TOKEN" "$BIN/sipload" provision -admin "http://$ADMIN" -users "$USERS" -user-prefix 2 -parallel 16 -out "$TMP/users.csv"
 measure dialtone "$DPID" "$SIP_UDP" "$SIP_TCP" -users-file "$TMP/users.csv"
