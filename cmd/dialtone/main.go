@@ -129,6 +129,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("admin: %w", err)
 	}
 	defer adminLn.Close()
+	var dbg net.Listener
+	if cfg.DebugAddr != "" {
+		if dbg, err = lc.Listen(ctx, "tcp", cfg.DebugAddr); err != nil {
+			return fmt.Errorf("debug: %w", err)
+		}
+		defer dbg.Close()
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -177,11 +184,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
 	g.Go(func() error { return serveHTTP(provHTTP, provLn, tlsConf != nil) })
 	g.Go(func() error { sweep(gctx, db, log); return nil })
-	if cfg.DebugAddr != "" {
-		dbg, err := lc.Listen(ctx, "tcp", cfg.DebugAddr)
-		if err != nil {
-			return fmt.Errorf("debug: %w", err)
-		}
+	if dbg != nil {
 		debugHTTP := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return serveHTTP(debugHTTP, dbg, false) })
 		g.Go(func() error { <-gctx.Done(); return debugHTTP.Close() })
