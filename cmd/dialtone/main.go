@@ -105,6 +105,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return fmt.Errorf("SIP: %w", err)
 	}
 	defer udp.Close()
+	enlargeReceiveBuffer(udp, sipUDPBuffer, log)
 	tcp, err := listenSIPTCP(ctx, &lc, cfg.SIPAddr, udp.LocalAddr())
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
