@@ -45,7 +45,6 @@ type lane struct {
 	tcp   bool
 	wmu   sync.Mutex // serialises TCP writes
 	users []*ua
-	conc  int // AFAP share of the outstanding exchanges
 
 	mu     sync.Mutex
 	cursor int
