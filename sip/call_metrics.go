@@ -5,7 +5,7 @@ import (
 )
 
 // callMetrics are the call-handling metrics (invite.go, announce.go,
-// proxy.go, notify.go). They are registered on Config.CallRegisterer.
+// proxy.go, notify.go). They are registered on the registerer given to New.
 type callMetrics struct {
 	invites       *prometheus.CounterVec // by outcome (store.Outcome*)
 	announcements prometheus.Counter

@@ -22,8 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// callEnv is env with call handling observable: its own registry for the
-// call metrics.
+// callEnv is env with call handling observable: the registry New got, which
+// holds the call metrics too.
 type callEnv struct {
 	*env
 	callReg *prometheus.Registry
@@ -31,12 +31,11 @@ type callEnv struct {
 
 func newCallEnv(t testing.TB, cfg Config) *callEnv {
 	t.Helper()
-	creg := prometheus.NewRegistry()
-	cfg.CallRegisterer = creg
 	if cfg.RTPPortMin == 0 {
 		cfg.RTPPortMin, cfg.RTPPortMax = 30000, 39999
 	}
-	return &callEnv{env: newEnv(t, cfg), callReg: creg}
+	e := newEnv(t, cfg)
+	return &callEnv{env: e, callReg: e.reg}
 }
 
 // metric returns the value of a call metric (a counter or gauge, with the

@@ -16,6 +16,7 @@ import (
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Call handling: policies.
@@ -85,13 +86,13 @@ func (c *Config) checkCallConfig() error {
 	return nil
 }
 
-// initCalls sets up s.calls; routes calls it once, from New.
-func (s *Server) initCalls() {
+// initCalls sets up s.calls, registering the call metrics on reg (nil: not
+// registered); New calls it once.
+func (s *Server) initCalls(reg prometheus.Registerer) error {
 	c := &calls{dialogs: newDialogs()}
-	m, err := newCallMetrics(s.cfg.CallRegisterer)
+	m, err := newCallMetrics(reg)
 	if err != nil {
-		s.log.Error("sip: call metrics not registered", "err", err)
-		m, _ = newCallMetrics(nil)
+		return fmt.Errorf("sip: call metrics: %w", err)
 	}
 	c.m = m
 	c.ports, _ = media.NewPorts(s.cfg.RTPPortMin, s.cfg.RTPPortMax) // checked by setDefaults
@@ -121,12 +122,12 @@ func (s *Server) initCalls() {
 		opts = append(opts, sipgo.WithClientHostname(s.cfg.Hostname))
 	}
 	cli, err := sipgo.NewClient(s.ua, opts...)
-	if err != nil { // only options can fail, and ours cannot
-		s.log.Error("sip: client", "err", err)
-		cli, _ = sipgo.NewClient(s.ua)
+	if err != nil {
+		return fmt.Errorf("sip: client: %w", err)
 	}
 	c.cli = cli
 	s.calls = c
+	return nil
 }
 
 // SetAnnouncement replaces the announcement played to callers of disabled

@@ -76,11 +76,6 @@ type Config struct {
 	// RingTimeout is how long a routed call rings its contacts before every
 	// branch is cancelled and the caller gets 480 [60 s].
 	RingTimeout time.Duration
-	// CallRegisterer is where the call metrics (dialtone_sip_invites_total,
-	// _announcements_played_total, _rtp_packets_sent_total, _active_calls,
-	// _check_sync_total) are registered [nil = not registered]. Pass the
-	// registerer given to New.
-	CallRegisterer prometheus.Registerer
 }
 
 // DefaultMD5OnlyUserAgents are the clients known to fail on a SHA-256
@@ -239,6 +234,10 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		return nil, fmt.Errorf("sip: server: %w", err)
 	}
 	s.ua, s.srv = ua, srv
+	if err := s.initCalls(reg); err != nil {
+		ua.Close()
+		return nil, err
+	}
 	s.routes()
 	return s, nil
 }
@@ -259,7 +258,6 @@ func (s *Server) routes() {
 	// inside sipgo's transaction layer; one that reaches OnCancel is relayed
 	// if it has our Route, else 481. In-dialog requests carrying our
 	// Record-Route are loose-routed; others keep the no-route answers.
-	s.initCalls()
 	s.srv.OnInvite(s.handle(s.onInvite))
 	s.srv.OnAck(s.handle(s.onAck))
 	s.srv.OnCancel(s.handle(s.onCancel))

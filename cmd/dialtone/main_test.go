@@ -217,6 +217,19 @@ func TestEndToEnd(t *testing.T) {
 	if strings.Contains(a.logs.String(), password) {
 		t.Error("the SIP password appears in the logs")
 	}
+	// One registry serves every component's metrics.
+	res, err := http.Get("http://" + a.addrs.Admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, name := range []string{"dialtone_sip_registrations_live", `dialtone_sip_register_responses_total{code="200"}`,
+		"dialtone_sip_active_calls", "dialtone_provisioning_fetches_total", "dialtone_admin_requests_total", "go_goroutines"} {
+		if !strings.Contains(string(body), name) {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
 }
 
 // TestRestartKeepsRegistrations: a registration survives a restart on the same data dir.
