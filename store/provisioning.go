@@ -221,8 +221,9 @@ func (db *DB) AccountByProvisioningKey(key string) (ProvisioningAccess, error) {
 }
 
 // RotateProvisioning gives the account a new URL key and password. The old
-// ones keep working for ProvisioningGrace, so every phone that polls within
-// that time picks up the new URL and password from its config.
+// ones keep working for ProvisioningGrace: phones that poll within that time
+// pick up the new password from their config, and the operator points DHCP
+// option 66 / RPS at the new URL (the key is never written into a config).
 func (db *DB) RotateProvisioning(accountID string, actor Actor) (ProvisioningSettings, error) {
 	key, ks, ps, err := db.newProvSecrets()
 	if err != nil {
