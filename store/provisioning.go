@@ -121,13 +121,11 @@ func (db *DB) ProvisioningSettings(accountID string, actor Actor) (ProvisioningS
 	}
 	var s ProvisioningSettings
 	err = db.update(func(t *tx) error {
-		if _, err := t.account(accountID); err != nil {
-			return err
-		}
-		var rec provisioningRecord
-		err := get(t.Bucket(bProvisioning), accountID, &rec)
+		rec, found, err := t.provisioningRecord(accountID)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		case !found:
 			rec = provisioningRecord{KeySealed: ks, KeyHash: keyHash(key), Username: newID("prov"), PasswordSealed: ps, RotatedAt: t.now}
 			if err := t.putProvisioning(accountID, rec); err != nil {
 				return err
@@ -135,8 +133,6 @@ func (db *DB) ProvisioningSettings(accountID string, actor Actor) (ProvisioningS
 			if err := t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "provisioning.create", TargetKind: "account", TargetID: accountID, TargetLabel: accountID}); err != nil {
 				return err
 			}
-		case err != nil:
-			return err
 		}
 		if s, err = t.openProvisioning(accountID, rec); err != nil {
 			return err
@@ -231,16 +227,12 @@ func (db *DB) RotateProvisioning(accountID string, actor Actor) (ProvisioningSet
 	}
 	var s ProvisioningSettings
 	err = db.update(func(t *tx) error {
-		if _, err := t.account(accountID); err != nil {
-			return err
-		}
-		var rec provisioningRecord
-		err := get(t.Bucket(bProvisioning), accountID, &rec)
+		rec, found, err := t.provisioningRecord(accountID)
 		switch {
-		case errors.Is(err, ErrNotFound):
-			rec = provisioningRecord{Username: newID("prov")}
 		case err != nil:
 			return err
+		case !found:
+			rec = provisioningRecord{Username: newID("prov")}
 		default:
 			if rec.PrevKeyHash != "" {
 				if err := t.Bucket(bProvKeys).Delete([]byte(rec.PrevKeyHash)); err != nil {
@@ -315,13 +307,11 @@ func (db *DB) SetProvisioningOverrides(accountID string, o map[string]string, ac
 		clean[k] = strings.TrimSpace(v)
 	}
 	err = db.update(func(t *tx) error {
-		if _, err := t.account(accountID); err != nil {
-			return err
-		}
-		var rec provisioningRecord
-		err := get(t.Bucket(bProvisioning), accountID, &rec)
+		rec, found, err := t.provisioningRecord(accountID)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case err != nil:
+			return err
+		case !found:
 			rec = provisioningRecord{KeySealed: ks, KeyHash: keyHash(key), Username: newID("prov"), PasswordSealed: ps, RotatedAt: t.now}
 		case err != nil:
 			return err
@@ -342,4 +332,17 @@ func (db *DB) SetProvisioningOverrides(accountID string, o map[string]string, ac
 		return nil, fmt.Errorf("set provisioning overrides of %s: %w", accountID, err)
 	}
 	return clean, nil
+}
+
+// provisioningRecord loads the account's provisioning record; found is false
+// (and err nil) when the account exists but has none yet.
+func (t *tx) provisioningRecord(accountID string) (rec provisioningRecord, found bool, err error) {
+	if _, err := t.account(accountID); err != nil {
+		return rec, false, err
+	}
+	err = get(t.Bucket(bProvisioning), accountID, &rec)
+	if errors.Is(err, ErrNotFound) {
+		return provisioningRecord{}, false, nil
+	}
+	return rec, err == nil, err
 }
