@@ -17,13 +17,7 @@ import (
 // extension through dialtone: it must authenticate (407), get the 183 with
 // early media, then 486 Busy Here. Skipped without baresip (unless CI=true).
 func TestBaresipCallsDisabledExtension(t *testing.T) {
-	bin, err := exec.LookPath("baresip")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("baresip not installed (CI=true): %v", err)
-		}
-		t.Skip("baresip not installed; apt-get install baresip")
-	}
+	bin := baresipBinary(t)
 	t.Parallel()
 	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
 	off, _ := e.addUser("1002")
@@ -95,13 +89,7 @@ func TestBaresipCallsDisabledExtension(t *testing.T) {
 // other through dialtone (the callee answers automatically), then hangs up
 // on exit. Skipped without baresip (unless CI=true).
 func TestBaresipCallsBaresip(t *testing.T) {
-	bin, err := exec.LookPath("baresip")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("baresip not installed (CI=true): %v", err)
-		}
-		t.Skip("baresip not installed; apt-get install baresip")
-	}
+	bin := baresipBinary(t)
 	t.Parallel()
 	e := newCallEnv(t, Config{})
 	ub, pwB := e.addUser("3202")

@@ -20,13 +20,7 @@ import (
 // baresip) with digest auth over UDP and TCP and checks the binding. Without
 // baresip the test is skipped, unless CI=true (the CI script installs it).
 func TestBaresipInterop(t *testing.T) {
-	bin, err := exec.LookPath("baresip")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("baresip not installed (CI=true): %v", err)
-		}
-		t.Skip("baresip not installed; apt-get install baresip")
-	}
+	bin := baresipBinary(t)
 	e := newEnv(t, Config{})
 	for i, transport := range []string{"UDP", "TCP"} {
 		t.Run(transport, func(t *testing.T) {
@@ -131,4 +125,19 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// baresipBinary returns the path of Debian's baresip, skipping the test when
+// it is missing — except in CI (CI=true), where .ci/run installs it and its
+// absence is a failure.
+func baresipBinary(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("baresip")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("baresip not installed (CI=true): %v", err)
+		}
+		t.Skip("baresip not installed; apt-get install baresip")
+	}
+	return bin
 }
