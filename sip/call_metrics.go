@@ -46,13 +46,8 @@ func newCallMetrics(reg prometheus.Registerer) (*callMetrics, error) {
 			Help: "check-sync NOTIFYs per device registration, by result (ok, rejected, no_flow, no_registration, error).",
 		}, []string{"result"}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.invites, m.announcements, m.rtpPackets, m.activeCalls, m.checkSyncs} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := registerAll(reg, m.invites, m.announcements, m.rtpPackets, m.activeCalls, m.checkSyncs); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -51,13 +51,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests refused because their source (or user from that source) is blocked.",
 		}),
 	}
-	if reg == nil {
-		return m, nil
-	}
-	for _, c := range []prometheus.Collector{m.requests, m.registers, m.authFailures, m.inFlight, m.overloaded, m.handlerPanics, m.blocks, m.blockedDrops} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := registerAll(reg, m.requests, m.registers, m.authFailures, m.inFlight, m.overloaded, m.handlerPanics, m.blocks, m.blockedDrops); err != nil {
+		return nil, err
 	}
 	return m, nil
 }
@@ -70,4 +65,17 @@ func methodLabel(m sip.RequestMethod) string {
 		return string(m)
 	}
 	return "OTHER"
+}
+
+// registerAll registers cs on reg (nil: registers nothing).
+func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
