@@ -510,3 +510,21 @@ func TestDeviceBindings(t *testing.T) {
 		t.Fatalf("DeviceBindings = %v, want the Yealink from the fetch source and the instance match, never the softphone", got)
 	}
 }
+
+func FuzzDeviceUsernameMAC(f *testing.F) {
+	for _, s := range []string{"805ec0aabbcc-abcdefghij", "805EC0AABBCC-abcdefghij", "prov-abcdefghij", "", "-", "805ec0aabbcc-", "80:5e:c0:aa:bb:cc-abcdefghij"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		mac, ok := store.DeviceUsernameMAC(s)
+		if !ok {
+			if mac != "" {
+				t.Fatalf("DeviceUsernameMAC(%q) = %q, false", s, mac)
+			}
+			return
+		}
+		if n, valid := store.NormalizeMAC(mac); !valid || n != mac || !strings.HasPrefix(s, mac+"-") || len(s) != 23 {
+			t.Fatalf("DeviceUsernameMAC(%q) = %q, not the username's own MAC", s, mac)
+		}
+	})
+}
