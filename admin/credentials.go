@@ -119,3 +119,14 @@ func (s *server) rotateDeviceProvisioningCredentials(c *gin.Context) error {
 	c.Header("Cache-Control", "no-store")
 	return reply(c, deviceCredentialsOut(cr))
 }
+
+// reopenDeviceBootstrap lets the account's bootstrap credential open the
+// device's file again until the phone next fetches with its own credentials
+// (a factory-reset phone that knows only the DHCP/RPS settings).
+func (s *server) reopenDeviceBootstrap(c *gin.Context) error {
+	d, err := s.db.ReopenDeviceBootstrap(c.Param("account"), c.Param("mac"), actor(c))
+	if err != nil {
+		return err
+	}
+	return reply(c, deviceOut(d))
+}

@@ -161,6 +161,12 @@ func TestDeviceProvisioningCredentials(t *testing.T) {
 	if calls := e.notifier.Calls(); len(calls) != 1 || calls[0] != "default/805ec0aabbcc" {
 		t.Errorf("check-syncs = %v, want one to the device", calls)
 	}
+	var reopened deviceJSON
+	e.call("POST", path+"/reopen-bootstrap", admin, nil, 200, &reopened)
+	if reopened.MAC != "805ec0aabbcc" || reopened.CredentialsConfirmedAt != nil {
+		t.Errorf("reopen-bootstrap = %+v", reopened)
+	}
+	e.callErr("POST", path+"/reopen-bootstrap", viewer, nil, 403, "forbidden")
 	var again deviceCredentialsJSON
 	e.call("GET", path, admin, nil, 200, &again)
 	if again.Password != rot.Password {

@@ -163,6 +163,18 @@ func TestBootstrapOpensOnlyUnconfirmedDevices(t *testing.T) {
 	if r := own.get(f.path(t54wMAC + ".cfg")); r.status != http.StatusOK {
 		t.Fatalf("own credentials after confirmation = %d, want 200", r.status)
 	}
+	// A factory-reset phone: the admin reopens the bootstrap for it until
+	// it fetches with its own credentials again.
+	if _, err := f.db.ReopenDeviceBootstrap("acme", t54wMAC, admin); err != nil {
+		t.Fatal(err)
+	}
+	if r := boot.get(f.path(t54wMAC + ".cfg")); r.status != http.StatusOK {
+		t.Fatalf("bootstrap after reopening = %d, want 200", r.status)
+	}
+	if r := own.get(f.path(t54wMAC + ".cfg")); r.status != http.StatusOK {
+		t.Fatalf("own credentials after reopening = %d, want 200", r.status)
+	}
+	same(t, want404, boot.get(f.path(t54wMAC+".cfg")))
 	// Another device that never fetched still opens with the bootstrap.
 	boot.ua = t46uUA
 	if r := boot.get(f.path(t46uMAC + ".cfg")); r.status != http.StatusOK {
@@ -175,8 +187,8 @@ func TestBootstrapOpensOnlyUnconfirmedDevices(t *testing.T) {
 			n++
 		}
 	}
-	if n != 1 {
-		t.Fatalf("%d confirmation audit entries, want 1", n)
+	if n != 2 {
+		t.Fatalf("%d confirmation audit entries, want 2 (before and after reopening)", n)
 	}
 }
 

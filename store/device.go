@@ -867,6 +867,34 @@ func (db *DB) RotateDeviceProvisioningCredentials(accountID, mac string, actor A
 	return db.deviceCredentials(accountID, mac, actor, credRotate)
 }
 
+// ReopenDeviceBootstrap lets the account's bootstrap credential open the
+// device's file again, as before its first fetch with its own credentials:
+// for a phone that was factory-reset and knows only what DHCP or RPS tells
+// it. Its first fetch with its own credentials closes it again. Audited.
+func (db *DB) ReopenDeviceBootstrap(accountID, mac string, actor Actor) (Device, error) {
+	nmac, ok := NormalizeMAC(mac)
+	if !ok {
+		return Device{}, fmt.Errorf("device %s: %w", mac, ErrNotFound)
+	}
+	var d Device
+	err := db.update(func(t *tx) error {
+		var err error
+		if d, err = t.device(accountID, nmac); err != nil {
+			return err
+		}
+		d.CredentialsConfirmedAt = time.Time{}
+		d.UpdatedAt = t.now
+		if err := t.putDevice(d); err != nil {
+			return err
+		}
+		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "device.provisioning_bootstrap.reopen", TargetKind: "device", TargetID: nmac, TargetLabel: d.Model})
+	})
+	if err != nil {
+		return Device{}, fmt.Errorf("reopen bootstrap for device %s: %w", nmac, err)
+	}
+	return d, nil
+}
+
 // EnsureDeviceCredentials gives a device created before devices had their own
 // provisioning credentials a set (audited as the provisioning server's); a
 // device that has them is left alone.
