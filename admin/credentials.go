@@ -68,3 +68,65 @@ func (s *server) checkSyncUser(c *gin.Context, acct, userID string) {
 		}
 	}
 }
+
+// deviceCredentialsJSON is a device's own provisioning credentials: what its
+// <mac>.cfg carries and what its fetches authenticate with. Only ever the
+// whole body of the provisioning-credentials routes, never part of a list.
+// previous_password_expires_at is set while the previous password still
+// works after a rotation.
+type deviceCredentialsJSON struct {
+	Username                  string  `json:"username"`
+	Password                  string  `json:"password"`
+	RotatedAt                 string  `json:"rotated_at" format:"date-time"`
+	PreviousPasswordExpiresAt *string `json:"previous_password_expires_at,omitempty" format:"date-time"`
+}
+
+func deviceCredentialsOut(cr store.DeviceCredentials) deviceCredentialsJSON {
+	out := deviceCredentialsJSON{Username: cr.Username, Password: cr.Password, RotatedAt: rfc3339(cr.RotatedAt)}
+	if !cr.PreviousUntil.IsZero() {
+		t := rfc3339(cr.PreviousUntil)
+		out.PreviousPasswordExpiresAt = &t
+	}
+	return out
+}
+
+func (s *server) deviceProvisioningCredentials(c *gin.Context) error {
+	cr, err := s.db.DeviceProvisioningCredentials(c.Param("account"), c.Param("mac"), actor(c))
+	if err != nil {
+		return err
+	}
+	c.Header("Cache-Control", "no-store")
+	return reply(c, deviceCredentialsOut(cr))
+}
+
+// rotateDeviceProvisioningCredentials gives the device a new provisioning
+// password (the previous one works for 24 h) and sends the phone a
+// check-sync, so it fetches the file carrying the new one at once (best
+// effort: otherwise at its next scheduled fetch).
+func (s *server) rotateDeviceProvisioningCredentials(c *gin.Context) error {
+	acct := c.Param("account")
+	cr, err := s.db.RotateDeviceProvisioningCredentials(acct, c.Param("mac"), actor(c))
+	if err != nil {
+		return err
+	}
+	if s.notifier != nil {
+		ctx, cancel := context.WithTimeout(c.Request.Context(), checkSyncTimeout)
+		if err := s.notifier.CheckSync(ctx, acct, cr.MAC); err != nil {
+			s.log.InfoContext(c, "check-sync after provisioning credential rotation", "account", acct, "mac", cr.MAC, "err", err)
+		}
+		cancel()
+	}
+	c.Header("Cache-Control", "no-store")
+	return reply(c, deviceCredentialsOut(cr))
+}
+
+// reopenDeviceBootstrap lets the account's bootstrap credential open the
+// device's file again until the phone next fetches with its own credentials
+// (a factory-reset phone that knows only the DHCP/RPS settings).
+func (s *server) reopenDeviceBootstrap(c *gin.Context) error {
+	d, err := s.db.ReopenDeviceBootstrap(c.Param("account"), c.Param("mac"), actor(c))
+	if err != nil {
+		return err
+	}
+	return reply(c, deviceOut(d))
+}

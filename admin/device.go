@@ -43,6 +43,20 @@ type deviceJSON struct {
 	Firmware          *string          `json:"firmware"`
 	LastUserAgent     *string          `json:"last_user_agent"`
 	LastConfigHash    *string          `json:"last_config_hash"`
+	// CredentialsConfirmedAt: when the phone first fetched with its own
+	// provisioning credentials; from then on the account's bootstrap
+	// credential no longer opens it. null: it still does.
+	CredentialsConfirmedAt *string `json:"credentials_confirmed_at" format:"date-time"`
+}
+
+// macClaimsJSON is the provider's view of device MACs across accounts.
+type macClaimsJSON struct {
+	Claims []macClaimJSON `json:"claims"`
+}
+
+type macClaimJSON struct {
+	MAC      string   `json:"mac"`
+	Accounts []string `json:"accounts"`
 }
 
 type deviceList struct {
@@ -96,7 +110,26 @@ func deviceOut(d store.Device) deviceJSON {
 		t := rfc3339(d.LastProvisionedAt)
 		out.LastProvisionedAt = &t
 	}
+	if !d.CredentialsConfirmedAt.IsZero() {
+		t := rfc3339(d.CredentialsConfirmedAt)
+		out.CredentialsConfirmedAt = &t
+	}
 	return out
+}
+
+// macClaims lists MACs that more than one account has added (?mac=: that
+// MAC's claims, however many). Adding a MAC never tells an account that
+// another has it; this provider-only view is where such overlaps show.
+func (s *server) macClaims(c *gin.Context) error {
+	cs, err := s.db.MACClaims(c.Query("mac"))
+	if err != nil {
+		return err
+	}
+	out := macClaimsJSON{Claims: make([]macClaimJSON, 0, len(cs))}
+	for _, m := range cs {
+		out.Claims = append(out.Claims, macClaimJSON{MAC: m.MAC, Accounts: m.Accounts})
+	}
+	return reply(c, out)
 }
 
 func linesIn(ls []deviceLineJSON) []store.DeviceLine {

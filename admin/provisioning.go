@@ -1,15 +1,21 @@
 package admin
 
 import (
+	"strings"
+
 	"github.com/gin-gonic/gin"
 
 	"github.com/dialtone-voip/dialtone/store"
 )
 
 // provisioningJSON is what to configure on a phone (or in DHCP option 66 /
-// RPS): the URL with the account's secret key, and the HTTP credentials.
+// RPS): the URL with the account's secret key, and the account's bootstrap
+// credential. The bootstrap credential opens only devices that have never
+// fetched with their own credentials (GET /devices/{mac}/provisioning-
+// credentials); the first file a phone gets moves it onto its own.
 // previous_password_expires_at is set while the previous key and password
-// still work after a rotation.
+// still work after a rotation. tls is whether phones fetch over HTTPS (the
+// URL's scheme); warnings says what is unsafe about the setup.
 type provisioningJSON struct {
 	URL                       string            `json:"url"`
 	Username                  string            `json:"username"`
@@ -17,7 +23,13 @@ type provisioningJSON struct {
 	RotatedAt                 string            `json:"rotated_at" format:"date-time"`
 	PreviousPasswordExpiresAt *string           `json:"previous_password_expires_at,omitempty" format:"date-time"`
 	Overrides                 map[string]string `json:"overrides"`
+	TLS                       bool              `json:"tls"`
+	Warnings                  []string          `json:"warnings"`
 }
+
+// warnPlainHTTP is the warning GET /provisioning gives when phones fetch
+// their files, which carry SIP passwords, over plain HTTP.
+const warnPlainHTTP = "phones fetch files with SIP passwords over plain HTTP; configure --tls-cert/--tls-key"
 
 // overridesJSON is the account's extra config keys, appended to every phone's
 // file.
@@ -30,7 +42,11 @@ func (s *server) provisioningOut(p store.ProvisioningSettings) provisioningJSON 
 	if s.provURL != nil {
 		url = s.provURL(p.Key)
 	}
-	out := provisioningJSON{URL: url, Username: p.Username, Password: p.Password, RotatedAt: rfc3339(p.RotatedAt), Overrides: p.Overrides}
+	out := provisioningJSON{URL: url, Username: p.Username, Password: p.Password, RotatedAt: rfc3339(p.RotatedAt), Overrides: p.Overrides,
+		TLS: strings.HasPrefix(strings.ToLower(url), "https://"), Warnings: []string{}}
+	if !out.TLS {
+		out.Warnings = append(out.Warnings, warnPlainHTTP)
+	}
 	if out.Overrides == nil {
 		out.Overrides = map[string]string{}
 	}

@@ -4,27 +4,39 @@
 // # Who gets what
 //
 // A request passes, in order: the per-source throttle (blocked → 429), the
-// path (/p/{key}/{file}, nothing else), the account's URL key, the account's
-// HTTP credentials (Digest, or Basic over TLS), the User-Agent's MAC against
-// the file's MAC (or its model against the common file's code), and the
-// device's existence in that account. Every refusal after the credentials,
-// and every refusal before them that is not a credentials problem, is the
-// same 404 (status, headers and body), so a scanner cannot tell an unknown
-// MAC from a wrong key, another account's phone or a forged User-Agent.
+// path (/p/{key}/{file}, nothing else), the account's URL key, the HTTP
+// credentials (Digest, or Basic over TLS), the User-Agent's MAC against the
+// file's MAC (or its model against the common file's code), the device's
+// existence in that account, and whether the credentials open that file.
+//
+// Credentials are per device: each device's own username and password are
+// written into its own <mac>.cfg only, and open only that file and the
+// common file of its model. The account's bootstrap credential (for phones
+// that know only what DHCP or RPS told them) opens a device's file only
+// until the device has fetched with its own credentials; the file it gets
+// moves the phone onto them. See docs/provisioning.md.
+//
+// Every refusal after the credentials, and every refusal before them that is
+// not a credentials problem, is the same 404 (status, headers and body), so a
+// scanner cannot tell an unknown MAC from a wrong key, another account's
+// phone, a forged User-Agent or another device's credentials.
 //
 // The one exception is 401: a phone sends credentials only after a challenge
-// (notes §3), so a request with a valid key and no or wrong credentials gets
-// a Digest challenge. That reveals only that the key is valid; a key is 192
-// random bits, so it cannot be found by guessing, and the 401 is decided
-// before any device lookup, so it says nothing about MACs.
+// (docs/provisioning.md), so a request with a valid key and no or wrong
+// credentials gets a Digest challenge. That reveals only that the key is
+// valid; a key is 192 random bits, so it cannot be found by guessing. The
+// credentials are checked against the device the username names, or against
+// a dummy password when it names none, so the work is the same either way.
 //
 // HTTPS is the caller's: serve this handler from an http.Server with a TLS
-// certificate (and no plain-HTTP listener) in production.
+// certificate (and no plain-HTTP listener) in production; over plain HTTP the
+// files, with their SIP passwords, cross the network in clear.
 package provisioning
 
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,6 +48,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/icholy/digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dialtone-voip/dialtone/store"
@@ -90,6 +103,9 @@ type Handler struct {
 	ntp, tz  string
 	throttle *throttle
 	nonces   nonces
+	// dummy is checked when a request's username names no credential, so
+	// an unknown username costs the same digest work as a known one.
+	dummy []string
 
 	fetches *prometheus.CounterVec
 	blocks  prometheus.Counter
@@ -185,6 +201,11 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, err
 	}
 	h.nonces = nonces{secret: secret, now: db.Now}
+	dummy := make([]byte, 24)
+	if _, err := rand.Read(dummy); err != nil {
+		return nil, err
+	}
+	h.dummy = []string{hex.EncodeToString(dummy)}
 
 	h.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dialtone_provisioning_fetches_total",
@@ -250,7 +271,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, "look up provisioning key", err)
 		return
 	}
-	switch h.nonces.authenticate(r, acc) {
+	who, err := h.principal(r, acc)
+	if err != nil {
+		h.internal(w, "look up credentials", err)
+		return
+	}
+	switch h.nonces.authenticate(r, who.access) {
 	case authNone:
 		h.challenge(w, acc.Account.ID, false)
 		return
@@ -268,6 +294,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		m, known := store.LookupModel(ua.Model)
 		if !uaOK || !known || "000000000"+m.Code != req.Code {
 			h.refuse(w, src, "model_mismatch", acc.Account.ID)
+			return
+		}
+		if own, _ := store.LookupModel(who.device.Model); !who.bootstrap && own.Code != m.Code {
+			h.refuse(w, src, "other_model", acc.Account.ID)
 			return
 		}
 		body, err := renderCommon(m.CommonFile())
@@ -292,7 +322,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, src, "unknown_device", acc.Account.ID)
 			return
 		}
-		d, cleared := macInputs(dc, acc.Settings, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
+		switch {
+		case who.bootstrap && !dc.Device.CredentialsConfirmedAt.IsZero():
+			// The phone has its own credentials already: the account's
+			// bootstrap credential no longer opens its file.
+			h.refuse(w, src, "bootstrap_closed", acc.Account.ID)
+			return
+		case !who.bootstrap && who.device.MAC != req.MAC:
+			h.refuse(w, src, "other_device", acc.Account.ID)
+			return
+		}
+		if dc.Credentials.Username == "" {
+			// A device added before devices had their own credentials:
+			// give it a set now, so its file moves it onto them.
+			if err := h.db.EnsureDeviceCredentials(acc.Account.ID, req.MAC); err != nil {
+				h.internal(w, "create device credentials", err)
+				return
+			}
+			if dc, err = h.db.DeviceConfig(acc.Account.ID, req.MAC); err != nil {
+				h.internal(w, "read device", err)
+				return
+			}
+		}
+		d, cleared := macInputs(dc, acc.Settings.Overrides, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
 		body, sum, err := h.rendered.render(&d)
 		if err != nil {
 			h.internal(w, "render device config", err)
@@ -311,8 +363,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// phone need not wait for its fsync; concurrent records share one
 		// commit. It is counted before the answer is written, so a Flush by
 		// anyone who has seen the answer waits for it.
-		f := store.Fetch{MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
-			Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:])}
+		f := store.Fetch{AccountID: acc.Account.ID, MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
+			Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:]), OwnCredentials: !who.bootstrap}
+		// The first fetch with the device's own credentials closes the
+		// bootstrap credential for it: record that one before answering.
+		confirm := f.OwnCredentials && dc.Device.CredentialsConfirmedAt.IsZero()
 		h.recMu.Lock()
 		backlog := h.recording
 		h.recording++
@@ -327,13 +382,66 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			h.recMu.Unlock()
 		}
-		if backlog >= maxRecordBacklog {
-			record() // the disk is behind: this request waits, so the backlog stays bounded
+		if backlog >= maxRecordBacklog || confirm {
+			record() // the disk is behind (this request waits, so the backlog stays bounded), or the bootstrap closes now
 		} else {
 			go record()
 		}
 		h.serveSum(w, body, sum, outcome)
 	}
+}
+
+// principal is who a request's credentials claim to be: the account's
+// bootstrap credential, one device of the account, or nobody (the dummy
+// password, which no request matches).
+type principal struct {
+	access    store.ProvisioningAccess // the username and passwords authenticate checks
+	bootstrap bool
+	device    store.Device // the device whose own credentials these are (not bootstrap)
+}
+
+// principal resolves the username in r's Authorization within the URL key's
+// account. A device username names its MAC (store.DeviceUsernameMAC), so one
+// lookup finds it. When the username names nothing, the passwords are the
+// handler's dummy, so the digest is computed all the same.
+func (h *Handler) principal(r *http.Request, acc store.ProvisioningAccess) (principal, error) {
+	user := presentedUser(r)
+	p := principal{access: store.ProvisioningAccess{Account: acc.Account, Settings: acc.Settings, Username: user, Passwords: h.dummy}}
+	if user == "" {
+		return p, nil
+	}
+	if subtle.ConstantTimeCompare([]byte(user), []byte(acc.Username)) == 1 {
+		p.access, p.bootstrap = acc, true
+		return p, nil
+	}
+	mac, ok := store.DeviceUsernameMAC(user)
+	if !ok {
+		return p, nil
+	}
+	d, cr, err := h.db.DeviceAuth(acc.Account.ID, mac)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return p, nil
+	case err != nil:
+		return p, err
+	case cr.Username == "" || subtle.ConstantTimeCompare([]byte(user), []byte(cr.Username)) != 1:
+		return p, nil
+	}
+	p.access.Passwords, p.device = cr.Passwords(), d
+	return p, nil
+}
+
+// presentedUser is the username of r's Basic or Digest Authorization ("" if
+// none can be read; authenticate then refuses the header itself).
+func presentedUser(r *http.Request) string {
+	if user, _, ok := r.BasicAuth(); ok {
+		return user
+	}
+	c, err := digest.ParseCredentials(r.Header.Get("Authorization"))
+	if err != nil {
+		return ""
+	}
+	return c.Username
 }
 
 // refuse answers the one 404 every refusal shares and counts a failure.

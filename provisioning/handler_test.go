@@ -736,8 +736,9 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Within the grace period the phone still gets in with the old key and
-	// password, and the config it receives carries the new password. The
-	// key (the URL) is never in a config file: phones learn it from DHCP
+	// bootstrap password (it has not used its own credentials yet), and the
+	// config it receives carries its own credentials, never the account's.
+	// The key (the URL) is never in a config file: phones learn it from DHCP
 	// option 66, RPS or their admin, which the operator updates within the
 	// grace period.
 	r := oldPhone.get("/p/" + old.Key + "/" + t54wMAC + ".cfg")
@@ -745,14 +746,20 @@ func TestRotation(t *testing.T) {
 		t.Fatalf("old key+password within grace = %d, want 200", r.status)
 	}
 	body := string(r.body)
-	if !strings.Contains(body, "static.auto_provision.server.password = "+rot.Password+"\n") {
-		t.Fatal("config served within grace does not carry the new password")
+	own, err := f.db.DeviceProvisioningCredentials("acme", t54wMAC, admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, "static.auto_provision.server.password = "+own.Password+"\n") {
+		t.Fatal("config served within grace does not carry the device's own password")
 	}
 	if strings.Contains(body, rot.Key) || strings.Contains(body, "static.auto_provision.server.url") {
 		t.Fatal("the provisioning key is in a config file")
 	}
-	if strings.Contains(body, old.Key) || strings.Contains(body, old.Password) {
-		t.Fatal("config still carries the old key or password")
+	for _, secret := range []string{old.Key, old.Password, rot.Password, rot.Username} {
+		if strings.Contains(body, secret) {
+			t.Fatal("config carries the account's key or bootstrap credential")
+		}
 	}
 	f.clock.Advance(store.ProvisioningGrace + time.Minute)
 	stale := f.phone(81, t54wUA)

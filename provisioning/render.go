@@ -54,17 +54,19 @@ type sipSettings struct {
 // by disabling, deleting or reassigning its user is reset on the phone. The
 // output depends only on its inputs: same data, same bytes. cleared reports
 // whether an assigned line was cleared or the phone has no active line.
-func renderMAC(c store.DeviceConfig, prov store.ProvisioningSettings, url string, sip sipSettings, repeatMinutes int, ntp, tz string) (body []byte, cleared bool, err error) {
-	d, cleared := macInputs(c, prov, url, sip, repeatMinutes, ntp, tz)
+func renderMAC(c store.DeviceConfig, overrides map[string]string, url string, sip sipSettings, repeatMinutes int, ntp, tz string) (body []byte, cleared bool, err error) {
+	d, cleared := macInputs(c, overrides, url, sip, repeatMinutes, ntp, tz)
 	body, err = d.render()
 	return body, cleared, err
 }
 
 // macInputs gathers everything mac.tmpl renders; cleared is as for renderMAC.
-func macInputs(c store.DeviceConfig, prov store.ProvisioningSettings, url string, sip sipSettings, repeatMinutes int, ntp, tz string) (d macData, cleared bool) {
+// The provisioning credentials rendered are the device's own (c.Credentials),
+// never the account's: one phone's file opens no other phone's.
+func macInputs(c store.DeviceConfig, overrides map[string]string, url string, sip sipSettings, repeatMinutes int, ntp, tz string) (d macData, cleared bool) {
 	d = macData{
 		Model: c.Model.Name, MAC: c.Device.MAC,
-		URL: url, Username: prov.Username, Password: prov.Password,
+		URL: url, Username: c.Credentials.Username, Password: c.Credentials.Password,
 		RepeatMinutes: repeatMinutes, NTPServer: ntp, TimeZone: tz,
 		Accounts: make([]accountData, c.Model.Accounts),
 	}
@@ -98,13 +100,13 @@ func macInputs(c store.DeviceConfig, prov store.ProvisioningSettings, url string
 	if active == 0 {
 		cleared = true
 	}
-	keys := make([]string, 0, len(prov.Overrides))
-	for k := range prov.Overrides {
+	keys := make([]string, 0, len(overrides))
+	for k := range overrides {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		d.Overrides = append(d.Overrides, keyValue{k, prov.Overrides[k]})
+		d.Overrides = append(d.Overrides, keyValue{k, overrides[k]})
 	}
 	return d, cleared
 }

@@ -28,9 +28,10 @@ func goldenConfig(t *testing.T, model string) store.DeviceConfig {
 		t.Fatalf("LookupModel(%s) failed", model)
 	}
 	c := store.DeviceConfig{
-		Account: store.Account{ID: "acme", SIPDomain: "example.test"},
-		Device:  store.Device{AccountID: "acme", MAC: "805ec0aabbcc", Model: m.Name},
-		Model:   m,
+		Account:     store.Account{ID: "acme", SIPDomain: "example.test"},
+		Device:      store.Device{AccountID: "acme", MAC: "805ec0aabbcc", Model: m.Name},
+		Model:       m,
+		Credentials: store.DeviceCredentials{MAC: "805ec0aabbcc", Username: "805ec0aabbcc-devuser12a", Password: "DevicePassw0rdDDDDDD"},
 		Lines: []store.LineConfig{
 			{Line: 1, UserID: "u-ada", User: goldenUser("u-ada", "1001", "Ada Lovelace", store.StatusEnabled), Active: true,
 				SIP: store.SIPCredentials{Username: "1001", Password: "AdaSipPassw0rdAAAAAA", Realm: "example.test", Domain: "example.test"}},
@@ -53,7 +54,7 @@ var goldenSIP = sipSettings{Proxy: "sip.example.test", Port: 5060, Transport: 0,
 
 func renderGolden(t *testing.T, model string) []byte {
 	t.Helper()
-	body, _, err := renderMAC(goldenConfig(t, model), goldenProv, "https://prov.example.test:8443/p/"+goldenProv.Key+"/", goldenSIP, 60, "pool.ntp.org", "+1")
+	body, _, err := renderMAC(goldenConfig(t, model), goldenProv.Overrides, "https://prov.example.test:8443/p/"+goldenProv.Key+"/", goldenSIP, 60, "pool.ntp.org", "+1")
 	if err != nil {
 		t.Fatalf("renderMAC(%s) = %v", model, err)
 	}
@@ -315,7 +316,7 @@ func BenchmarkRenderMAC(b *testing.B) {
 		Lines: []store.LineConfig{{Line: 1, Active: true, User: goldenUser("u", "1001", "Ada", store.StatusEnabled), SIP: store.SIPCredentials{Username: "1001", Password: "pw"}}}}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, _, err := renderMAC(c, goldenProv, "https://x/p/k/", goldenSIP, 60, "", ""); err != nil {
+		if _, _, err := renderMAC(c, goldenProv.Overrides, "https://x/p/k/", goldenSIP, 60, "", ""); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,7 +1,13 @@
 package store_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -101,27 +107,172 @@ func TestCreateDeviceNormalises(t *testing.T) {
 	}
 }
 
-func TestMACUniqueAcrossAccounts(t *testing.T) {
+// TestMACClaimsPerAccount: adding a MAC another account has succeeds (no
+// "already exists" oracle), each account gets its own device, and the
+// provider's view lists the MAC with both accounts (issue 11, row 11).
+func TestMACClaimsPerAccount(t *testing.T) {
 	f := newDevFixture(t)
 	if _, err := f.db.CreateDevice("a", store.NewDevice{MAC: "805ec0aabbcc", Model: "T54W"}, devOps); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.db.CreateDevice("b", store.NewDevice{MAC: "80:5e:c0:aa:bb:cc", Model: "T46U"}, devOps)
-	if !errors.Is(err, store.ErrExists) {
-		t.Fatalf("same MAC in another account: err = %v, want ErrExists", err)
+	db, err := f.db.CreateDevice("b", store.NewDevice{MAC: "80:5e:c0:aa:bb:cc", Model: "T46U"}, devOps)
+	if err != nil {
+		t.Fatalf("the same MAC in another account = %v, want it added (no cross-account answer)", err)
+	}
+	if db.AccountID != "b" || db.Model != "T46U" {
+		t.Fatalf("device = %+v", db)
 	}
 	_, err = f.db.CreateDevice("a", store.NewDevice{MAC: "805EC0AABBCC", Model: "T46U"}, devOps)
 	if !errors.Is(err, store.ErrExists) {
-		t.Fatalf("same MAC twice: err = %v, want ErrExists", err)
+		t.Fatalf("same MAC twice in one account: err = %v, want ErrExists", err)
+	}
+	if da, _ := f.db.Device("a", "805ec0aabbcc"); da.Model != "T54W" {
+		t.Fatalf("account b's claim changed account a's device: %+v", da)
+	}
+	want := []store.MACClaim{{MAC: "805ec0aabbcc", Accounts: []string{"a", "b"}}}
+	for _, mac := range []string{"", "80-5E-C0-AA-BB-CC"} {
+		if got, err := f.db.MACClaims(mac); err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("MACClaims(%q) = %+v, %v; want %+v", mac, got, err, want)
+		}
+	}
+	if _, err := f.db.MACClaims("nonsense"); err == nil {
+		t.Fatal("MACClaims of a bad MAC = nil error")
+	}
+	if _, err := f.db.DeviceByMAC("805ec0aabbcc"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("DeviceByMAC of a MAC in two accounts = %v, want ErrNotFound (no single device)", err)
+	}
+	// A fetch names its account: only that account's device is stamped.
+	if err := f.db.RecordFetch(store.Fetch{AccountID: "b", MAC: "805ec0aabbcc", Source: "192.0.2.9", Hash: "h"}); err != nil {
+		t.Fatal(err)
+	}
+	if da, _ := f.db.Device("a", "805ec0aabbcc"); !da.LastProvisionedAt.IsZero() {
+		t.Fatal("a fetch through account b stamped account a's device")
+	}
+	if err := f.db.Check(); err != nil {
+		t.Fatalf("Check = %v", err)
 	}
 	if err := f.db.DeleteDevice("a", "805ec0aabbcc", devOps); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.db.CreateDevice("b", store.NewDevice{MAC: "805ec0aabbcc", Model: "T46U"}, devOps); err != nil {
-		t.Fatalf("after delete, another account may take the MAC: %v", err)
+	if got, _ := f.db.MACClaims(""); len(got) != 0 {
+		t.Fatalf("MACClaims after one account deleted it = %+v, want none", got)
 	}
 	if d, err := f.db.DeviceByMAC("805ec0aabbcc"); err != nil || d.AccountID != "b" {
 		t.Fatalf("DeviceByMAC = %+v, %v; want account b", d, err)
+	}
+	if err := f.db.Check(); err != nil {
+		t.Fatalf("Check = %v", err)
+	}
+}
+
+// TestDeviceProvisioningCredentials: each device has its own username and
+// password, sealed at rest, shown only by the audited read, never in a
+// Device; a rotation keeps the previous password for the grace period.
+func TestDeviceProvisioningCredentials(t *testing.T) {
+	f := newDevFixture(t)
+	da, err := f.db.CreateDevice("a", store.NewDevice{MAC: "805ec0aabbcc", Model: "T54W"}, devOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.db.CreateDevice("a", store.NewDevice{MAC: "805ec0aabbdd", Model: "T54W"}, devOps); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := f.db.DeviceProvisioningCredentials("a", "805ec0aabbcc", devOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := f.db.DeviceProvisioningCredentials("a", "805ec0aabbdd", devOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mac, ok := store.DeviceUsernameMAC(ca.Username); !ok || mac != "805ec0aabbcc" || len(ca.Password) < 20 {
+		t.Fatalf("credentials = %q (mac %q, %v), %d-char password", ca.Username, mac, ok, len(ca.Password))
+	}
+	if ca.Username == cb.Username || ca.Password == cb.Password {
+		t.Fatal("two devices share credentials")
+	}
+	acct, err := f.db.ProvisioningSettings("a", devOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ca.Password == acct.Password || ca.Username == acct.Username {
+		t.Fatal("a device's credentials are the account's")
+	}
+	if strings.Contains(ca.String()+ca.GoString(), ca.Password) {
+		t.Fatal("String shows the password")
+	}
+	// Not in the device, its JSON, any list, or the data file in clear.
+	ds, _ := f.db.Devices("a")
+	js, _ := json.Marshal(append(ds, da))
+	if strings.Contains(string(js), ca.Password) || strings.Contains(fmt.Sprintf("%+v", ds), ca.Password) {
+		t.Fatal("a device or the device list carries the password")
+	}
+	raw, err := os.ReadFile(filepath.Join(f.db.Dir(), store.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(ca.Password)) {
+		t.Fatal("the provisioning password is stored in clear")
+	}
+
+	r, err := f.db.RotateDeviceProvisioningCredentials("a", "805ec0aabbcc", devOps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Username != ca.Username || r.Password == ca.Password || r.PreviousPassword != ca.Password {
+		t.Fatalf("rotation: same username, new password, old one as previous; got %v", r)
+	}
+	_, auth, err := f.db.DeviceAuth("a", "805ec0aabbcc")
+	if err != nil || !reflect.DeepEqual(auth.Passwords(), []string{r.Password, ca.Password}) {
+		t.Fatalf("within grace both passwords work: %v, %v", auth.Passwords(), err)
+	}
+	f.clock.Advance(store.ProvisioningGrace + time.Second)
+	if _, auth, _ = f.db.DeviceAuth("a", "805ec0aabbcc"); !reflect.DeepEqual(auth.Passwords(), []string{r.Password}) {
+		t.Fatal("after the grace period only the new password works")
+	}
+	if _, err := f.db.DeviceProvisioningCredentials("b", "805ec0aabbcc", devOps); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("another account's device credentials = %v, want ErrNotFound", err)
+	}
+	entries, _ := f.db.Audit("a", 100, 0)
+	count := map[string]int{}
+	for _, e := range entries {
+		count[e.Action]++
+	}
+	if count["device.provisioning_credentials.read"] != 2 || count["device.provisioning_credentials.rotate"] != 1 {
+		t.Fatalf("audit = %v, want 2 reads and 1 rotation", count)
+	}
+
+	// The first fetch with the device's own credentials is recorded once.
+	for range 2 {
+		if err := f.db.RecordFetch(store.Fetch{AccountID: "a", MAC: "805ec0aabbcc", Source: "192.0.2.7", Hash: "h", OwnCredentials: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, _ := f.db.Device("a", "805ec0aabbcc")
+	if !d.CredentialsConfirmedAt.Equal(f.clock.Now()) {
+		t.Fatalf("CredentialsConfirmedAt = %v, want now", d.CredentialsConfirmedAt)
+	}
+	// Other writes keep the credentials.
+	label := "desk"
+	if _, err := f.db.UpdateDevice("a", "805ec0aabbcc", store.DevicePatch{Label: &label}, devOps); err != nil {
+		t.Fatal(err)
+	}
+	if _, auth, _ = f.db.DeviceAuth("a", "805ec0aabbcc"); auth.Username != r.Username || auth.Password != r.Password {
+		t.Fatal("an update lost the device's credentials")
+	}
+	if err := f.db.Check(); err != nil {
+		t.Fatalf("Check = %v", err)
+	}
+}
+
+func TestDeviceUsernameMAC(t *testing.T) {
+	for _, u := range []string{"", "805ec0aabbcc", "805ec0aabbcc-", "805EC0AABBCC-abcdefghij", "805ec0aabbc-abcdefghijk", "prov-abcdefghij", "805ec0aabbcc-abcdefghijk"} {
+		if mac, ok := store.DeviceUsernameMAC(u); ok {
+			t.Errorf("DeviceUsernameMAC(%q) = %q, want no MAC", u, mac)
+		}
+	}
+	if mac, ok := store.DeviceUsernameMAC("805ec0aabbcc-abcdefghij"); !ok || mac != "805ec0aabbcc" {
+		t.Errorf("DeviceUsernameMAC = %q, %v", mac, ok)
 	}
 }
 
@@ -358,4 +509,22 @@ func TestDeviceBindings(t *testing.T) {
 	if len(got) != 2 || !strings.Contains(strings.Join(got, " "), "192.0.2.7:5062") || strings.Contains(strings.Join(got, " "), "Zoiper") {
 		t.Fatalf("DeviceBindings = %v, want the Yealink from the fetch source and the instance match, never the softphone", got)
 	}
+}
+
+func FuzzDeviceUsernameMAC(f *testing.F) {
+	for _, s := range []string{"805ec0aabbcc-abcdefghij", "805EC0AABBCC-abcdefghij", "prov-abcdefghij", "", "-", "805ec0aabbcc-", "80:5e:c0:aa:bb:cc-abcdefghij"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		mac, ok := store.DeviceUsernameMAC(s)
+		if !ok {
+			if mac != "" {
+				t.Fatalf("DeviceUsernameMAC(%q) = %q, false", s, mac)
+			}
+			return
+		}
+		if n, valid := store.NormalizeMAC(mac); !valid || n != mac || !strings.HasPrefix(s, mac+"-") || len(s) != 23 {
+			t.Fatalf("DeviceUsernameMAC(%q) = %q, not the username's own MAC", s, mac)
+		}
+	})
 }

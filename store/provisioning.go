@@ -27,8 +27,10 @@ var (
 const ProvisioningGrace = 24 * time.Hour
 
 // ProvisioningSettings are what an account's phones are configured with: the
-// URL key (the secret path segment of /p/{key}/), HTTP credentials, and extra
-// config keys the account adds to every phone's file.
+// URL key (the secret path segment of /p/{key}/), the bootstrap HTTP
+// credential (it opens only devices that have never fetched with their own
+// DeviceCredentials, and is never written into a file), and extra config keys
+// the account adds to every phone's file.
 type ProvisioningSettings struct {
 	AccountID string
 	Key       string

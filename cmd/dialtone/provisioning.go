@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,16 +14,30 @@ import (
 
 // newProvisioning builds the Yealink provisioning handler. boundAddr is the
 // provisioning listener's real address; domain is the default account's.
+// It warns when phones would fetch their files, which carry SIP passwords,
+// over plain HTTP (docs/provisioning.md, "HTTPS").
 func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
-	return provisioning.NewHandler(db, provisioning.Config{
+	ext := provisioningURL(cfg, boundAddr, domain)
+	h, err := provisioning.NewHandler(db, provisioning.Config{
 		SIPServer:       cfg.SIPHost,
 		SIPPort:         portOf(sipAddr),
 		SIPTransport:    "udp",
 		RegisterExpires: cfg.DefaultExpires,
-		ExternalURL:     provisioningURL(cfg, boundAddr, domain),
+		ExternalURL:     ext,
 		NTPServer:       cfg.NTPServer,
 		TimeZone:        cfg.TimeZone,
 	}, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !strings.HasPrefix(strings.ToLower(ext), "https://"):
+		log.Warn("provisioning is served over plain HTTP: phones fetch files with SIP passwords in clear; configure --tls-cert/--tls-key",
+			"url", ext, "tls", false)
+	case !cfg.tls():
+		log.Info("provisioning listener is plain HTTP; phones use HTTPS, so TLS must be terminated in front of it", "url", ext)
+	}
+	return h, nil
 }
 
 // provisioningURL is --provisioning-url, or a URL built from the address

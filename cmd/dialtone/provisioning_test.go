@@ -1,0 +1,35 @@
+package main
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/dialtone-voip/dialtone/store/storetest"
+)
+
+// TestProvisioningPlainHTTPWarning: a start without TLS warns that phones
+// fetch files with SIP passwords over plain HTTP; with an https URL it does not.
+func TestProvisioningPlainHTTPWarning(t *testing.T) {
+	db := storetest.Open(t, nil)
+	for _, c := range []struct {
+		cfg  config
+		warn bool
+	}{
+		{config{}, true},
+		{config{ProvisioningURL: "http://prov.example.test:8080"}, true},
+		{config{ProvisioningURL: "https://prov.example.test:8443"}, false},
+		{config{TLSCert: "c.pem", TLSKey: "k.pem"}, false},
+	} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&buf, nil))
+		if _, err := newProvisioning(db, c.cfg, "127.0.0.1:8080", "127.0.0.1:5060", "example.test", log, nil); err != nil {
+			t.Fatal(err)
+		}
+		warned := strings.Contains(buf.String(), "level=WARN") && strings.Contains(buf.String(), "plain HTTP")
+		if warned != c.warn {
+			t.Errorf("%+v: warned %v, want %v; log:\n%s", c.cfg, warned, c.warn, buf.String())
+		}
+	}
+}
