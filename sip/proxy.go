@@ -3,7 +3,6 @@ package sip
 import (
 	"context"
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -54,7 +53,13 @@ type branchEvent struct {
 // and every branch is cancelled. A CANCEL from the caller cancels every
 // branch. A 2xx arriving after the call was decided is acknowledged and hung
 // up (ACK + BYE), so the phone stops ringing and no one is left in a call.
-func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *callLog, targets []store.Binding, ringFor time.Duration) {
+func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *callLog, targets []store.Binding, ringFor time.Duration, asserted string) {
+	if !s.calls.dialogs.room() {
+		s.log.Warn("dialog table full: call refused", "call_id", call.rec.CallID, "max", s.calls.dialogs.lim.Max)
+		s.reply(req, tx, 503, "Service Unavailable")
+		call.finish(store.OutcomeFailed, 503, "dialog table full")
+		return
+	}
 	upstreamCancel := make(chan struct{})
 	var once sync.Once
 	if !tx.OnCancel(func(*sip.Request) { once.Do(func() { close(upstreamCancel) }) }) {
@@ -73,7 +78,7 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 	for _, b := range targets {
 		br := &branch{i: len(branches), b: b}
 		branches = append(branches, br)
-		if err := s.startBranch(req, br, &winner, tx); err != nil {
+		if err := s.startBranch(req, br, &winner, asserted); err != nil {
 			s.log.Info("fork: branch not started", "call_id", call.rec.CallID, "contact", b.Contact, "source", b.Source, "transport", b.Transport, "err", err)
 			br.done = true
 			continue
@@ -81,6 +86,22 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 		pending++
 		wg.Add(1)
 		go readBranch(br, events, &wg)
+	}
+
+	// Early dialogs (a 1xx with a To-tag) of branches that did not win end
+	// with the INVITE.
+	callID := req.CallID().Value()
+	callerTag, _ := req.From().Params.Get("tag")
+	caller := flow{source: req.Source(), transport: strings.ToUpper(req.Transport())}
+	var early []dialogKey
+	defer func() {
+		for _, k := range early {
+			s.calls.dialogs.dropEarly(k)
+		}
+	}()
+	keyOf := func(res *sip.Response) dialogKey {
+		tag, _ := res.To().Params.Get("tag")
+		return dialogKey{callID: callID, callerTag: callerTag, calleeTag: tag}
 	}
 
 	finished := false
@@ -114,6 +135,12 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 			code := ev.res.StatusCode
 			if code < 200 {
 				br.provisional = true
+				if code > 100 && !finished && ev.res.To().Params.Has("tag") {
+					k := keyOf(ev.res)
+					if s.calls.dialogs.early(k, caller, br.flow()) {
+						early = append(early, k)
+					}
+				}
 				if br.cancelWanted && !br.cancelSent {
 					s.cancelBranch(br)
 				}
@@ -129,12 +156,21 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 				s.hangUpStray(br, ev.res, &wg)
 			case code < 300:
 				finished = true
+				k := keyOf(ev.res)
+				if !s.calls.dialogs.confirm(k, caller, br.flow()) { // before the ACK can come
+					// No room to route its BYE: hang the answering phone up.
+					s.log.Warn("dialog table full: answered call hung up", "call_id", callID, "max", s.calls.dialogs.lim.Max)
+					s.hangUpStray(br, ev.res, &wg)
+					s.reply(req, tx, 503, "Service Unavailable")
+					call.finish(store.OutcomeFailed, 503, "dialog table full")
+					cancelOthers(br.i)
+					continue
+				}
 				winner.Store(int32(br.i))
-				s.calls.dialogs.add(req, br, ev.res) // before the ACK can come
 				_ = s.relay(req, tx, ev.res)
 				rec := call.finishRecord(store.OutcomeAnswered, code, "answered by "+br.b.Contact)
-				if endedAt, ended := s.calls.dialogs.setRecord(req.CallID().Value(), rec.AccountID, rec.Seq); ended {
-					s.endCall(req.CallID().Value(), rec.AccountID, rec.Seq, endedAt) // the BYE beat the record
+				if endedAt, ended := s.calls.dialogs.setRecord(k, rec.AccountID, rec.Seq); ended {
+					s.endCall(callID, rec.AccountID, rec.Seq, endedAt) // the BYE beat the record
 				}
 				cancelOthers(br.i)
 			case finished:
@@ -190,8 +226,15 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 	call.finish(outcomeOf(code), code, "")
 }
 
-// startBranch builds and sends the INVITE of br.
-func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, stx sip.ServerTransaction) error {
+// flow is the flow the branch's INVITE went over: the binding's.
+func (br *branch) flow() flow {
+	return flow{source: br.b.Source, transport: strings.ToUpper(br.req.Transport())}
+}
+
+// startBranch builds and sends the INVITE of br. The caller's identity and
+// auto-answer headers are replaced by asserted, the P-Asserted-Identity of
+// the authenticated caller (RFC 3325 §9.1).
+func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, asserted string) error {
 	b := br.b
 	var contact sip.Uri
 	if err := sip.ParseUri(b.Contact, &contact); err != nil {
@@ -213,6 +256,10 @@ func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32,
 	for fwd.RemoveHeader("Route") {
 	}
 	for fwd.RemoveHeader("Proxy-Authorization") {
+	}
+	stripCallerAssertions(fwd)
+	if asserted != "" {
+		fwd.AppendHeader(sip.NewHeader("P-Asserted-Identity", asserted))
 	}
 	if mf := fwd.MaxForwards(); mf != nil {
 		mf.Dec()
@@ -396,247 +443,55 @@ func outcomeOf(code int) string {
 	return store.OutcomeRouted
 }
 
-// dialogs remembers the two flows of every call we proxied to an answer, so
-// that in-dialog requests reach each party over the flow it used (NAT).
-type dialogs struct {
-	mu        sync.Mutex
-	m         map[string]*dialog   // by Call-ID
-	ended     map[string]time.Time // BYE seen before the call's record was written
-	lastPrune time.Time
-}
-
-type dialogFlow struct {
-	contact   string // contactKey of the party's Contact
-	source    string
-	transport string
-}
-
-type dialog struct {
-	caller, callee dialogFlow
-	at             time.Time
-	// The call's record, ended (talk time) when the BYE goes through.
-	account string
-	seq     uint64
-}
-
-// dialogTTL bounds how long a dialog without BYE is remembered.
-const dialogTTL = 12 * time.Hour
-
-func newDialogs() *dialogs { return &dialogs{m: map[string]*dialog{}} }
-
-func (d *dialogs) add(req *sip.Request, br *branch, res *sip.Response) {
-	dl := &dialog{at: time.Now(),
-		caller: dialogFlow{source: req.Source(), transport: req.Transport()},
-		callee: dialogFlow{source: br.b.Source, transport: br.req.Transport()},
-	}
-	if ct := req.Contact(); ct != nil {
-		dl.caller.contact = contactKey(ct.Address)
-	}
-	if ct := res.Contact(); ct != nil {
-		dl.callee.contact = contactKey(ct.Address)
-	} else {
-		dl.callee.contact = contactKey(br.req.Recipient)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if now := time.Now(); now.Sub(d.lastPrune) > time.Minute {
-		d.lastPrune = now
-		for k, v := range d.m {
-			if now.Sub(v.at) > dialogTTL {
-				delete(d.m, k)
-			}
-		}
-	}
-	d.m[req.CallID().Value()] = dl
-}
-
-// flow returns the flow of the party of dialog callID whose contact is key.
-func (d *dialogs) flow(callID, key string) (dialogFlow, bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	dl, ok := d.m[callID]
-	switch {
-	case !ok:
-	case dl.callee.contact == key:
-		return dl.callee, true
-	case dl.caller.contact == key:
-		return dl.caller, true
-	}
-	return dialogFlow{}, false
-}
-
-func (d *dialogs) known(callID string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	_, ok := d.m[callID]
-	return ok
-}
-
-// setRecord remembers which call record the dialog belongs to. The record
-// is written (with an fsync) after the 2xx is relayed, so a quick caller's
-// BYE can come first: then setRecord reports the time that BYE ended the
-// call, for the caller to end the record with.
-func (d *dialogs) setRecord(callID, account string, seq uint64) (endedAt time.Time, ended bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if dl, ok := d.m[callID]; ok {
-		dl.account, dl.seq = account, seq
-		return time.Time{}, false
-	}
-	endedAt, ended = d.ended[callID]
-	delete(d.ended, callID)
-	return endedAt, ended
-}
-
-// end forgets the dialog at its BYE and returns its record, if known; if
-// the record is not written yet, it keeps the end time for setRecord.
-func (d *dialogs) end(callID string, at time.Time) (account string, seq uint64, ok bool) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	dl, found := d.m[callID]
-	if !found {
-		return "", 0, false
-	}
-	delete(d.m, callID)
-	if dl.seq == 0 {
-		if d.ended == nil {
-			d.ended = map[string]time.Time{}
-		}
-		if len(d.ended) > 10000 { // bounded: a record lost here only keeps its set-up time
-			clear(d.ended)
-		}
-		d.ended[callID] = at
-		return "", 0, false
-	}
-	return dl.account, dl.seq, true
-}
-
-func (d *dialogs) len() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.m)
-}
-
-// popOurRoutes removes the Route headers at the top of fwd that name us
-// (one, or two after a double Record-Route) and reports whether there was
-// any.
-func (s *Server) popOurRoutes(fwd *sip.Request) bool {
-	popped := false
-	for i := 0; i < 2; i++ {
-		r := fwd.Route()
-		if r == nil || !s.isOurs(r.Address) {
-			break
-		}
-		fwd.RemoveHeader("Route")
-		popped = true
-	}
-	return popped
-}
-
-// nextHop is where a loose-routed request goes (RFC 3261 §16.12). We are
-// not an open relay: a request is only forwarded inside a dialog we
-// proxied (Call-ID known) — to the next Route if any, else over the flow of
-// the party whose contact is the Request-URI — or to the contact of a live
-// binding, over its flow (dialogs from before a restart). Anything else
-// reports false.
-func (s *Server) nextHop(fwd *sip.Request) (dest, transport string, ok bool) {
-	callID := fwd.CallID().Value()
-	if r := fwd.Route(); r != nil {
-		if !s.calls.dialogs.known(callID) {
-			return "", "", false
-		}
-		return hostPort(r.Address), uriTransport(r.Address), true
-	}
-	key := contactKey(fwd.Recipient)
-	if f, ok := s.calls.dialogs.flow(callID, key); ok {
-		return f.source, strings.ToUpper(f.transport), true
-	}
-	if b, ok := s.bindingByContact(fwd, key); ok {
-		return b.Source, strings.ToUpper(b.Transport), true
-	}
-	return "", "", false
-}
-
-// bindingByContact finds a live binding whose contact is key in the account
-// of the From or To domain.
-func (s *Server) bindingByContact(req *sip.Request, key string) (store.Binding, bool) {
-	for _, host := range []string{req.To().Address.Host, req.From().Address.Host} {
-		a, err := s.db.AccountByDomain(strings.ToLower(host))
-		if err != nil {
-			continue
-		}
-		bs, err := s.db.AccountBindings(a.ID)
-		if err != nil {
-			continue
-		}
-		for _, b := range bs {
-			if contactKeyString(b.Contact) == key {
-				return b, true
-			}
-		}
-	}
-	return store.Binding{}, false
-}
-
-func hostPort(u sip.Uri) string {
-	host := u.Host
-	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
-		host = "[" + host + "]"
-	}
-	return host + ":" + strconv.Itoa(effectivePort(u.Port, u.Scheme))
-}
-
-func uriTransport(u sip.Uri) string {
-	if t, ok := u.UriParams.Get("transport"); ok && t != "" {
-		return strings.ToUpper(t)
-	}
-	if strings.EqualFold(u.Scheme, "sips") {
-		return "TLS"
-	}
-	return "UDP"
-}
-
 // forwardable prepares a clone of an in-dialog request that carries our
-// Route: our routes popped, Max-Forwards decremented, our Via on top, the
-// next hop's destination and transport set. It returns nil when req does
-// not route through us, and the status to answer when it cannot go on
-// (481 for a dialog we do not know, see nextHop).
-func (s *Server) forwardable(req *sip.Request) (*sip.Request, int, string) {
+// Route, for one of our dialogs (dialog.go): every Route removed (ours, and
+// any a party added: the route set is the flow recorded at the dialog's
+// creation), Max-Forwards decremented, the caller-supplied identity and
+// auto-answer headers removed, our Via on top, and the other party's flow
+// as destination. It returns nil when req does not route through us, and
+// the status to answer when it cannot go on: 481 when it matches no dialog
+// of ours (RFC 3261 §12.2.2; we are not an open relay), 480 when the other
+// party's TCP/TLS connection is gone (never dialled: NAT).
+func (s *Server) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, string) {
 	if r := req.Route(); r == nil || !s.isOurs(r.Address) {
-		return nil, 0, ""
+		return nil, dialogMatch{}, 0, ""
 	}
-	fwd := req.Clone()
-	s.popOurRoutes(fwd)
-	if mf := fwd.MaxForwards(); mf != nil {
-		if mf.Val() == 0 {
-			return nil, 483, "Too Many Hops"
-		}
-		mf.Dec()
-	} else {
-		m := sip.MaxForwardsHeader(70)
-		fwd.AppendHeader(&m)
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return nil, dialogMatch{}, 483, "Too Many Hops"
 	}
-	dest, tr, ok := s.nextHop(fwd)
+	fromTag, _ := req.From().Params.Get("tag")
+	toTag, _ := req.To().Params.Get("tag")
+	m, ok := s.calls.dialogs.match(req.CallID().Value(), fromTag, toTag, req.Source(), req.Transport(), req.IsAck())
 	if !ok {
-		return nil, 481, "Call/Transaction Does Not Exist"
+		return nil, dialogMatch{}, 481, "Call/Transaction Does Not Exist"
 	}
-	if sip.IsReliable(tr) && fwd.Route() == nil {
-		// A party's TCP/TLS flow: never dial a new connection (NAT).
+	dest, tr := m.to.source, m.to.transport
+	if sip.IsReliable(tr) {
 		conn, err := s.ua.TransportLayer().GetConnection(tr, dest)
 		if err != nil {
-			return nil, 480, "Temporarily Unavailable"
+			return nil, m, 480, "Temporarily Unavailable"
 		}
-		_, _ = conn.TryClose()
+		_, _ = conn.TryClose() // GetConnection took a reference
 	}
+	fwd := req.Clone()
+	for fwd.RemoveHeader("Route") {
+	}
+	if mf := fwd.MaxForwards(); mf != nil {
+		mf.Dec()
+	} else {
+		mf := sip.MaxForwardsHeader(70)
+		fwd.AppendHeader(&mf)
+	}
+	stripCallerAssertions(fwd)
 	s.addVia(fwd, req.Source(), tr, dest)
 	s.setFlow(fwd, tr, dest)
-	return fwd, 0, ""
+	return fwd, m, 0, ""
 }
 
-// onAck forwards an ACK for a 2xx (a transaction of its own) that carries
-// our Route, statelessly; other ACKs are absorbed (ACKs are never answered).
+// onAck forwards an ACK for a 2xx (a transaction of its own) in one of our
+// dialogs, statelessly; other ACKs are absorbed (ACKs are never answered).
 func (s *Server) onAck(req *sip.Request, _ sip.ServerTransaction) {
-	fwd, _, _ := s.forwardable(req)
+	fwd, _, _, _ := s.forwardable(req)
 	if fwd == nil {
 		return
 	}
@@ -650,12 +505,13 @@ func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 	s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
 }
 
-// onInDialog loose-routes a request inside a dialog we Record-Routed (BYE,
-// re-INVITE, UPDATE, INFO, …) and relays its responses. Without our Route
-// it gets what it got before call handling: BYE and re-INVITE 481, other
-// methods the no-route answer.
+// onInDialog loose-routes a request inside one of our dialogs (BYE,
+// re-INVITE, UPDATE, INFO, …) to the other party's flow and relays its
+// responses. A request with our Route in no dialog of ours gets 481, and so
+// does a BYE or re-INVITE without our Route; other methods without it get
+// the no-route answer (405: we do not relay requests outside dialogs).
 func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
-	fwd, code, reason := s.forwardable(req)
+	fwd, m, code, reason := s.forwardable(req)
 	if code != 0 {
 		s.reply(req, tx, code, reason)
 		return
@@ -668,6 +524,13 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			s.onNoRoute(req, tx)
 		}
 		return
+	}
+	// A BYE ends the dialog whatever its answer (RFC 3261 §15.1.1); a 481
+	// from the other party says it has none any more (§12.2.1.2).
+	end := func() {
+		if acct, seq, ok := s.calls.dialogs.end(m.key, s.db.Now()); ok {
+			s.endCall(m.key.callID, acct, seq, s.db.Now())
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctr, err := s.calls.cli.TransactionRequest(ctx, fwd, noBuild)
@@ -690,19 +553,18 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			if res.StatusCode < 200 {
 				continue
 			}
-			if req.Method == sip.BYE {
-				if acct, seq, ok := s.calls.dialogs.end(req.CallID().Value(), s.db.Now()); ok {
-					s.endCall(req.CallID().Value(), acct, seq, s.db.Now())
-				}
+			if req.Method == sip.BYE || res.StatusCode == 481 {
+				end()
 			}
 			return
 		case <-ctr.Done():
-			s.reply(req, tx, 408, "Request Timeout")
-			return
 		case <-t.C:
-			s.reply(req, tx, 408, "Request Timeout")
-			return
 		}
+		s.reply(req, tx, 408, "Request Timeout")
+		if req.Method == sip.BYE {
+			end()
+		}
+		return
 	}
 }
 
