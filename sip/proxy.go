@@ -448,19 +448,20 @@ func outcomeOf(code int) string {
 // any a party added: the route set is the flow recorded at the dialog's
 // creation), Max-Forwards decremented, the caller-supplied identity and
 // auto-answer headers removed, our Via on top, and the other party's flow
-// as destination. It returns nil when req does not route through us, and
-// the status to answer when it cannot go on: 481 when it matches no dialog
+// as destination. It returns nil when req does not route through us or has
+// no To-tag (not in a dialog), and the status to answer when it cannot go
+// on: 481 when it matches no dialog
 // of ours (RFC 3261 §12.2.2; we are not an open relay), 480 when the other
 // party's TCP/TLS connection is gone (never dialled: NAT).
 func (s *Server) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, string) {
-	if r := req.Route(); r == nil || !s.isOurs(r.Address) {
-		return nil, dialogMatch{}, 0, ""
+	toTag, _ := req.To().Params.Get("tag")
+	if r := req.Route(); r == nil || !s.isOurs(r.Address) || toTag == "" {
+		return nil, dialogMatch{}, 0, "" // not in a dialog through us
 	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
 		return nil, dialogMatch{}, 483, "Too Many Hops"
 	}
 	fromTag, _ := req.From().Params.Get("tag")
-	toTag, _ := req.To().Params.Get("tag")
 	m, ok := s.calls.dialogs.match(req.CallID().Value(), fromTag, toTag, req.Source(), req.Transport(), req.IsAck())
 	if !ok {
 		return nil, dialogMatch{}, 481, "Call/Transaction Does Not Exist"
@@ -507,8 +508,8 @@ func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 
 // onInDialog loose-routes a request inside one of our dialogs (BYE,
 // re-INVITE, UPDATE, INFO, …) to the other party's flow and relays its
-// responses. A request with our Route in no dialog of ours gets 481, and so
-// does a BYE or re-INVITE without our Route; other methods without it get
+// responses. A request with our Route and a To-tag in no dialog of ours
+// gets 481, and so does a BYE without both; other methods without them get
 // the no-route answer (405: we do not relay requests outside dialogs).
 func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	fwd, m, code, reason := s.forwardable(req)
