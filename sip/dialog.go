@@ -16,8 +16,8 @@ import (
 // ever relayed between these two flows; nothing in a later request (Route,
 // Request-URI, Contact) can point them elsewhere.
 
-// DialogLimits bounds the dialog table. Zero values mean the defaults in
-// brackets.
+// DialogLimits bounds the dialog table (Server.SetDialogLimits). Zero
+// values mean the defaults in brackets.
 type DialogLimits struct {
 	// Max is how many dialogs (early and confirmed) are remembered at once
 	// [100,000]. At the cap a new call is refused with 503 before it rings.
@@ -29,6 +29,17 @@ type DialogLimits struct {
 	// [MaxAge]. Phones without session timers send nothing during a call,
 	// so keep it above the longest call you expect.
 	Idle time.Duration
+}
+
+// SetDialogLimits replaces the dialog table's bounds (zero fields: the
+// defaults). Dialogs already remembered stay until the new bounds expire
+// them; safe for concurrent use.
+func (s *Server) SetDialogLimits(l DialogLimits) {
+	d := s.calls.dialogs
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lim = l.withDefaults()
+	d.lastPrune = time.Time{}
 }
 
 // Defaults of DialogLimits, and how long a confirmed dialog waits for its

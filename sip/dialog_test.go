@@ -109,9 +109,7 @@ func TestDialogTableBounds(t *testing.T) {
 func TestDialogTableFullRefusesCalls(t *testing.T) {
 	t.Parallel()
 	e := newCallEnv(t, Config{})
-	e.srv.calls.dialogs.mu.Lock()
-	e.srv.calls.dialogs.lim.Max = 1
-	e.srv.calls.dialogs.mu.Unlock()
+	e.srv.SetDialogLimits(DialogLimits{Max: 1})
 	_, pw := e.addUser("1002")
 	b := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.64:5062", "")
 	a := e.caller(nil, "UDP", "1001", e.password)

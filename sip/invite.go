@@ -47,9 +47,11 @@ import (
 //     relayed, no registration, ring timeout), cancelled (487), not_found,
 //     forbidden, routed (any other relayed failure), failed (our 500).
 //     Records keep extensions and names, so they outlive the users.
-//   - In-dialog requests are loose-routed only for dialogs we proxied
-//     (Call-ID known, 12 h without BYE at most) or towards the contact of a
-//     live binding; anything else with our Route gets 481 (no open relay).
+//   - In-dialog requests are loose-routed only inside dialogs we created
+//     (dialog.go), between the two flows recorded then; anything else with
+//     our Route and a To-tag gets 481 (no open relay). What a caller may not
+//     say (identity, auto-answer) is removed (stripCallerAssertions) and
+//     the INVITE carries the authenticated caller's P-Asserted-Identity.
 
 // calls is the call-handling state of a Server: the sipgo client that
 // forwards requests and sends NOTIFYs, the RTP port range, the current
