@@ -83,7 +83,7 @@
 //     P-Asserted-Identity: "Name" <sip:extension@sip_domain> of the
 //     authenticated caller (quotes, backslashes and control characters
 //     dropped from the name).
-//   - In-dialog routing (dialog.go, proxy.go): only inside dialogs we
+//   - In-dialog routing (dialog.go, indialog.go): only inside dialogs we
 //     created by proxying an INVITE, recorded at its 1xx with a To-tag
 //     (early) or its 2xx (confirmed), identified by Call-ID, From-tag and
 //     To-tag (either direction). A request is relayed only from one party

@@ -35,7 +35,7 @@ import (
 //     disabled users → the announcement, then 486 (announce.go). A queue or
 //     group extension whose members are all disabled or offline, a target
 //     with no live registration → 480. Otherwise a parallel fork to every
-//     live contact of every enabled user (proxy.go), ringing for
+//     live contact of every enabled user (fork.go), ringing for
 //     RingTimeout (or the callflow step's timeout), then 480.
 //   - The device that sent the INVITE is never rung (a user calling their
 //     own extension rings their other devices).
@@ -214,7 +214,7 @@ func (c *callLog) finishRecord(outcome string, status int, detail string) store.
 // user is routed in the account (store.Route): unknown → 404, a disabled
 // target → announcement + 486 (announce.go), an enabled target without a
 // live registration → 480, else a parallel fork to every live contact
-// (proxy.go). A re-INVITE (To tag) is loose-routed.
+// (fork.go). A re-INVITE (To tag) is loose-routed (indialog.go).
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if req.To().Params.Has("tag") {
 		s.onInDialog(req, tx)
