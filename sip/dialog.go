@@ -186,13 +186,6 @@ func (d *dialogs) dropEarly(k dialogKey) {
 	}
 }
 
-// forget removes k whatever its state (a 481 or 408 from the far end).
-func (d *dialogs) forget(k dialogKey) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	delete(d.m, k)
-}
-
 // dialogMatch is an in-dialog request matched to one of our dialogs.
 type dialogMatch struct {
 	key        dialogKey

@@ -277,6 +277,7 @@ func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32,
 		if res.IsSuccess() && winner.Load() == int32(br.i) {
 			r := res.Clone()
 			r.RemoveHeader("Via")
+			stripCallerAssertions(r)
 			r.SetTransport(req.Transport())
 			r.SetDestination(req.Source())
 			if err := s.ua.TransportLayer().WriteMsg(r); err != nil {

@@ -91,12 +91,21 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	// A BYE ends the dialog whatever its answer (RFC 3261 §15.1.1); a 481
-	// from the other party says it has none any more (§12.2.1.2).
+	// from the other party says it has none any more (§12.2.1.2). The
+	// dialog is forgotten before the answer is relayed (nothing more gets
+	// through after it), the call record ended after.
+	var record func()
 	end := func() {
-		if acct, seq, ok := s.calls.dialogs.end(m.key, s.db.Now()); ok {
-			s.endCall(m.key.callID, acct, seq, s.db.Now())
+		now := s.db.Now()
+		if acct, seq, ok := s.calls.dialogs.end(m.key, now); ok {
+			record = func() { s.endCall(m.key.callID, acct, seq, now) }
 		}
 	}
+	defer func() {
+		if record != nil {
+			record()
+		}
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctr, err := s.calls.cli.TransactionRequest(ctx, fwd, noBuild)
 	cancel()
@@ -114,21 +123,21 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			if res.StatusCode == 100 {
 				continue
 			}
+			if res.StatusCode >= 200 && (req.Method == sip.BYE || res.StatusCode == 481) {
+				end()
+			}
 			_ = s.relay(req, tx, res)
 			if res.StatusCode < 200 {
 				continue
-			}
-			if req.Method == sip.BYE || res.StatusCode == 481 {
-				end()
 			}
 			return
 		case <-ctr.Done():
 		case <-t.C:
 		}
-		s.reply(req, tx, 408, "Request Timeout")
 		if req.Method == sip.BYE {
 			end()
 		}
+		s.reply(req, tx, 408, "Request Timeout")
 		return
 	}
 }

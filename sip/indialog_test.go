@@ -392,7 +392,21 @@ func TestCallerAssertionsStripped(t *testing.T) {
 		}
 	}
 	checkStripped(in.req, true)
-	ok := answerCall(t, cl, in, contactB)
+	// The callee cannot assert an identity to the caller either.
+	res := sip.NewResponseFromRequest(in.req, 200, "OK", nil)
+	res.To().Params.Add("tag", in.tag)
+	res.AppendHeader(sip.NewHeader("Contact", "<"+contactB+">"))
+	res.AppendHeader(sip.NewHeader("P-Asserted-Identity", `"Bank" <sip:0800@`+testDomain+`>`))
+	res.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+	res.SetBody(offer(4002, "0"))
+	if err := in.tx.Respond(res); err != nil {
+		t.Fatal(err)
+	}
+	in.once.Do(func() { close(in.finalSent) })
+	ok := cl.waitFinal(5 * time.Second)
+	if ok.StatusCode != 200 || len(ok.GetHeaders("P-Asserted-Identity")) != 0 {
+		t.Errorf("caller's 200 (want no P-Asserted-Identity):\n%s", ok)
+	}
 	if err := cliA.WriteRequest(cl.inDialog(sip.ACK, ok, 2)); err != nil {
 		t.Fatal(err)
 	}

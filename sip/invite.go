@@ -351,15 +351,23 @@ func assertedIdentity(u store.User, domain string) string {
 	return `"` + name + `" <` + uri.String() + ">"
 }
 
-// stripCallerAssertions removes, from a request entering from a phone,
-// what only a trusted network may say (RFC 3325 §5: a proxy removes
+// headerSet is a request or a response.
+type headerSet interface {
+	Headers() []sip.Header
+	GetHeaders(name string) []sip.Header
+	RemoveHeader(name string) bool
+	AppendHeader(h sip.Header)
+}
+
+// stripCallerAssertions removes, from a message entering from a phone (a
+// request, or a response we relay), what only a trusted network may say (RFC 3325 §5: a proxy removes
 // identity headers from untrusted sources): P-Asserted-Identity and
 // P-Preferred-Identity; and what would make the callee pick up by itself:
 // Call-Info with answer-after, Alert-Info asking for auto-answer or
 // intercom (Yealink/Snom "info=alert-autoanswer", Polycom "Auto Answer"
 // and "Ring Answer", Cisco "intercom"), Answer-Mode and Priv-Answer-Mode (RFC 5373). Header
 // names are matched without regard to case.
-func stripCallerAssertions(r *sip.Request) {
+func stripCallerAssertions(r headerSet) {
 	drop := func(h sip.Header) bool {
 		switch strings.ToLower(h.Name()) {
 		case "p-asserted-identity", "p-preferred-identity", "answer-mode", "priv-answer-mode":

@@ -23,10 +23,13 @@ const (
 	connectTimeout  = 10 * time.Second // opening a connection for a forwarded request
 )
 
-// relay sends a downstream response upstream on tx, without our Via.
+// relay sends a downstream response upstream on tx, without our Via and
+// without what a phone may not assert (stripCallerAssertions: a callee
+// cannot claim an identity to the caller either).
 func (s *Server) relay(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) error {
 	r := res.Clone()
 	r.RemoveHeader("Via")
+	stripCallerAssertions(r)
 	r.SetTransport(req.Transport())
 	r.SetDestination(req.Source())
 	return s.respond(req, tx, r)
