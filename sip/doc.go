@@ -76,7 +76,8 @@
 //     answered, CANCEL/BYE without a transaction or dialog get 481, methods
 //     we know but do not serve 405 with Allow, unknown methods 501.
 //   - Identity (RFC 3325): P-Asserted-Identity and P-Preferred-Identity
-//     from phones are removed from every request we forward, and so are
+//     from phones are removed from every request we forward and every
+//     response we relay, and so are
 //     auto-answer requests (Call-Info with answer-after, Alert-Info asking
 //     for auto-answer, ring-answer or intercom, Answer-Mode and
 //     Priv-Answer-Mode of RFC 5373). A forwarded INVITE carries
