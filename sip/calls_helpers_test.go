@@ -122,6 +122,7 @@ func (in *incoming) respond(t testing.TB, code int, reason string, contact strin
 type phone struct {
 	t        testing.TB
 	e        *callEnv
+	ua       *sipgo.UserAgent
 	cli      *sipgo.Client
 	reg      *uac
 	contact  string
@@ -138,8 +139,8 @@ type phone struct {
 // non-empty userAgent replaces the User-Agent header.
 func (e *callEnv) newPhone(transport, ext, password, contact, userAgent string) *phone {
 	e.t.Helper()
-	_, cli, srv := newTestUA(e.t)
-	p := &phone{t: e.t, e: e, cli: cli, contact: contact,
+	ua, cli, srv := newTestUA(e.t)
+	p := &phone{t: e.t, e: e, ua: ua, cli: cli, contact: contact,
 		invites: make(chan *incoming, 16), acks: make(chan *sip.Request, 16),
 		byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16),
 		infos: make(chan *sip.Request, 16), messages: make(chan *sip.Request, 16)}

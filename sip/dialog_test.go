@@ -6,6 +6,7 @@ import (
 
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest"
+	"github.com/emiago/sipgo/sip"
 )
 
 // TestDialogTableBounds: the table holds at most Max dialogs; a confirmed
@@ -133,4 +134,44 @@ func TestDialogTableFullRefusesCalls(t *testing.T) {
 	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
 		t.Fatalf("call after the expiry → %d, want the phone's 486", f.StatusCode)
 	}
+}
+
+// TestByeToGoneFlowEndsDialog: a BYE that cannot be delivered (the other
+// party's TCP connection is gone; it is never dialled) is answered 480 and
+// still ends the dialog and the call's talk time.
+func TestByeToGoneFlowEndsDialog(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	u, pw := e.addUser("1002")
+	const contactB = "sip:1002@192.0.2.65:5062;transport=tcp"
+	b := e.newPhone("TCP", "1002", pw, contactB, "")
+	_, cliA, _ := newTestUA(t)
+	a := e.caller(cliA, "UDP", "1001", e.password)
+	cl := a.start("1002", offer(4000, "0"), false)
+	ok := answerCall(t, cl, b.nextInvite(5*time.Second), contactB)
+	if err := cliA.WriteRequest(cl.inDialog(sip.ACK, ok, 2)); err != nil {
+		t.Fatal(err)
+	}
+	<-b.acks
+	src := e.bindings(u)[0].Source
+	b.ua.Close() // closes B's connection
+	waitFor(t, "dialtone sees B's connection closed", func() bool {
+		c, err := e.srv.ua.TransportLayer().GetConnection("tcp", src)
+		if err != nil {
+			return true
+		}
+		c.TryClose()
+		return false
+	})
+	e.clock.Advance(30 * time.Second)
+	if res := doFinal(t, cliA, cl.inDialog(sip.BYE, ok, 3), "UDP", e.udpAddr); res.StatusCode != 480 {
+		t.Errorf("BYE to a gone flow → %d, want 480", res.StatusCode)
+	}
+	if n := e.srv.calls.dialogs.len(); n != 0 {
+		t.Errorf("%d dialogs after the BYE, want 0", n)
+	}
+	waitFor(t, "talk time recorded", func() bool {
+		r := e.waitRecord(cl.callID)
+		return r.EndedAt.Sub(r.AnsweredAt) == 30*time.Second
+	})
 }

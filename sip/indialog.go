@@ -14,9 +14,9 @@ import (
 // auto-answer headers removed, our Via on top, and the other party's flow
 // as destination. It returns nil when req does not route through us or has
 // no To-tag (not in a dialog), and the status to answer when it cannot go
-// on: 481 when it matches no dialog
-// of ours (RFC 3261 §12.2.2; we are not an open relay), 480 when the other
-// party's TCP/TLS connection is gone (never dialled: NAT).
+// on: 481 when it matches no dialog of ours (RFC 3261 §12.2.2; we are not
+// an open relay), 480 when the other party's TCP/TLS connection is gone
+// (never dialled: NAT; the match is returned).
 func (s *Server) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, string) {
 	toTag, _ := req.To().Params.Get("tag")
 	if r := req.Route(); r == nil || !s.isOurs(r.Address) || toTag == "" {
@@ -77,23 +77,11 @@ func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 // the no-route answer (405: we do not relay requests outside dialogs).
 func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	fwd, m, code, reason := s.forwardable(req)
-	if code != 0 {
-		s.reply(req, tx, code, reason)
-		return
-	}
-	if fwd == nil {
-		switch req.Method {
-		case sip.BYE, sip.INVITE:
-			s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
-		default:
-			s.onNoRoute(req, tx)
-		}
-		return
-	}
-	// A BYE ends the dialog whatever its answer (RFC 3261 §15.1.1); a 481
-	// from the other party says it has none any more (§12.2.1.2). The
-	// dialog is forgotten before the answer is relayed (nothing more gets
-	// through after it), the call record ended after.
+	// A BYE ends the dialog whatever its answer (RFC 3261 §15.1.1), even
+	// when it cannot be delivered; a 481 from the other party says it has
+	// none any more (§12.2.1.2). The dialog is forgotten before the answer
+	// is relayed (nothing more gets through after it), the call record is
+	// ended after.
 	var record func()
 	end := func() {
 		now := s.db.Now()
@@ -106,11 +94,30 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			record()
 		}
 	}()
+	if code != 0 {
+		if code == 480 && req.Method == sip.BYE {
+			end()
+		}
+		s.reply(req, tx, code, reason)
+		return
+	}
+	if fwd == nil {
+		switch req.Method {
+		case sip.BYE, sip.INVITE:
+			s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+		default:
+			s.onNoRoute(req, tx)
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	ctr, err := s.calls.cli.TransactionRequest(ctx, fwd, noBuild)
 	cancel()
 	if err != nil {
 		s.log.Info("forward in-dialog request", "method", methodLabel(req.Method), "call_id", req.CallID().Value(), "dest", fwd.Destination(), "err", err)
+		if req.Method == sip.BYE {
+			end()
+		}
 		s.reply(req, tx, 503, "Service Unavailable")
 		return
 	}
