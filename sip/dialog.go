@@ -5,6 +5,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The dialog table: the only dialogs in which dialtone loose-routes
@@ -95,13 +97,27 @@ type dialogs struct {
 	lim       DialogLimits
 	now       func() time.Time
 	lastPrune time.Time
+
+	refused prometheus.Counter // in-dialog requests of no dialog of ours (481)
 }
 
 func newDialogs(lim DialogLimits, now func() time.Time) *dialogs {
 	if now == nil {
 		now = time.Now
 	}
-	return &dialogs{m: map[dialogKey]*dialog{}, lim: lim.withDefaults(), now: now}
+	return &dialogs{m: map[dialogKey]*dialog{}, lim: lim.withDefaults(), now: now,
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dialtone_sip_in_dialog_refused_total",
+			Help: "Requests (not counting ACKs) with our Route and a To-tag that matched no dialog of ours, or came from the wrong flow: answered 481, never forwarded.",
+		})}
+}
+
+// collectors are the dialog table's metrics: the refusals and the size.
+func (d *dialogs) collectors() []prometheus.Collector {
+	return []prometheus.Collector{d.refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dialtone_sip_dialogs",
+		Help: "Dialogs (early and confirmed) in the table through which in-dialog requests are routed.",
+	}, func() float64 { return float64(d.len()) })}
 }
 
 // expired reports whether dl is to be forgotten at now.

@@ -117,8 +117,8 @@ func TestDialogTableFullRefusesCalls(t *testing.T) {
 
 	cl := a.start("1002", offer(4000, "0"), false)
 	answerCall200(t, cl, b.nextInvite(5*time.Second), "sip:1002@192.0.2.64:5062") // never ACKed
-	if e.srv.calls.dialogs.len() != 1 {
-		t.Fatalf("%d dialogs, want 1", e.srv.calls.dialogs.len())
+	if got := e.metric("dialtone_sip_dialogs", ""); got != 1 {
+		t.Fatalf("dialtone_sip_dialogs = %v, want 1", got)
 	}
 	cl = a.start("1002", offer(4000, "0"), false)
 	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 503 {

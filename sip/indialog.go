@@ -28,6 +28,9 @@ func (s *Server) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, 
 	fromTag, _ := req.From().Params.Get("tag")
 	m, ok := s.calls.dialogs.match(req.CallID().Value(), fromTag, toTag, req.Source(), req.Transport(), req.IsAck())
 	if !ok {
+		if !req.IsAck() {
+			s.calls.dialogs.refused.Inc()
+		}
 		return nil, dialogMatch{}, 481, "Call/Transaction Does Not Exist"
 	}
 	dest, tr := m.to.source, m.to.transport

@@ -132,6 +132,11 @@ func TestForgedInDialogRequestsRefused(t *testing.T) {
 			}
 			expectNothing(t, victim, "initial INVITE")
 			victim.reg.register("", "Contact: *", "Expires: 0")
+			if transport == "TCP" {
+				if got := e.metric("dialtone_sip_in_dialog_refused_total", ""); got != 10 {
+					t.Errorf("in_dialog_refused_total = %v, want 10 (5 per transport)", got)
+				}
+			}
 		})
 	}
 }

@@ -97,6 +97,9 @@ func (s *Server) initCalls(reg prometheus.Registerer) error {
 		return fmt.Errorf("sip: call metrics: %w", err)
 	}
 	c.m = m
+	if err := registerAll(reg, c.dialogs.collectors()...); err != nil {
+		return fmt.Errorf("sip: dialog metrics: %w", err)
+	}
 	c.ports, _ = media.NewPorts(s.cfg.RTPPortMin, s.cfg.RTPPortMax) // checked by setDefaults
 	a := s.cfg.Announcement
 	if a == nil {
