@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
@@ -174,4 +175,57 @@ func TestByeToGoneFlowEndsDialog(t *testing.T) {
 		r := e.waitRecord(cl.callID)
 		return r.EndedAt.Sub(r.AnsweredAt) == 30*time.Second
 	})
+}
+
+// TestDialogEndedMapBounded: BYEs that beat their call's record are
+// remembered for the record, at most maxEndedDialogs of them.
+func TestDialogEndedMapBounded(t *testing.T) {
+	t.Parallel()
+	clock := storetest.NewClock()
+	d := newDialogs(DialogLimits{}, clock.Now)
+	f := flow{source: "198.51.100.1:5060", transport: "UDP"}
+	for i := range maxEndedDialogs + 10 {
+		k := dialogKey{callID: "c" + strconv.Itoa(i), callerTag: "a", calleeTag: "b"}
+		d.confirm(k, f, f)
+		if _, _, ok := d.end(k, clock.Now()); ok {
+			t.Fatal("a dialog without record reported one")
+		}
+		if len(d.ended) > maxEndedDialogs {
+			t.Fatalf("%d ended entries, cap %d", len(d.ended), maxEndedDialogs)
+		}
+	}
+	last := dialogKey{callID: "c" + strconv.Itoa(maxEndedDialogs+9)}
+	if at, ended := d.setRecord(last, "acct", 1); !ended || !at.Equal(clock.Now()) {
+		t.Errorf("the last BYE's time was lost: %v %v", at, ended)
+	}
+	if d.len() != 0 {
+		t.Errorf("%d dialogs left", d.len())
+	}
+}
+
+// TestEarlyDialogsBounded: a phone answering one INVITE with 1xx after 1xx,
+// each with a new To-tag, adds at most maxEarlyPerBranch early dialogs, and
+// they go when the INVITE fails.
+func TestEarlyDialogsBounded(t *testing.T) {
+	t.Parallel()
+	e := newCallEnv(t, Config{})
+	_, pw := e.addUser("1002")
+	const contactB = "sip:1002@192.0.2.66:5062"
+	b := e.newPhone("UDP", "1002", pw, contactB, "")
+	cl := e.caller(nil, "UDP", "1001", e.password).start("1002", offer(4000, "0"), false)
+	in := b.nextInvite(5 * time.Second)
+	for i := range maxEarlyPerBranch + 3 {
+		in.tag = "early" + strconv.Itoa(i)
+		in.respond(t, 180, "Ringing", contactB)
+		for r := cl.next(5 * time.Second); r.StatusCode != 180; r = cl.next(5 * time.Second) {
+		}
+	}
+	if got := e.metric("dialtone_sip_dialogs", ""); got != maxEarlyPerBranch {
+		t.Errorf("dialtone_sip_dialogs = %v after %d tagged 180s, want %d", got, maxEarlyPerBranch+3, maxEarlyPerBranch)
+	}
+	in.respond(t, 486, "Busy Here", "")
+	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+		t.Fatalf("final %d", f.StatusCode)
+	}
+	waitFor(t, "early dialogs dropped with their INVITE", func() bool { return e.srv.calls.dialogs.len() == 0 })
 }

@@ -102,7 +102,8 @@
 //     a BYE gets 481, other methods 405 as without our Route (we relay no
 //     request outside a dialog). A dialog ends at its BYE (whatever the
 //     answer), at a 481 from the other party, or when its INVITE fails
-//     (early dialogs of branches that did not answer). The table is
+//     (early dialogs of branches that did not answer; at most 4 per
+//     branch, whatever the number of To-tags a phone invents). The table is
 //     bounded (Server.SetDialogLimits): 100,000 dialogs (at the cap a new call gets
 //     503 before ringing), a confirmed dialog whose ACK did not come
 //     through us within 32 s (64×T1) is forgotten, and so is a dialog idle

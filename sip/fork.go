@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,12 @@ type branch struct {
 	done         bool // final response received, or the transaction ended
 	cancelWanted bool
 	cancelSent   bool
+	early        int // early dialogs recorded for it
 }
+
+// maxEarlyPerBranch bounds the early dialogs one branch can add to the
+// table (a phone makes one; each 1xx with a new To-tag would make another).
+const maxEarlyPerBranch = 4
 
 type branchEvent struct {
 	i   int
@@ -123,10 +129,11 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 			code := ev.res.StatusCode
 			if code < 200 {
 				br.provisional = true
-				if code > 100 && !finished && ev.res.To().Params.Has("tag") {
+				if code > 100 && !finished && ev.res.To().Params.Has("tag") && br.early < maxEarlyPerBranch {
 					k := keyOf(ev.res)
-					if s.calls.dialogs.early(k, caller, br.flow()) {
+					if !slices.Contains(early, k) && s.calls.dialogs.early(k, caller, br.flow()) {
 						early = append(early, k)
+						br.early++
 					}
 				}
 				if br.cancelWanted && !br.cancelSent {
