@@ -122,6 +122,7 @@ func (in *incoming) respond(t testing.TB, code int, reason string, contact strin
 type phone struct {
 	t        testing.TB
 	e        *callEnv
+	ua       *sipgo.UserAgent
 	cli      *sipgo.Client
 	reg      *uac
 	contact  string
@@ -130,6 +131,7 @@ type phone struct {
 	byes     chan *sip.Request
 	notifies chan *sip.Request
 	infos    chan *sip.Request
+	messages chan *sip.Request
 }
 
 // newPhone makes a UA for user ext and registers it over transport with
@@ -137,11 +139,11 @@ type phone struct {
 // non-empty userAgent replaces the User-Agent header.
 func (e *callEnv) newPhone(transport, ext, password, contact, userAgent string) *phone {
 	e.t.Helper()
-	_, cli, srv := newTestUA(e.t)
-	p := &phone{t: e.t, e: e, cli: cli, contact: contact,
+	ua, cli, srv := newTestUA(e.t)
+	p := &phone{t: e.t, e: e, ua: ua, cli: cli, contact: contact,
 		invites: make(chan *incoming, 16), acks: make(chan *sip.Request, 16),
 		byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16),
-		infos: make(chan *sip.Request, 16)}
+		infos: make(chan *sip.Request, 16), messages: make(chan *sip.Request, 16)}
 	srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
 		in := &incoming{req: req, tx: tx, tag: sip.GenerateTagN(10), cancelled: make(chan struct{}), finalSent: make(chan struct{})}
 		tx.OnCancel(func(*sip.Request) { close(in.cancelled) })
@@ -159,6 +161,10 @@ func (e *callEnv) newPhone(transport, ext, password, contact, userAgent string) 
 	})
 	srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
 		p.infos <- req
+		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
+	srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		p.messages <- req
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	srv.OnNotify(func(req *sip.Request, tx sip.ServerTransaction) {
@@ -206,6 +212,7 @@ type caller struct {
 	user      string
 	password  string
 	contact   string
+	headers   []string // "Name: value" lines added to every INVITE
 }
 
 func (e *callEnv) caller(cli *sipgo.Client, transport, ext, password string) *caller {
@@ -231,6 +238,10 @@ func (c *caller) invite(target string, cseq uint32, callID, fromTag string, body
 	req.AppendHeader(sip.NewHeader("Contact", "<"+c.contact+">"))
 	if auth != "" {
 		req.AppendHeader(sip.NewHeader("Proxy-Authorization", auth))
+	}
+	for _, h := range c.headers {
+		name, value, _ := strings.Cut(h, ":")
+		req.AppendHeader(sip.NewHeader(name, strings.TrimSpace(value)))
 	}
 	if body != nil {
 		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))

@@ -75,6 +75,40 @@
 //     486; registered targets are forked to as a stateful proxy. ACK is never
 //     answered, CANCEL/BYE without a transaction or dialog get 481, methods
 //     we know but do not serve 405 with Allow, unknown methods 501.
+//   - Identity (RFC 3325): P-Asserted-Identity and P-Preferred-Identity
+//     from phones are removed from every request we forward and every
+//     response we relay, and so are
+//     auto-answer requests (Call-Info with answer-after, Alert-Info asking
+//     for auto-answer, ring-answer or intercom, Answer-Mode and
+//     Priv-Answer-Mode of RFC 5373). A forwarded INVITE carries
+//     P-Asserted-Identity: "Name" <sip:extension@sip_domain> of the
+//     authenticated caller (quotes, backslashes and control characters
+//     dropped from the name).
+//   - In-dialog routing (dialog.go, indialog.go): only inside dialogs we
+//     created by proxying an INVITE, recorded at its 1xx with a To-tag
+//     (early) or its 2xx (confirmed), identified by Call-ID, From-tag and
+//     To-tag (either direction). A request is relayed only from one party
+//     of the dialog to the other: it must come from the host and transport
+//     of the flow recorded for the party it claims to be (the port may
+//     change: TCP reconnection, NAT rebinding), and it goes over the other
+//     party's recorded flow (a TCP/TLS flow that is gone gets 480, never a
+//     new connection). Every Route is removed: one a party adds later is
+//     ignored, and the Request-URI is never looked up among bindings. A
+//     request with our Route and a To-tag that matches no dialog of ours
+//     gets 481 (RFC 3261 §12.2.2) and goes nowhere, whoever sent it: a
+//     request inside a dialog is not authenticated, so challenging it would
+//     not help. Without a To-tag it is outside any dialog: an INVITE is an
+//     initial INVITE (407, then routed to the Request-URI user as a call),
+//     a BYE gets 481, other methods 405 as without our Route (we relay no
+//     request outside a dialog). A dialog ends at its BYE (whatever the
+//     answer), at a 481 from the other party, or when its INVITE fails
+//     (early dialogs of branches that did not answer; at most 4 per
+//     branch, whatever the number of To-tags a phone invents). The table is
+//     bounded (Server.SetDialogLimits): 100,000 dialogs (at the cap a new call gets
+//     503 before ringing), a confirmed dialog whose ACK did not come
+//     through us within 32 s (64×T1) is forgotten, and so is a dialog idle
+//     for DialogLimits.Idle or older than DialogLimits.MaxAge (12 h); its
+//     later requests get 481.
 //   - Check-sync (notify.go): NOTIFY Event: check-sync to a Yealink over the
 //     flow it registered on.
 //   - Brute force: failed digests count per source and per user

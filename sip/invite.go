@@ -6,7 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,7 +35,7 @@ import (
 //     disabled users → the announcement, then 486 (announce.go). A queue or
 //     group extension whose members are all disabled or offline, a target
 //     with no live registration → 480. Otherwise a parallel fork to every
-//     live contact of every enabled user (proxy.go), ringing for
+//     live contact of every enabled user (fork.go), ringing for
 //     RingTimeout (or the callflow step's timeout), then 480.
 //   - The device that sent the INVITE is never rung (a user calling their
 //     own extension rings their other devices).
@@ -47,9 +47,11 @@ import (
 //     relayed, no registration, ring timeout), cancelled (487), not_found,
 //     forbidden, routed (any other relayed failure), failed (our 500).
 //     Records keep extensions and names, so they outlive the users.
-//   - In-dialog requests are loose-routed only for dialogs we proxied
-//     (Call-ID known, 12 h without BYE at most) or towards the contact of a
-//     live binding; anything else with our Route gets 481 (no open relay).
+//   - In-dialog requests are loose-routed only inside dialogs we created
+//     (dialog.go), between the two flows recorded then; anything else with
+//     our Route and a To-tag gets 481 (no open relay). What a caller may not
+//     say (identity, auto-answer) is removed (stripCallerAssertions) and
+//     the INVITE carries the authenticated caller's P-Asserted-Identity.
 
 // calls is the call-handling state of a Server: the sipgo client that
 // forwards requests and sends NOTIFYs, the RTP port range, the current
@@ -89,12 +91,15 @@ func (c *Config) checkCallConfig() error {
 // initCalls sets up s.calls, registering the call metrics on reg (nil: not
 // registered); New calls it once.
 func (s *Server) initCalls(reg prometheus.Registerer) error {
-	c := &calls{dialogs: newDialogs()}
+	c := &calls{dialogs: newDialogs(DialogLimits{}, s.db.Now)}
 	m, err := newCallMetrics(reg)
 	if err != nil {
 		return fmt.Errorf("sip: call metrics: %w", err)
 	}
 	c.m = m
+	if err := registerAll(reg, c.dialogs.collectors()...); err != nil {
+		return fmt.Errorf("sip: dialog metrics: %w", err)
+	}
 	c.ports, _ = media.NewPorts(s.cfg.RTPPortMin, s.cfg.RTPPortMax) // checked by setDefaults
 	a := s.cfg.Announcement
 	if a == nil {
@@ -212,7 +217,7 @@ func (c *callLog) finishRecord(outcome string, status int, detail string) store.
 // user is routed in the account (store.Route): unknown → 404, a disabled
 // target → announcement + 486 (announce.go), an enabled target without a
 // live registration → 480, else a parallel fork to every live contact
-// (proxy.go). A re-INVITE (To tag) is loose-routed.
+// (fork.go). A re-INVITE (To tag) is loose-routed (indialog.go).
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if req.To().Params.Has("tag") {
 		s.onInDialog(req, tx)
@@ -330,7 +335,76 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if r.TimeoutS > 0 {
 		ringFor = time.Duration(r.TimeoutS) * time.Second
 	}
-	s.proxyInvite(req, tx, call, targets, ringFor)
+	s.proxyInvite(req, tx, call, targets, ringFor, assertedIdentity(id.User, id.Account.SIPDomain))
+}
+
+// assertedIdentity is the P-Asserted-Identity value (RFC 3325 §9.1) of an
+// authenticated caller: "Name" <sip:extension@domain>.
+func assertedIdentity(u store.User, domain string) string {
+	uri := sip.Uri{Scheme: "sip", User: u.Extension, Host: domain}
+	name := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '"' || r == '\\' {
+			return -1 // no quoted-pair games: drop what needs escaping
+		}
+		return r
+	}, u.Name)
+	if strings.TrimSpace(name) == "" {
+		return "<" + uri.String() + ">"
+	}
+	return `"` + name + `" <` + uri.String() + ">"
+}
+
+// headerSet is a request or a response.
+type headerSet interface {
+	Headers() []sip.Header
+	GetHeaders(name string) []sip.Header
+	RemoveHeader(name string) bool
+	AppendHeader(h sip.Header)
+}
+
+// stripCallerAssertions removes, from a message entering from a phone (a
+// request, or a response we relay), what only a trusted network may say (RFC 3325 §5: a proxy removes
+// identity headers from untrusted sources): P-Asserted-Identity and
+// P-Preferred-Identity; and what would make the callee pick up by itself:
+// Call-Info with answer-after, Alert-Info asking for auto-answer or
+// intercom (Yealink/Snom "info=alert-autoanswer", Polycom "Auto Answer"
+// and "Ring Answer", Cisco "intercom"), Answer-Mode and Priv-Answer-Mode (RFC 5373). Header
+// names are matched without regard to case.
+func stripCallerAssertions(r headerSet) {
+	drop := func(h sip.Header) bool {
+		switch strings.ToLower(h.Name()) {
+		case "p-asserted-identity", "p-preferred-identity", "answer-mode", "priv-answer-mode":
+			return true
+		case "call-info":
+			return strings.Contains(strings.ToLower(h.Value()), "answer-after")
+		case "alert-info":
+			v := strings.NewReplacer(" ", "", "-", "", "_", "", "\t", "").Replace(strings.ToLower(h.Value()))
+			return strings.Contains(v, "autoanswer") || strings.Contains(v, "ringanswer") || strings.Contains(v, "intercom")
+		}
+		return false
+	}
+	// sipgo's RemoveHeader matches the name exactly and removes the first
+	// header of that name: remove every header of a name concerned, then
+	// put back the ones that stay.
+	var names []string
+	for _, h := range r.Headers() {
+		if drop(h) && !slices.Contains(names, h.Name()) {
+			names = append(names, h.Name())
+		}
+	}
+	for _, n := range names {
+		var keep []sip.Header
+		for _, h := range r.GetHeaders(n) {
+			if h.Name() == n && !drop(h) {
+				keep = append(keep, h)
+			}
+		}
+		for r.RemoveHeader(n) {
+		}
+		for _, h := range keep {
+			r.AppendHeader(h)
+		}
+	}
 }
 
 // respond sends res on tx like send, and reports the error.
@@ -459,19 +533,6 @@ func (s *Server) addVia(fwd *sip.Request, src, transport, dest string) {
 	v.Params.Add("branch", sip.GenerateBranchN(16))
 	v.Params.Add("rport", "")
 	fwd.PrependHeader(v)
-}
-
-// contactKey normalises a contact URI for comparison: user, host and port.
-func contactKey(u sip.Uri) string {
-	return unescapeUser(u.User) + "@" + strings.ToLower(strings.Trim(u.Host, "[]")) + ":" + strconv.Itoa(effectivePort(u.Port, u.Scheme))
-}
-
-func contactKeyString(s string) string {
-	var u sip.Uri
-	if err := sip.ParseUri(s, &u); err != nil {
-		return s
-	}
-	return contactKey(u)
 }
 
 // setFlow makes r leave over transport tr towards dest (a registered
