@@ -147,3 +147,10 @@ func isHex(s string) bool {
 	}
 	return true
 }
+
+// Challenge is a WWW-Authenticate / Proxy-Authenticate challenge
+// (github.com/icholy/digest's); its String method renders the header value.
+type Challenge = digest.Challenge
+
+// IsDigest reports whether an Authorization value is of the Digest scheme.
+func IsDigest(v string) bool { return digest.IsDigest(strings.TrimSpace(v)) }

@@ -12,10 +12,12 @@ import (
 	"time"
 )
 
-const (
-	nonceRawLen = 8 + 8 + 16
-	nonceLen    = (nonceRawLen*8 + 5) / 6 // base64 without padding
-)
+const nonceRawLen = 8 + 8 + 16
+
+// NonceLen is the length of every nonce Issue returns.
+const NonceLen = (nonceRawLen*8 + 5) / 6 // base64 without padding
+
+const nonceLen = NonceLen
 
 // Key identifies one issued nonce (its issue time and salt).
 type Key [16]byte
