@@ -3,14 +3,29 @@
 //
 // # Who gets what
 //
-// A request passes, in order: the per-source throttle (blocked → 429), the
-// path (/p/{key}/{file}, nothing else), the account's URL key, the account's
-// HTTP credentials (Digest, or Basic over TLS), the User-Agent's MAC against
-// the file's MAC (or its model against the common file's code), and the
-// device's existence in that account. Every refusal after the credentials,
-// and every refusal before them that is not a credentials problem, is the
-// same 404 (status, headers and body), so a scanner cannot tell an unknown
-// MAC from a wrong key, another account's phone or a forged User-Agent.
+// A request passes, in order: the path (/p/{key}/{file}, nothing else), the
+// account's URL key, the account's HTTP credentials (Digest, or Basic over
+// TLS), the User-Agent's MAC against the file's MAC (or its model against
+// the common file's code), and the device's existence in that account. Every
+// refusal after the credentials, and every refusal before them that is not a
+// credentials problem, is the same 404 (status, headers and body), so a
+// scanner cannot tell an unknown MAC from a wrong key, another account's
+// phone or a forged User-Agent.
+//
+// # Throttling
+//
+// Failures are counted in the brute-force guard (internal/guard, the table
+// SIP uses too, listed by the admin API with protocol "provisioning"). A bad
+// path, an unknown key and wrong credentials count for the source address;
+// wrong credentials only when their nonce is one this address was given
+// and has not expired (an invented or replayed Authorization counts
+// nothing). Past the limit the source gets 429 for all of these — but a
+// request with valid credentials is checked before that block and served,
+// and a request without credentials is still challenged, so a guesser
+// behind an office's NAT never locks out the phones there. Refusals after
+// valid credentials (a MAC or model that does not match, an unknown device)
+// count for that credential from that address; past the limit that
+// credential gets 429 from that address, while other credentials do not.
 //
 // The one exception is 401: a phone sends credentials only after a challenge
 // (notes §3), so a request with a valid key and no or wrong credentials gets
@@ -23,13 +38,13 @@
 package provisioning
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -38,6 +53,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/store"
 )
 
@@ -61,11 +77,16 @@ type Config struct {
 	// RepeatMinutes is how often phones poll; 0 means 60.
 	RepeatMinutes int
 
-	// FailureLimit failures from one source within FailureWindow block it for
-	// BlockFor. Zero values mean 10, 1 minute and 15 minutes.
+	// FailureLimit failures from one source (or one credential from one
+	// source) within FailureWindow block it for BlockFor. Zero values mean
+	// 10, 1 minute and 15 minutes.
 	FailureLimit  int
 	FailureWindow time.Duration
 	BlockFor      time.Duration
+	// Guard is the brute-force table shared with SIP (the handler counts on
+	// its "provisioning" view, internal/guard.Guard.For). nil: a table of
+	// its own.
+	Guard *guard.Guard
 
 	// NTPServer and TimeZone (Yealink's "+1" form) are rendered when set.
 	NTPServer, TimeZone string
@@ -88,8 +109,8 @@ type Handler struct {
 	sip      sipSettings
 	repeat   int
 	ntp, tz  string
-	throttle *throttle
-	nonces   nonces
+	guard    *guard.Guard
+	nonces   *nonces
 
 	fetches *prometheus.CounterVec
 	blocks  prometheus.Counter
@@ -179,12 +200,14 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if block <= 0 {
 		block = 15 * time.Minute
 	}
-	h.throttle = newThrottle(limit, window, block, db.Now)
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
+	g := cfg.Guard
+	if g == nil {
+		g = guard.New(guard.Config{Protocol: "provisioning", Now: db.Now})
+	}
+	h.guard = g.For("provisioning", guard.Policy{MaxFailures: limit, Window: window, BlockFor: block, OnBlock: h.onBlock})
+	if h.nonces, err = newNonces(db.Now); err != nil {
 		return nil, err
 	}
-	h.nonces = nonces{secret: secret, now: db.Now}
 
 	h.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dialtone_provisioning_fetches_total",
@@ -219,12 +242,7 @@ var (
 
 // ServeHTTP implements the policy in the package comment.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	src := sourceKey(r.RemoteAddr)
-	if left, blocked := h.throttle.blocked(src); blocked {
-		w.Header().Set("Retry-After", strconv.Itoa(int((left+time.Second-1)/time.Second)))
-		h.reply(w, http.StatusTooManyRequests, throttledBody, OutcomeThrottled)
-		return
-	}
+	src := clientIP(r)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
@@ -232,7 +250,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req, ok := parsePath(r.URL.Path)
 	if !ok {
-		h.refuse(w, src, "bad_path", "")
+		h.refuse(w, src, "", "bad_path", "")
 		return
 	}
 	if req.Kind == fileBoot {
@@ -243,23 +261,37 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	acc, err := h.db.AccountByProvisioningKey(req.Key)
 	if errors.Is(err, store.ErrNotFound) {
-		h.refuse(w, src, "unknown_key", "")
+		h.refuse(w, src, "", "unknown_key", "")
 		return
 	}
 	if err != nil {
 		h.internal(w, "look up provisioning key", err)
 		return
 	}
-	switch h.nonces.authenticate(r, acc) {
+	res, user := h.nonces.authenticate(r, acc)
+	switch res {
 	case authNone:
-		h.challenge(w, acc.Account.ID, false)
+		// Even from a blocked source: a phone behind it needs the nonce.
+		h.challenge(w, r, acc.Account.ID, false)
 		return
 	case authStale:
-		h.challenge(w, acc.Account.ID, true)
+		h.challenge(w, r, acc.Account.ID, true)
+		return
+	case authRetry:
+		if !h.throttled(w, src, "") {
+			h.challenge(w, r, acc.Account.ID, false)
+		}
 		return
 	case authBad:
-		h.fail(src, "bad_credentials", acc.Account.ID)
-		h.challenge(w, acc.Account.ID, false)
+		if !h.throttled(w, src, "") {
+			h.fail(src, "", "bad_credentials", acc.Account.ID)
+			h.challenge(w, r, acc.Account.ID, false)
+		}
+		return
+	}
+	// Valid credentials: a block of the source (someone guessing from the
+	// same address) does not apply, one of this credential does.
+	if h.throttled(w, src, user) {
 		return
 	}
 	ua, uaOK := ParseUserAgent(r.UserAgent())
@@ -267,7 +299,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case fileCommon:
 		m, known := store.LookupModel(ua.Model)
 		if !uaOK || !known || "000000000"+m.Code != req.Code {
-			h.refuse(w, src, "model_mismatch", acc.Account.ID)
+			h.refuse(w, src, user, "model_mismatch", acc.Account.ID)
 			return
 		}
 		body, err := renderCommon(m.CommonFile())
@@ -275,6 +307,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render common file", err)
 			return
 		}
+		h.guard.Succeed(src, user)
 		h.serve(w, body, OutcomeServed)
 	case fileMAC:
 		// Look the device up whatever the User-Agent says, so every 404
@@ -285,11 +318,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !uaOK || ua.MAC != req.MAC {
-			h.refuse(w, src, "ua_mismatch", acc.Account.ID)
+			h.refuse(w, src, user, "ua_mismatch", acc.Account.ID)
 			return
 		}
 		if err != nil {
-			h.refuse(w, src, "unknown_device", acc.Account.ID)
+			h.refuse(w, src, user, "unknown_device", acc.Account.ID)
 			return
 		}
 		d, cleared := macInputs(dc, acc.Settings, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
@@ -298,6 +331,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render device config", err)
 			return
 		}
+		h.guard.Succeed(src, user)
 		outcome := OutcomeServed
 		if cleared {
 			outcome = OutcomeCleared
@@ -336,25 +370,52 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// refuse answers the one 404 every refusal shares and counts a failure.
-func (h *Handler) refuse(w http.ResponseWriter, src, reason, acct string) {
-	h.fail(src, reason, acct)
+// refuse answers the one 404 every refusal shares and counts a failure (for
+// the source, or for the credential user from it once one authenticated);
+// a source already blocked gets 429 instead.
+func (h *Handler) refuse(w http.ResponseWriter, src netip.Addr, user, reason, acct string) {
+	if user == "" && h.throttled(w, src, "") {
+		return
+	}
+	h.fail(src, user, reason, acct)
 	h.reply(w, http.StatusNotFound, notFoundBody, OutcomeNotFound)
 }
 
-// fail counts a failure from src and logs it (source and reason only: never
-// the key, a password or an Authorization header).
-func (h *Handler) fail(src, reason, acct string) {
-	started, n := h.throttle.fail(src)
-	h.log.Info("provisioning request refused", "source", src, "reason", reason, "account", acct)
-	if started {
-		h.blocks.Inc()
-		h.log.Warn("provisioning source blocked", "source", src, "failures", n, "for", h.throttle.block.String())
+// throttled answers 429 if src is blocked (user "": the whole source; else
+// that credential from src) and reports whether it did.
+func (h *Handler) throttled(w http.ResponseWriter, src netip.Addr, user string) bool {
+	var until time.Time
+	var blocked bool
+	if user == "" {
+		until, blocked = h.guard.BlockedUntil(src, "")
+	} else {
+		until, blocked = h.guard.UserBlockedUntil(src, user)
 	}
+	if !blocked {
+		return false
+	}
+	left := until.Sub(h.db.Now())
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((left+time.Second-1)/time.Second))))
+	h.reply(w, http.StatusTooManyRequests, throttledBody, OutcomeThrottled)
+	return true
 }
 
-func (h *Handler) challenge(w http.ResponseWriter, acct string, stale bool) {
-	w.Header().Set("WWW-Authenticate", h.nonces.challenge(acct, stale))
+// fail counts a failure from src and logs it (source, credential user and
+// reason only: never the key, a password or an Authorization header).
+func (h *Handler) fail(src netip.Addr, user, reason, acct string) {
+	h.log.Info("provisioning request refused", "source", src.String(), "user", user, "reason", reason, "account", acct)
+	h.guard.Fail(src, user, reason)
+}
+
+// onBlock logs and counts a new block.
+func (h *Handler) onBlock(b guard.Block) {
+	h.blocks.Inc()
+	h.log.Warn("provisioning source blocked", "source", b.Source, "user", b.User, "failures", b.Failures, "reason", b.Reason,
+		"for", h.guard.BlockFor().String())
+}
+
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, acct string, stale bool) {
+	w.Header().Set("WWW-Authenticate", h.nonces.challenge(r, acct, stale))
 	h.reply(w, http.StatusUnauthorized, unauthorizedBody, OutcomeUnauthorized)
 }
 

@@ -7,13 +7,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/provisioning"
 	"github.com/dialtone-voip/dialtone/store"
 )
 
 // newProvisioning builds the Yealink provisioning handler. boundAddr is the
 // provisioning listener's real address; domain is the default account's.
-func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
+func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, g *guard.Guard, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
 	return provisioning.NewHandler(db, provisioning.Config{
 		SIPServer:       cfg.SIPHost,
 		SIPPort:         portOf(sipAddr),
@@ -22,6 +23,7 @@ func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string
 		ExternalURL:     provisioningURL(cfg, boundAddr, domain),
 		NTPServer:       cfg.NTPServer,
 		TimeZone:        cfg.TimeZone,
+		Guard:           g,
 	}, log, reg)
 }
 

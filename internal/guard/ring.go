@@ -10,7 +10,7 @@ type ring[K comparable, V any] struct {
 	slots []slot[K, V]
 	index map[K]int32
 	hand  int
-	free  []int32 // emptied slots, reused before any eviction
+	free  []int32      // emptied slots, reused before any eviction
 	keep  func(*V) int // eviction priority: 0 evict first, higher later
 }
 
