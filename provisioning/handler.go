@@ -109,7 +109,7 @@ type Handler struct {
 	sip      sipSettings
 	repeat   int
 	ntp, tz  string
-	guard    *guard.Guard
+	throttle *guard.Guard // the "provisioning" view of the brute-force table
 	nonces   *nonces
 
 	fetches *prometheus.CounterVec
@@ -204,7 +204,7 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if g == nil {
 		g = guard.New(guard.Config{Protocol: "provisioning", Now: db.Now})
 	}
-	h.guard = g.For("provisioning", guard.Policy{MaxFailures: limit, Window: window, BlockFor: block, OnBlock: h.onBlock})
+	h.throttle = g.For("provisioning", guard.Policy{MaxFailures: limit, Window: window, BlockFor: block, OnBlock: h.onBlock})
 	if h.nonces, err = newNonces(db.Now); err != nil {
 		return nil, err
 	}
@@ -307,7 +307,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render common file", err)
 			return
 		}
-		h.guard.Succeed(src, user)
+		h.throttle.Succeed(src, user)
 		h.serve(w, body, OutcomeServed)
 	case fileMAC:
 		// Look the device up whatever the User-Agent says, so every 404
@@ -331,7 +331,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render device config", err)
 			return
 		}
-		h.guard.Succeed(src, user)
+		h.throttle.Succeed(src, user)
 		outcome := OutcomeServed
 		if cleared {
 			outcome = OutcomeCleared
@@ -387,9 +387,9 @@ func (h *Handler) throttled(w http.ResponseWriter, src netip.Addr, user string) 
 	var until time.Time
 	var blocked bool
 	if user == "" {
-		until, blocked = h.guard.BlockedUntil(src, "")
+		until, blocked = h.throttle.BlockedUntil(src, "")
 	} else {
-		until, blocked = h.guard.UserBlockedUntil(src, user)
+		until, blocked = h.throttle.UserBlockedUntil(src, user)
 	}
 	if !blocked {
 		return false
@@ -404,14 +404,14 @@ func (h *Handler) throttled(w http.ResponseWriter, src netip.Addr, user string) 
 // reason only: never the key, a password or an Authorization header).
 func (h *Handler) fail(src netip.Addr, user, reason, acct string) {
 	h.log.Info("provisioning request refused", "source", src.String(), "user", user, "reason", reason, "account", acct)
-	h.guard.Fail(src, user, reason)
+	h.throttle.Fail(src, user, reason)
 }
 
 // onBlock logs and counts a new block.
 func (h *Handler) onBlock(b guard.Block) {
 	h.blocks.Inc()
 	h.log.Warn("provisioning source blocked", "source", b.Source, "user", b.User, "failures", b.Failures, "reason", b.Reason,
-		"for", h.guard.BlockFor().String())
+		"for", h.throttle.BlockFor().String())
 }
 
 func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, acct string, stale bool) {
