@@ -326,3 +326,18 @@ func TestTrustWritesAreRateLimited(t *testing.T) {
 		t.Fatal("a new trusted source was not written after TrustSaveEvery")
 	}
 }
+
+// BenchmarkFailAtCap: a failure from a new source into a full table costs
+// the same as into an empty one (eviction is O(1), no sweep).
+func BenchmarkFailAtCap(b *testing.B) {
+	c := newClock()
+	g := New(Config{MaxEntries: 10_000, Now: c.now})
+	for i := range 20_000 {
+		g.Fail(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), "u", "bad_password")
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		g.Fail(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}), "u", "bad_password")
+	}
+}
