@@ -1,19 +1,16 @@
 package provisioning
 
 import (
-	"crypto/hmac"
-	"crypto/md5"
-	"crypto/sha256"
+	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
+	"net"
 	"net/http"
-	"strings"
+	"net/netip"
 	"time"
 
-	"github.com/icholy/digest"
-
+	"github.com/dialtone-voip/dialtone/internal/digest"
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/store"
 )
 
@@ -25,129 +22,136 @@ const realm = "dialtone provisioning"
 // gets a fresh challenge with stale=true and retries without failing.
 const nonceTTL = 5 * time.Minute
 
+// maxNonceCounts bounds the nonce-count table (per generation: see
+// internal/digest). A phone uses one nonce per poll.
+const maxNonceCounts = 1 << 16
+
 type authResult int
 
 const (
 	authNone  authResult = iota // no Authorization header: challenge, not a failure
 	authOK                      // valid credentials
 	authStale                   // right password, expired nonce: challenge with stale=true
-	authBad                     // wrong credentials: challenge, and count a failure
+	authRetry                   // nothing to count: malformed, a nonce not issued to this address, a replayed nonce count → fresh challenge
+	authBad                     // wrong credentials on a nonce issued to this address (or Basic over TLS): challenge, and count a failure
 )
 
-// nonces are stateless: 8 bytes of issue time and an HMAC over it and the
-// account, so a nonce from one account is useless in another and the handler
-// keeps no per-challenge state.
+// nonces is provisioning's Digest policy on internal/digest: one realm, MD5
+// (what Yealink firmware answers), qop "auth" offered and RFC 2069 answers
+// (no qop, old firmware) accepted. Nonces are bound to the realm, the
+// account and the client's IP address; each nonce count is accepted once
+// (a response without qop has none, so its nonce is good for one request).
 type nonces struct {
-	secret []byte
-	now    func() time.Time
+	n     *digest.Nonces
+	now   func() time.Time
+	dummy string // HA1 an unknown user is checked against, for the same work
 }
 
-func (n nonces) issue(acct string) string {
-	var ts [8]byte
-	binary.BigEndian.PutUint64(ts[:], uint64(n.now().UnixNano()))
-	return base64.RawURLEncoding.EncodeToString(append(ts[:], n.mac(ts[:], acct)...))
-}
-
-func (n nonces) mac(ts []byte, acct string) []byte {
-	m := hmac.New(sha256.New, n.secret)
-	m.Write(ts)
-	m.Write([]byte(acct))
-	return m.Sum(nil)[:16]
-}
-
-// check reports whether nonce was issued by us for acct, and whether it is still fresh.
-func (n nonces) check(nonce, acct string) (ours, fresh bool) {
-	b, err := base64.RawURLEncoding.DecodeString(nonce)
-	if err != nil || len(b) != 24 {
-		return false, false
+func newNonces(now func() time.Time) (*nonces, error) {
+	n, err := digest.NewNonces(nonceTTL, maxNonceCounts)
+	if err != nil {
+		return nil, err
 	}
-	if !hmac.Equal(b[8:], n.mac(b[:8], acct)) {
-		return false, false
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
 	}
-	issued := time.Unix(0, int64(binary.BigEndian.Uint64(b[:8])))
-	age := n.now().Sub(issued)
-	return true, age >= -time.Minute && age <= nonceTTL
+	return &nonces{n: n, now: now, dummy: hex.EncodeToString(b)}, nil
 }
 
-func (n nonces) challenge(acct string, stale bool) string {
-	c := `Digest realm="` + realm + `", qop="auth", nonce="` + n.issue(acct) + `", algorithm=MD5`
-	if stale {
-		c += ", stale=true"
-	}
-	return c
+// space is the protection space a nonce is bound to: the realm is shared by
+// every account, so the account is named too.
+func space(acct string) string { return realm + "\x00" + acct }
+
+// challenge is the WWW-Authenticate value for a request from r's source to
+// the account acct.
+func (n *nonces) challenge(r *http.Request, acct string, stale bool) string {
+	c := digest.Challenge{Realm: realm, Nonce: n.n.Issue(space(acct), clientIP(r), n.now()), Algorithm: digest.MD5, QOP: []string{"auth"}, Stale: stale}
+	return c.String()
 }
 
 // authenticate checks r's Authorization against the account's credentials
-// (current password, or the previous one within the grace period). Digest
-// (MD5, qop=auth or none) is what Yealink phones answer a challenge with;
-// Basic is accepted only over TLS, where it is as safe as Digest.
-func (n nonces) authenticate(r *http.Request, acc store.ProvisioningAccess) authResult {
+// (current password, or the previous one within the grace period) and
+// returns the result and, for authOK, the username that authenticated.
+// Digest (MD5, qop=auth or none) is what Yealink phones answer a challenge
+// with; Basic is accepted only over TLS, where it is as safe as Digest.
+func (n *nonces) authenticate(r *http.Request, acc store.ProvisioningAccess) (authResult, string) {
+	return n.check(r, acc.Account.ID, func(user string) []string {
+		if equal(user, acc.Username) {
+			return acc.Passwords
+		}
+		return nil
+	})
+}
+
+// check is authenticate for any credential source: passwords returns the
+// passwords valid for the username (nil: no such user).
+func (n *nonces) check(r *http.Request, acct string, passwords func(user string) []string) (authResult, string) {
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		return authNone
+		return authNone, ""
 	}
 	if user, pass, ok := r.BasicAuth(); ok {
 		if r.TLS == nil {
-			return authBad
+			return authBad, ""
 		}
-		if !equal(user, acc.Username) {
-			return authBad
-		}
-		for _, pw := range acc.Passwords {
+		for _, pw := range passwords(user) {
 			if equal(pass, pw) {
-				return authOK
+				return authOK, user
 			}
 		}
-		return authBad
+		return authBad, ""
 	}
-	c, err := digest.ParseCredentials(h)
-	if err != nil {
-		return authBad
-	}
-	if !equal(c.Username, acc.Username) || c.Realm != realm || c.Userhash {
-		return authBad
-	}
-	if a := strings.ToUpper(c.Algorithm); a != "" && a != "MD5" {
-		return authBad
+	c, err := digest.Parse(h, digest.ParseOptions{AllowNoQOP: true})
+	if err != nil || c.Realm != realm || c.Algorithm != digest.MD5 {
+		return authRetry, ""
 	}
 	if c.URI != r.RequestURI && c.URI != r.URL.RequestURI() {
-		return authBad
+		return authRetry, ""
 	}
-	ours, fresh := n.check(c.Nonce, acc.Account.ID)
-	if !ours {
-		return authBad
+	now := n.now()
+	state, key := n.n.Check(c.Nonce, space(acct), clientIP(r), now)
+	if state == digest.Bad {
+		return authRetry, "" // not a nonce this address was given: count nothing
 	}
-	ha2 := md5hex(r.Method + ":" + c.URI)
-	for _, pw := range acc.Passwords {
-		ha1 := md5hex(c.Username + ":" + realm + ":" + pw)
-		var want string
-		switch c.QOP {
-		case "auth":
-			want = md5hex(ha1 + ":" + c.Nonce + ":" + nc(c.Nc) + ":" + c.Cnonce + ":auth:" + ha2)
-		case "":
-			want = md5hex(ha1 + ":" + c.Nonce + ":" + ha2) // RFC 2069, for old firmware
-		default:
-			return authBad
-		}
-		if equal(strings.ToLower(c.Response), want) {
-			if !fresh {
-				return authStale
-			}
-			return authOK
+	pws := passwords(c.Username)
+	match := false
+	if len(pws) == 0 {
+		_ = digest.Verify(c, r.Method, n.dummy) // the same work as for a known user
+	}
+	for _, pw := range pws {
+		if digest.Verify(c, r.Method, digest.HA1(digest.MD5, c.Username, realm, pw)) {
+			match = true
+			break
 		}
 	}
-	return authBad
+	switch {
+	case !match && state == digest.Fresh:
+		return authBad, ""
+	case !match:
+		return authRetry, "" // wrong, but on an expired nonce: not counted
+	case state == digest.Stale:
+		return authStale, ""
+	}
+	if ok, stale := n.n.Use(key, digest.Count(c), now); !ok {
+		if stale {
+			return authStale, ""
+		}
+		return authRetry, "" // a replayed Authorization
+	}
+	return authOK, c.Username
 }
 
-func nc(n int) string {
-	var b [4]byte
-	binary.BigEndian.PutUint32(b[:], uint32(n))
-	return hex.EncodeToString(b[:])
-}
+// clientIP is the address of r's client (RemoteAddr without the port).
+func clientIP(r *http.Request) netip.Addr { return guard.IP(r.RemoteAddr) }
 
-func md5hex(s string) string {
-	h := md5.Sum([]byte(s))
-	return hex.EncodeToString(h[:])
+// sourceIP is the host part of r.RemoteAddr.
+func sourceIP(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		return remoteAddr
+	}
+	return host
 }
 
 func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }

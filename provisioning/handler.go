@@ -3,7 +3,7 @@
 //
 // # Who gets what
 //
-// A request passes, in order: the per-source throttle (blocked → 429), the
+// A request passes, in order: the
 // path (/p/{key}/{file}, nothing else), the account's URL key, the HTTP
 // credentials (Digest, or Basic over TLS), the User-Agent's MAC against the
 // file's MAC (or its model against the common file's code), the device's
@@ -21,6 +21,21 @@
 // scanner cannot tell an unknown MAC from a wrong key, another account's
 // phone, a forged User-Agent or another device's credentials.
 //
+// # Throttling
+//
+// Failures are counted in the brute-force guard (internal/guard, the table
+// SIP uses too, listed by the admin API with protocol "provisioning"). A bad
+// path, an unknown key and wrong credentials count for the source address;
+// wrong credentials only when their nonce is one this address was given
+// and has not expired (an invented or replayed Authorization counts
+// nothing). Past the limit the source gets 429 for all of these — but a
+// request with valid credentials is checked before that block and served,
+// and a request without credentials is still challenged, so a guesser
+// behind an office's NAT never locks out the phones there. Refusals after
+// valid credentials (a MAC or model that does not match, an unknown device)
+// count for that credential from that address; past the limit that
+// credential gets 429 from that address, while other credentials do not.
+//
 // The one exception is 401: a phone sends credentials only after a challenge
 // (docs/provisioning.md), so a request with a valid key and no or wrong
 // credentials gets a Digest challenge. That reveals only that the key is
@@ -34,7 +49,6 @@
 package provisioning
 
 import (
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -42,6 +56,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -51,6 +66,7 @@ import (
 	"github.com/icholy/digest"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/store"
 )
 
@@ -74,11 +90,16 @@ type Config struct {
 	// RepeatMinutes is how often phones poll; 0 means 60.
 	RepeatMinutes int
 
-	// FailureLimit failures from one source within FailureWindow block it for
-	// BlockFor. Zero values mean 10, 1 minute and 15 minutes.
+	// FailureLimit failures from one source (or one credential from one
+	// source) within FailureWindow block it for BlockFor. Zero values mean
+	// 10, 1 minute and 15 minutes.
 	FailureLimit  int
 	FailureWindow time.Duration
 	BlockFor      time.Duration
+	// Guard is the brute-force table shared with SIP (the handler counts on
+	// its "provisioning" view, internal/guard.Guard.For). nil: a table of
+	// its own.
+	Guard *guard.Guard
 
 	// NTPServer and TimeZone (Yealink's "+1" form) are rendered when set.
 	NTPServer, TimeZone string
@@ -101,11 +122,8 @@ type Handler struct {
 	sip      sipSettings
 	repeat   int
 	ntp, tz  string
-	throttle *throttle
-	nonces   nonces
-	// dummy is checked when a request's username names no credential, so
-	// an unknown username costs the same digest work as a known one.
-	dummy []string
+	throttle *guard.Guard // the "provisioning" view of the brute-force table
+	nonces   *nonces
 
 	fetches *prometheus.CounterVec
 	blocks  prometheus.Counter
@@ -195,17 +213,14 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if block <= 0 {
 		block = 15 * time.Minute
 	}
-	h.throttle = newThrottle(limit, window, block, db.Now)
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
+	g := cfg.Guard
+	if g == nil {
+		g = guard.New(guard.Config{Protocol: "provisioning", Now: db.Now})
+	}
+	h.throttle = g.For("provisioning", guard.Policy{MaxFailures: limit, Window: window, BlockFor: block, OnBlock: h.onBlock})
+	if h.nonces, err = newNonces(db.Now); err != nil {
 		return nil, err
 	}
-	h.nonces = nonces{secret: secret, now: db.Now}
-	dummy := make([]byte, 24)
-	if _, err := rand.Read(dummy); err != nil {
-		return nil, err
-	}
-	h.dummy = []string{hex.EncodeToString(dummy)}
 
 	h.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dialtone_provisioning_fetches_total",
@@ -240,12 +255,7 @@ var (
 
 // ServeHTTP implements the policy in the package comment.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	src := sourceKey(r.RemoteAddr)
-	if left, blocked := h.throttle.blocked(src); blocked {
-		w.Header().Set("Retry-After", strconv.Itoa(int((left+time.Second-1)/time.Second)))
-		h.reply(w, http.StatusTooManyRequests, throttledBody, OutcomeThrottled)
-		return
-	}
+	src := clientIP(r)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
@@ -253,7 +263,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	req, ok := parsePath(r.URL.Path)
 	if !ok {
-		h.refuse(w, src, "bad_path", "")
+		h.refuse(w, src, "", "bad_path", "")
 		return
 	}
 	if req.Kind == fileBoot {
@@ -264,7 +274,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	acc, err := h.db.AccountByProvisioningKey(req.Key)
 	if errors.Is(err, store.ErrNotFound) {
-		h.refuse(w, src, "unknown_key", "")
+		h.refuse(w, src, "", "unknown_key", "")
 		return
 	}
 	if err != nil {
@@ -276,16 +286,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, "look up credentials", err)
 		return
 	}
-	switch h.nonces.authenticate(r, who.access) {
+	res, user := h.nonces.authenticate(r, who.access)
+	switch res {
 	case authNone:
-		h.challenge(w, acc.Account.ID, false)
+		// Even from a blocked source: a phone behind it needs the nonce.
+		h.challenge(w, r, acc.Account.ID, false)
 		return
 	case authStale:
-		h.challenge(w, acc.Account.ID, true)
+		h.challenge(w, r, acc.Account.ID, true)
+		return
+	case authRetry:
+		if !h.throttled(w, src, "") {
+			h.challenge(w, r, acc.Account.ID, false)
+		}
 		return
 	case authBad:
-		h.fail(src, "bad_credentials", acc.Account.ID)
-		h.challenge(w, acc.Account.ID, false)
+		if !h.throttled(w, src, "") {
+			h.fail(src, "", "bad_credentials", acc.Account.ID)
+			h.challenge(w, r, acc.Account.ID, false)
+		}
+		return
+	}
+	// Valid credentials: a block of the source (someone guessing from the
+	// same address) does not apply, one of this credential does.
+	if h.throttled(w, src, user) {
 		return
 	}
 	ua, uaOK := ParseUserAgent(r.UserAgent())
@@ -293,11 +317,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case fileCommon:
 		m, known := store.LookupModel(ua.Model)
 		if !uaOK || !known || "000000000"+m.Code != req.Code {
-			h.refuse(w, src, "model_mismatch", acc.Account.ID)
+			h.refuse(w, src, user, "model_mismatch", acc.Account.ID)
 			return
 		}
 		if own, _ := store.LookupModel(who.device.Model); !who.bootstrap && own.Code != m.Code {
-			h.refuse(w, src, "other_model", acc.Account.ID)
+			h.refuse(w, src, user, "other_model", acc.Account.ID)
 			return
 		}
 		body, err := renderCommon(m.CommonFile())
@@ -305,6 +329,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render common file", err)
 			return
 		}
+		h.throttle.Succeed(src, user)
 		h.serve(w, body, OutcomeServed)
 	case fileMAC:
 		// Look the device up whatever the User-Agent says, so every 404
@@ -315,21 +340,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !uaOK || ua.MAC != req.MAC {
-			h.refuse(w, src, "ua_mismatch", acc.Account.ID)
+			h.refuse(w, src, user, "ua_mismatch", acc.Account.ID)
 			return
 		}
 		if err != nil {
-			h.refuse(w, src, "unknown_device", acc.Account.ID)
+			h.refuse(w, src, user, "unknown_device", acc.Account.ID)
 			return
 		}
 		switch {
 		case who.bootstrap && !dc.Device.CredentialsConfirmedAt.IsZero():
 			// The phone has its own credentials already: the account's
 			// bootstrap credential no longer opens its file.
-			h.refuse(w, src, "bootstrap_closed", acc.Account.ID)
+			h.refuse(w, src, user, "bootstrap_closed", acc.Account.ID)
 			return
 		case !who.bootstrap && who.device.MAC != req.MAC:
-			h.refuse(w, src, "other_device", acc.Account.ID)
+			h.refuse(w, src, user, "other_device", acc.Account.ID)
 			return
 		}
 		if dc.Credentials.Username == "" {
@@ -350,6 +375,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.internal(w, "render device config", err)
 			return
 		}
+		h.throttle.Succeed(src, user)
 		outcome := OutcomeServed
 		if cleared {
 			outcome = OutcomeCleared
@@ -392,8 +418,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // principal is who a request's credentials claim to be: the account's
-// bootstrap credential, one device of the account, or nobody (the dummy
-// password, which no request matches).
+// bootstrap credential, one device of the account, or nobody (no passwords:
+// authenticate then checks the digest against a dummy, which nothing matches).
 type principal struct {
 	access    store.ProvisioningAccess // the username and passwords authenticate checks
 	bootstrap bool
@@ -402,11 +428,11 @@ type principal struct {
 
 // principal resolves the username in r's Authorization within the URL key's
 // account. A device username names its MAC (store.DeviceUsernameMAC), so one
-// lookup finds it. When the username names nothing, the passwords are the
-// handler's dummy, so the digest is computed all the same.
+// lookup finds it. When the username names nothing, no passwords are given,
+// and authenticate computes the digest against a dummy all the same.
 func (h *Handler) principal(r *http.Request, acc store.ProvisioningAccess) (principal, error) {
 	user := presentedUser(r)
-	p := principal{access: store.ProvisioningAccess{Account: acc.Account, Settings: acc.Settings, Username: user, Passwords: h.dummy}}
+	p := principal{access: store.ProvisioningAccess{Account: acc.Account, Settings: acc.Settings, Username: user}}
 	if user == "" {
 		return p, nil
 	}
@@ -444,25 +470,52 @@ func presentedUser(r *http.Request) string {
 	return c.Username
 }
 
-// refuse answers the one 404 every refusal shares and counts a failure.
-func (h *Handler) refuse(w http.ResponseWriter, src, reason, acct string) {
-	h.fail(src, reason, acct)
+// refuse answers the one 404 every refusal shares and counts a failure (for
+// the source, or for the credential user from it once one authenticated);
+// a source already blocked gets 429 instead.
+func (h *Handler) refuse(w http.ResponseWriter, src netip.Addr, user, reason, acct string) {
+	if user == "" && h.throttled(w, src, "") {
+		return
+	}
+	h.fail(src, user, reason, acct)
 	h.reply(w, http.StatusNotFound, notFoundBody, OutcomeNotFound)
 }
 
-// fail counts a failure from src and logs it (source and reason only: never
-// the key, a password or an Authorization header).
-func (h *Handler) fail(src, reason, acct string) {
-	started, n := h.throttle.fail(src)
-	h.log.Info("provisioning request refused", "source", src, "reason", reason, "account", acct)
-	if started {
-		h.blocks.Inc()
-		h.log.Warn("provisioning source blocked", "source", src, "failures", n, "for", h.throttle.block.String())
+// throttled answers 429 if src is blocked (user "": the whole source; else
+// that credential from src) and reports whether it did.
+func (h *Handler) throttled(w http.ResponseWriter, src netip.Addr, user string) bool {
+	var until time.Time
+	var blocked bool
+	if user == "" {
+		until, blocked = h.throttle.BlockedUntil(src, "")
+	} else {
+		until, blocked = h.throttle.UserBlockedUntil(src, user)
 	}
+	if !blocked {
+		return false
+	}
+	left := until.Sub(h.db.Now())
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int((left+time.Second-1)/time.Second))))
+	h.reply(w, http.StatusTooManyRequests, throttledBody, OutcomeThrottled)
+	return true
 }
 
-func (h *Handler) challenge(w http.ResponseWriter, acct string, stale bool) {
-	w.Header().Set("WWW-Authenticate", h.nonces.challenge(acct, stale))
+// fail counts a failure from src and logs it (source, credential user and
+// reason only: never the key, a password or an Authorization header).
+func (h *Handler) fail(src netip.Addr, user, reason, acct string) {
+	h.log.Info("provisioning request refused", "source", src.String(), "user", user, "reason", reason, "account", acct)
+	h.throttle.Fail(src, user, reason)
+}
+
+// onBlock logs and counts a new block.
+func (h *Handler) onBlock(b guard.Block) {
+	h.blocks.Inc()
+	h.log.Warn("provisioning source blocked", "source", b.Source, "user", b.User, "failures", b.Failures, "reason", b.Reason,
+		"for", h.throttle.BlockFor().String())
+}
+
+func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, acct string, stale bool) {
+	w.Header().Set("WWW-Authenticate", h.nonces.challenge(r, acct, stale))
 	h.reply(w, http.StatusUnauthorized, unauthorizedBody, OutcomeUnauthorized)
 }
 

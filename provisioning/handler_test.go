@@ -698,8 +698,13 @@ func TestUnknownKeyScan(t *testing.T) {
 	for range 4 {
 		p.raw("/p/"+strings.Repeat("B", 32)+"/"+t54wMAC+".cfg", "")
 	}
-	if r := p.raw(f.path(t54wMAC+".cfg"), ""); r.status != http.StatusTooManyRequests {
+	if r := p.raw("/p/"+strings.Repeat("C", 32)+"/"+t54wMAC+".cfg", ""); r.status != http.StatusTooManyRequests {
 		t.Fatalf("after 5 failures = %d, want 429", r.status)
+	}
+	// A phone behind the same address still gets its challenge, and with
+	// valid credentials its file.
+	if r := p.get(f.path(t54wMAC + ".cfg")); r.status != http.StatusOK {
+		t.Fatalf("valid credentials from the blocked source = %d, want 200", r.status)
 	}
 }
 

@@ -1,19 +1,13 @@
 package sip
 
 import (
-	"crypto/md5"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
-	"hash"
-	"strconv"
 	"strings"
 
+	"github.com/dialtone-voip/dialtone/internal/digest"
 	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/emiago/sipgo/sip"
-	"github.com/icholy/digest"
 )
 
 // Reasons an authentication failed. They appear in metrics and logs only:
@@ -63,21 +57,24 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	if proxy {
 		hdrName = "Proxy-Authorization"
 	}
-	ip := guard.IP(req.Source())
+	src := guard.IP(req.Source())
 	guardUser := user + "@" + realm
-	if s.guard.Blocked(ip, guardUser) {
+	if s.guard.Blocked(src, guardUser) {
 		s.metrics.blockedDrops.Inc()
 		s.reply(req, tx, 403, "Forbidden")
 		return store.SIPIdentity{}, false
 	}
-	failed := func(reason string) {
+	// failed logs and counts a failure in metrics; guess also counts it
+	// against the source in the guard. Only failures whose nonce verified
+	// (ours, issued to this address, not expired) may be guesses: anything
+	// else may come from anyone, with any source address on a datagram.
+	// Stale or replayed nonces happen to honest phones (restarts,
+	// retransmissions) and never count.
+	failed := func(reason string, guess bool) {
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
-		s.log.Info("sip auth failed", "reason", reason, "source", req.Source(), "user", user+"@"+realm, "method", methodLabel(req.Method))
-		switch reason {
-		case authBadPassword, authUnknownUser, authWrongUser:
-			// Guessing: count it. Stale or replayed nonces happen to honest
-			// phones (restarts, retransmissions) and are not counted.
-			s.guard.Fail(ip, guardUser, reason)
+		s.log.Info("sip auth failed", "reason", reason, "source", req.Source(), "user", guardUser, "method", methodLabel(req.Method))
+		if guess {
+			s.guard.Fail(src, guardUser, reason)
 		}
 	}
 
@@ -88,11 +85,11 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	var err error
 	for _, h := range req.GetHeaders(hdrName) {
 		v := h.Value()
-		if !digest.IsDigest(strings.TrimSpace(v)) {
+		if !digest.IsDigest(v) {
 			continue
 		}
 		raw = v
-		cred, err = parseAuthorization(v)
+		cred, err = digest.Parse(v, digest.ParseOptions{})
 		if err == nil && strings.EqualFold(cred.Realm, realm) {
 			break
 		}
@@ -102,32 +99,34 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 		return store.SIPIdentity{}, false
 	}
 	if err != nil {
-		failed(authMalformed)
+		failed(authMalformed, false)
 		s.reply(req, tx, 400, "Malformed Authorization")
 		return store.SIPIdentity{}, false
 	}
 	if !strings.EqualFold(cred.Realm, realm) {
 		// Credentials cached for another realm: ask again for this one.
-		failed(authBadRealm)
+		failed(authBadRealm, false)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
+	now := s.db.Now()
+	state, key := s.nonces.Check(cred.Nonce, realm, src, now)
+	if state == digest.Bad {
+		// Not a nonce we gave this address: invented, or from elsewhere.
+		failed(authBadNonce, false)
+		s.challenge(req, tx, proxy, realm, false)
+		return store.SIPIdentity{}, false
+	}
+	guess := state == digest.Fresh
 	if unescapeUser(cred.Username) != user {
 		// RFC 3261 §10.3 step 4: this user may not touch that AOR.
-		failed(authWrongUser)
+		failed(authWrongUser, guess)
 		s.reply(req, tx, 403, "Forbidden")
 		return store.SIPIdentity{}, false
 	}
 	if !sameURI(cred.URI, &req.Recipient) {
-		failed(authMalformed)
+		failed(authMalformed, false)
 		s.reply(req, tx, 400, "Digest URI Mismatch")
-		return store.SIPIdentity{}, false
-	}
-	now := s.db.Now()
-	state, key := s.nonces.check(cred.Nonce, realm, now)
-	if state == nonceBad {
-		failed(authBadNonce)
-		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
 
@@ -136,42 +135,43 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	password := id.Password
 	if !known {
 		if !errors.Is(err, store.ErrNotFound) {
-			s.log.Error("sip identity lookup", "user", user+"@"+realm, "err", err)
+			s.log.Error("sip identity lookup", "user", guardUser, "err", err)
 			s.reply(req, tx, 500, "Server Internal Error")
 			return store.SIPIdentity{}, false
 		}
 		// Same work as for a real user, against a password nobody has.
 		password = s.dummyPassword
 	}
-	want := digestResponse(cred, string(req.Method), password)
-	match := subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) == 1
+	// The store keeps the password (sealed), not HA1: derive it here.
+	ha1 := digest.HA1(cred.Algorithm, cred.Username, cred.Realm, password)
+	match := digest.Verify(cred, string(req.Method), ha1)
 	switch {
 	case !known:
-		failed(authUnknownUser)
+		failed(authUnknownUser, guess)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	case !match:
-		failed(authBadPassword)
+		failed(authBadPassword, guess)
 		s.challenge(req, tx, proxy, realm, false)
 		return store.SIPIdentity{}, false
-	case state == nonceStale:
+	case state == digest.Stale:
 		// RFC 7616 §3.3: stale=true only when the response was right for
 		// the old nonce, so the phone retries without asking its user.
-		failed(authStale)
+		failed(authStale, false)
 		s.challenge(req, tx, proxy, realm, true)
 		return store.SIPIdentity{}, false
 	}
-	ok, stale := s.nonces.use(key, uint32(cred.Nc), now)
+	ok, stale := s.nonces.Use(key, digest.Count(cred), now)
 	if !ok {
 		reason := authReplay
 		if stale {
 			reason = authStale
 		}
-		failed(reason)
+		failed(reason, false)
 		s.challenge(req, tx, proxy, realm, stale)
 		return store.SIPIdentity{}, false
 	}
-	s.guard.Succeed(ip, guardUser)
+	s.guard.Succeed(src, guardUser)
 	return id, true
 }
 
@@ -183,9 +183,9 @@ func (s *Server) challenge(req *sip.Request, tx sip.ServerTransaction, proxy boo
 	if proxy {
 		code, reason, hdr = 407, "Proxy Authentication Required", "Proxy-Authenticate"
 	}
-	nonce := s.nonces.issue(realm, s.db.Now())
+	nonce := s.nonces.Issue(realm, guard.IP(req.Source()), s.db.Now())
 	res := s.newResponse(req, code, reason)
-	algs := []string{algSHA256, algMD5}
+	algs := []string{digest.SHA256, digest.MD5}
 	if s.md5Only(req) {
 		algs = algs[1:]
 	}
@@ -213,30 +213,4 @@ func (s *Server) md5Only(req *sip.Request) bool {
 		}
 	}
 	return false
-}
-
-// digestResponse computes the expected qop=auth response for cred
-// (RFC 7616 §3.4.1), in lower-case hex.
-func digestResponse(cred *digest.Credentials, method, password string) string {
-	var h hash.Hash
-	if cred.Algorithm == algSHA256 {
-		h = sha256.New()
-	} else {
-		h = md5.New()
-	}
-	sum := func(parts ...string) string {
-		h.Reset()
-		for i, p := range parts {
-			if i > 0 {
-				h.Write([]byte{':'})
-			}
-			h.Write([]byte(p))
-		}
-		return hex.EncodeToString(h.Sum(nil))
-	}
-	ha1 := sum(cred.Username, cred.Realm, password)
-	ha2 := sum(method, cred.URI)
-	nc := strconv.FormatInt(int64(cred.Nc), 16)
-	nc = strings.Repeat("0", max(0, 8-len(nc))) + nc
-	return sum(ha1, cred.Nonce, nc, cred.Cnonce, cred.QOP, ha2)
 }

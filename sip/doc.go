@@ -22,16 +22,14 @@
 //     digest computation (against a random dummy password). The reason
 //     (unknown_user, bad_password, stale, replay, bad_nonce, bad_realm,
 //     malformed, wrong_user) is only in metrics and info-level logs.
-//   - Nonces are stateless: base64url(issue time | 8 random bytes | HMAC-SHA256
-//     truncated to 16 bytes over those and the realm) with a random key per
-//     process. They are valid for Config.NonceTTL by the store's clock. An
+//   - Nonces and nonce counts are internal/digest's: stateless HMAC nonces
+//     bound to the realm and the client's IP address (not its port, which a
+//     NAT may change), valid for Config.NonceTTL by the store's clock. An
 //     expired nonce with a correct response gets a fresh challenge with
 //     stale=true (RFC 7616 §3.3); with a wrong response, a plain challenge.
-//     The highest nonce count accepted per nonce is remembered in two
-//     generations of a map that rotate every NonceTTL (and early at 2^18
-//     entries, after which a nonce issued before the rotation whose entry
-//     was dropped counts as stale); an nc not above the last one is refused
-//     with a fresh challenge. Memory is bounded to about 2 × 2^18 entries.
+//     The highest nonce count accepted per nonce is remembered (at most
+//     2 × 2^18 nonces); an nc not above the last one is refused with a fresh
+//     challenge. The store keeps passwords, so HA1 is derived per request.
 //   - Expires (RFC 3261 §10.3, §20.19): a contact's expires parameter wins
 //     over the Expires header, which wins over Config.DefaultExpires. Values
 //     are digits only, surrounding blanks ignored; above 2^32-1 they saturate
@@ -114,4 +112,8 @@
 //   - Brute force: failed digests count per source and per user
 //     (internal/guard); past the limit a source gets 403 without a challenge,
 //     but a source with working registrations only loses the guessed user.
+//     A failure counts only once its nonce verified (ours, issued to this
+//     address, not expired): an Authorization nobody challenged this address
+//     for — a spoofed datagram — counts nothing. Stale nonces, replayed
+//     counts, malformed credentials and other realms never count.
 package sip

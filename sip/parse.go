@@ -2,13 +2,13 @@ package sip
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"net/url"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/icholy/digest"
+
+	"github.com/dialtone-voip/dialtone/internal/digest"
 )
 
 // Limits on what a REGISTER may carry. Anything beyond them is answered 400:
@@ -20,7 +20,6 @@ const (
 	maxHeaderLen     = 4096 // bytes of any single header value
 	maxHeaders       = 100  // header fields per request
 	maxUserAgentLen  = 256  // bytes of User-Agent kept in a binding (longer ones are cut)
-	maxAuthLen       = 2048 // bytes of an Authorization header value
 )
 
 // errBadExpires is a malformed Expires header or contact expires parameter.
@@ -169,59 +168,15 @@ func validQ(s string) bool {
 
 // Digest algorithms we accept (RFC 8760 order of preference).
 const (
-	algSHA256 = "SHA-256"
-	algMD5    = "MD5"
+	algSHA256 = digest.SHA256
+	algMD5    = digest.MD5
 )
 
 // parseAuthorization parses and checks the shape of a Digest Authorization
-// (or Proxy-Authorization) header value: every field the verification needs
-// is present, the algorithm is MD5 or SHA-256 (absent means MD5), qop is
-// "auth" with a cnonce and a positive nc, and the response is hex of the
-// algorithm's length. The returned Algorithm is normalised to upper case.
-// It does not check the realm, nonce or password; authenticate does.
+// (or Proxy-Authorization) header value with the registrar's rules
+// (internal/digest.Parse: qop=auth required).
 func parseAuthorization(v string) (*digest.Credentials, error) {
-	if len(v) > maxAuthLen {
-		return nil, errors.New("authorization too long")
-	}
-	cred, err := digest.ParseCredentials(strings.TrimSpace(v))
-	if err != nil {
-		return nil, err
-	}
-	if cred.Username == "" || cred.Realm == "" || cred.Nonce == "" || cred.URI == "" || cred.Response == "" {
-		return nil, errors.New("authorization lacks a required field")
-	}
-	switch strings.ToUpper(cred.Algorithm) {
-	case "", algMD5:
-		cred.Algorithm = algMD5
-	case algSHA256:
-		cred.Algorithm = algSHA256
-	default:
-		return nil, fmt.Errorf("unsupported algorithm %.20q", cred.Algorithm)
-	}
-	if cred.QOP != "auth" {
-		return nil, errors.New("qop must be auth")
-	}
-	if cred.Cnonce == "" || cred.Nc <= 0 {
-		return nil, errors.New("qop auth needs cnonce and nc")
-	}
-	want := 32
-	if cred.Algorithm == algSHA256 {
-		want = 64
-	}
-	if len(cred.Response) != want || !isHex(cred.Response) {
-		return nil, errors.New("malformed response")
-	}
-	return cred, nil
-}
-
-func isHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	return digest.Parse(v, digest.ParseOptions{})
 }
 
 // unescapeUser decodes %-escapes in a SIP URI user part (RFC 3261 §19.1.4:

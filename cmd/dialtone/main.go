@@ -155,14 +155,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
 	}
-	provHandler, err := newProvisioning(db, cfg, provLn.Addr().String(), udp.LocalAddr().String(), acct.SIPDomain, log.With("component", "provisioning"), reg)
+	// One brute-force table for SIP and provisioning; the addresses it trusts
+	// (recent good authentications) are kept in the store across restarts.
+	blocks := sipSrv.Guard()
+	if err := blocks.Persist(db); err != nil {
+		log.Error("loading trusted sources; starting without them", "err", err)
+	}
+	defer func() {
+		if err := blocks.Close(); err != nil {
+			log.Error("saving trusted sources", "err", err)
+		}
+	}()
+	provHandler, err := newProvisioning(db, cfg, provLn.Addr().String(), udp.LocalAddr().String(), acct.SIPDomain, blocks, log.With("component", "provisioning"), reg)
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
 	}
 
 	adminOpts := admin.Options{DB: db, Log: log, // admin names itself in its log lines
 		Registry: reg, Version: version,
-		ProvisioningURL: provHandler.URL, Blocks: sipSrv.Guard()}
+		ProvisioningURL: provHandler.URL, Blocks: blocks}
 	wireCalls(&adminOpts, sipSrv)
 	adminHandler, err := admin.NewHandler(adminOpts)
 	if err != nil {

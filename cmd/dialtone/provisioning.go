@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dialtone-voip/dialtone/internal/guard"
 	"github.com/dialtone-voip/dialtone/provisioning"
 	"github.com/dialtone-voip/dialtone/store"
 )
@@ -16,7 +17,7 @@ import (
 // provisioning listener's real address; domain is the default account's.
 // It warns when phones would fetch their files, which carry SIP passwords,
 // over plain HTTP (docs/provisioning.md, "HTTPS").
-func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
+func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, g *guard.Guard, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
 	ext := provisioningURL(cfg, boundAddr, domain)
 	h, err := provisioning.NewHandler(db, provisioning.Config{
 		SIPServer:       cfg.SIPHost,
@@ -26,6 +27,7 @@ func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string
 		ExternalURL:     ext,
 		NTPServer:       cfg.NTPServer,
 		TimeZone:        cfg.TimeZone,
+		Guard:           g,
 	}, log, reg)
 	if err != nil {
 		return nil, err

@@ -24,7 +24,7 @@ func TestProvisioningPlainHTTPWarning(t *testing.T) {
 	} {
 		var buf bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&buf, nil))
-		if _, err := newProvisioning(db, c.cfg, "127.0.0.1:8080", "127.0.0.1:5060", "example.test", log, nil); err != nil {
+		if _, err := newProvisioning(db, c.cfg, "127.0.0.1:8080", "127.0.0.1:5060", "example.test", nil, log, nil); err != nil {
 			t.Fatal(err)
 		}
 		warned := strings.Contains(buf.String(), "level=WARN") && strings.Contains(buf.String(), "plain HTTP")
