@@ -189,7 +189,7 @@ func Open(dir string, opts Options) (*DB, error) {
 }
 
 // extraBuckets are created by the nouns added after the spine (devices, queues, …).
-var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs}
+var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs, bBootstrap}
 
 // Close closes the data file.
 func (db *DB) Close() error { return db.bolt.Close() }
