@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,11 +13,11 @@ import (
 )
 
 // populated makes a data directory with an account, users, a provisioning
-// record and enough bindings to span many pages, and closes it.
+// record and 3,000 live bindings (many pages), and closes it.
 func populated(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := Open(dir, Options{})
+	db, err := Open(dir, Options{MaxContacts: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,15 +28,15 @@ func populated(t *testing.T) string {
 	if _, err := db.ProvisioningSettings("acme", System); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.bolt.Update(func(tx *bolt.Tx) error {
-		for i := range 3000 {
-			if err := put(tx.Bucket(bBindings), fmt.Sprintf("acme/u-x/%06d", i), Binding{AccountID: "acme", UserID: "u-x", Contact: strings.Repeat("c", 100)}); err != nil {
-				return err
-			}
+	for n := range 30 {
+		u := mustUser(t, db, "acme", fmt.Sprint(2000+n))
+		req := RegisterRequest{AccountID: "acme", UserID: u.ID, CallID: "c-" + u.ID, CSeq: 1, Source: "192.0.2.7:5062", Transport: "UDP", UserAgent: "test"}
+		for i := range 100 {
+			req.Contacts = append(req.Contacts, ContactUpdate{URI: fmt.Sprintf("sip:%s@192.0.2.%d:%d", u.Extension, 1+i, 5060+i), Expires: 3600})
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+		if _, err := db.Register(req); err != nil {
+			t.Fatal(err)
+		}
 	}
 	mustUser(t, db, "acme", "1001")
 	return dir
@@ -143,4 +144,81 @@ func TestUnknownRecordVersionRefused(t *testing.T) {
 	}
 	db.Close()
 	wantRefused(t, dir, `record accounts/"acme" has format version 7`)
+}
+
+// Random damage to leaf pages (the pages holding records) is found at Open
+// or by Check, as an ErrDamaged error: never a panic or a fault. In half the
+// rounds only the end of each page (values) is damaged: then a silent pass
+// is possible (see below), a panic still is not. The seed is in the name.
+func TestDamagedPagesFound(t *testing.T) {
+	good := populated(t)
+	full, err := os.ReadFile(filepath.Join(good, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := os.ReadFile(filepath.Join(good, KeyFile))
+	var leaves []int
+	pageSize := 0
+	{
+		db, err := bolt.Open(filepath.Join(good, FileName), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pageSize = db.Info().PageSize
+		db.View(func(tx *bolt.Tx) error {
+			for id := 0; ; {
+				p, err := tx.Page(id)
+				if err != nil || p == nil {
+					break
+				}
+				id += 1 + p.OverflowCount
+				if p.Type == "leaf" {
+					leaves = append(leaves, id)
+				}
+			}
+			return nil
+		})
+		db.Close()
+	}
+	if len(leaves) < 10 {
+		t.Fatalf("only %d leaf pages: the fixture is too small", len(leaves))
+	}
+	for seed := uint64(1); seed <= 12; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 0))
+			data := append([]byte(nil), full...)
+			for range 3 {
+				off := leaves[r.IntN(len(leaves))] * pageSize
+				from := off
+				if seed%2 == 0 {
+					from += pageSize * 3 / 4 // values only: the page's structure holds
+				}
+				for i := from; i < off+pageSize; i++ {
+					data[i] = byte(r.Uint32())
+				}
+			}
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, FileName), data, 0o600)
+			os.WriteFile(filepath.Join(dir, KeyFile), key, 0o600)
+			db, err := Open(dir, Options{})
+			if err != nil {
+				if !errors.Is(err, ErrDamaged) || strings.Contains(err.Error(), "\n") {
+					t.Fatalf("Open = %q, want one ErrDamaged line", err)
+				}
+				return
+			}
+			defer guard("close", db.Close)
+			err = db.Check()
+			switch {
+			case errors.Is(err, ErrDamaged):
+			case err == nil && seed%2 == 0:
+				// bbolt pages carry no checksum: a changed value in a record
+				// nothing decodes at start (an index entry, an audit entry)
+				// can only be found by the code that reads it, as an error.
+				t.Logf("value damage not visible to Check")
+			default:
+				t.Fatalf("Check = %v, want ErrDamaged", err)
+			}
+		})
+	}
 }

@@ -127,8 +127,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	if key == nil {
 		var secrets bool
-		if err := bdb.View(func(tx *bolt.Tx) error { secrets = holdsSecrets(tx); return nil }); err != nil {
-			bdb.Close()
+		if err := guard("open "+dbPath, func() error {
+			return bdb.View(func(tx *bolt.Tx) error { secrets = holdsSecrets(tx); return nil })
+		}); err != nil {
+			guard("close", bdb.Close)
 			return nil, err
 		}
 		if secrets {
@@ -152,37 +154,43 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	bdb.MaxBatchDelay = opts.BatchDelay
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir}
-	if err := bdb.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+	// A damaged page can make bbolt panic (or fault) while reading: guard
+	// turns that into a refusal instead of a crash.
+	if err := guard("initialise "+dbPath, func() error {
+		return bdb.Update(func(tx *bolt.Tx) error {
+			for _, name := range allBuckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			for _, name := range extraBuckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			meta := tx.Bucket(bMeta)
+			if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+				return damaged("%s has schema %s, this build reads %d (written by a newer dialtone?): run the release that wrote it", dbPath, v, schemaVersion)
+			}
+			if meta.Get([]byte("schema")) == nil {
+				if err := meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion))); err != nil {
+					return err
+				}
+			}
+			if err := checkRecordVersions(tx); err != nil {
 				return err
 			}
-		}
-		for _, name := range extraBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bMeta)
-		if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
-			return damaged("%s has schema %s, this build reads %d (written by a newer dialtone?): run the release that wrote it", dbPath, v, schemaVersion)
-		}
-		if err := meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion))); err != nil {
-			return err
-		}
-		if err := checkRecordVersions(tx); err != nil {
-			return err
-		}
-		return db.prepareSecrets(tx)
+			return db.prepareSecrets(tx)
+		})
 	}); err != nil {
-		bdb.Close()
+		guard("close", bdb.Close)
 		if errors.Is(err, ErrDamaged) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
 	}
-	if _, err := db.PruneExpired(); err != nil {
-		bdb.Close()
+	if err := guard("drop expired registrations in "+dbPath, func() error { _, err := db.PruneExpired(); return err }); err != nil {
+		guard("close", bdb.Close)
 		return nil, err
 	}
 	return db, nil
