@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -178,11 +180,17 @@ func TestBadDataRefusedAtStart(t *testing.T) {
 			dir := copyDir(t, good)
 			c.break_(t, dir)
 			before, _ := os.ReadFile(filepath.Join(dir, store.FileName))
-			cmd := exec.Command(bin, "--data", dir, "--sip-addr", "127.0.0.1:0", "--provisioning-addr", "127.0.0.1:0",
+			// A start that is not refused serves until killed: bound the wait.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, "--data", dir, "--sip-addr", "127.0.0.1:0", "--provisioning-addr", "127.0.0.1:0",
 				"--admin-addr", "127.0.0.1:0", "--domain", "example.test", "--bootstrap-token", testToken)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("dialtone started on bad data (killed after 30 s); stderr:\n%s", stderr.String())
+			}
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 				t.Fatalf("exit: %v, want status 1; stderr:\n%s", err, stderr.String())
