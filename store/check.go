@@ -9,7 +9,8 @@ import (
 // Check verifies the data file and the references between records: bbolt's
 // own page consistency, every binding's user exists, every extension index
 // entry points at a record that holds that extension, every user has a sealed
-// password that opens for that user, every licence holder exists. Later nouns add theirs via
+// password that opens for that user, every licence holder exists, every
+// provisioning secret opens for its account. Later nouns add theirs via
 // checkHooks. It returns all problems found, joined.
 //
 // Problems that mean the file itself is damaged (bbolt's page check, a
@@ -88,6 +89,29 @@ func (db *DB) check(out *[]error) error {
 			}
 			if _, ok := users[l.AccountID+"/"+l.UserID]; l.UserID != "" && !ok {
 				problems = append(problems, fmt.Errorf("licence %s held by missing user %s", l.ID, l.UserID))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := t.Bucket(bProvisioning).ForEach(func(k, v []byte) error {
+			var rec provisioningRecord
+			if err := decode(v, &rec); err != nil {
+				problems = append(problems, fmt.Errorf("provisioning of %s: %w", k, err))
+				return nil
+			}
+			acct := string(k)
+			for _, f := range []struct {
+				sealed []byte
+				ad     []byte
+			}{{rec.KeySealed, provKeyAD(acct)}, {rec.PasswordSealed, provPasswordAD(acct)}, {rec.PrevKeySealed, provKeyAD(acct)}, {rec.PrevPasswordSealed, provPasswordAD(acct)}} {
+				if len(f.sealed) == 0 {
+					continue
+				}
+				if _, err := t.db.open(f.sealed, f.ad); err != nil {
+					problems = append(problems, damaged("provisioning of %s: %v", acct, err))
+					break
+				}
 			}
 			return nil
 		}); err != nil {

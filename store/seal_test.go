@@ -68,6 +68,9 @@ func TestSealedPasswordMovedToAnotherRecordFails(t *testing.T) {
 			t.Errorf("SIPIdentity of %s/%s accepted a moved password", victim.AccountID, victim.Extension)
 		}
 	}
+	if err := db.Check(); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), bob.ID+": SIP password") {
+		t.Errorf("Check = %v, want the moved passwords reported as damage", err)
+	}
 	// Alice's own blob still opens.
 	if c, err := db.SIPCredentials("acme", alice.ID, System); err != nil || c.Password != aliceCreds.Password {
 		t.Fatalf("alice after the copies: %v, same password %v", err, c.Password == aliceCreds.Password)
@@ -101,6 +104,9 @@ func TestSealedProvisioningMovedToAnotherAccountFails(t *testing.T) {
 	}
 	if _, err := db.ProvisioningSettings("globex", System); err == nil || !strings.Contains(err.Error(), "cannot decrypt secret") {
 		t.Fatalf("globex with acme's sealed password: %v, want a decrypt error", err)
+	}
+	if err := db.Check(); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "provisioning of globex") {
+		t.Fatalf("Check = %v, want the moved provisioning password reported as damage", err)
 	}
 }
 

@@ -99,11 +99,29 @@ func dumpRecords(t *testing.T, file []byte) string {
 	return out.String()
 }
 
-// TestBadDataRefusedAtStart runs the built binary on data directories that
-// are wrong in one way each: every start is refused with one line on stderr
-// and exit status 1, before anything is served or written.
+// TestDialtoneProcess is not a test: TestBadDataRefusedAtStart runs the test
+// binary again with DIALTONE_TEST_PROCESS=1 to get dialtone's main() in a
+// process of its own (exit status and stderr included) without a go build.
+func TestDialtoneProcess(t *testing.T) {
+	if os.Getenv("DIALTONE_TEST_PROCESS") != "1" {
+		t.Skip("run by TestBadDataRefusedAtStart")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	os.Args = append([]string{"dialtone"}, args...)
+	main()
+	os.Exit(0) // main returned: dialtone started and stopped
+}
+
+// TestBadDataRefusedAtStart runs dialtone's main() as a process on data
+// directories that are wrong in one way each: every start is refused with
+// one line on stderr and exit status 1, before anything is served or written.
 func TestBadDataRefusedAtStart(t *testing.T) {
-	bin := buildBinary(t)
 	good, users := goodDataDir(t)
 
 	cases := []struct {
@@ -183,8 +201,9 @@ func TestBadDataRefusedAtStart(t *testing.T) {
 			// A start that is not refused serves until killed: bound the wait.
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, bin, "--data", dir, "--sip-addr", "127.0.0.1:0", "--provisioning-addr", "127.0.0.1:0",
-				"--admin-addr", "127.0.0.1:0", "--domain", "example.test", "--bootstrap-token", testToken)
+			cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestDialtoneProcess$", "--", "--data", dir, "--sip-addr", "127.0.0.1:0",
+				"--provisioning-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--domain", "example.test", "--bootstrap-token", testToken)
+			cmd.Env = append(os.Environ(), "DIALTONE_TEST_PROCESS=1")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
