@@ -14,7 +14,7 @@ import (
 
 // populated makes a data directory with an account, users, a provisioning
 // record and 3,000 live bindings (many pages), and closes it.
-func populated(t *testing.T) string {
+func populated(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := Open(dir, Options{MaxContacts: 100})
@@ -221,4 +221,38 @@ func TestDamagedPagesFound(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzCheckDataFile: any file content gives nil or an error, never a panic;
+// a file checkDataFile accepts is at least as long as its header says.
+func FuzzCheckDataFile(f *testing.F) {
+	dir := f.TempDir()
+	db, err := Open(dir, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	db.Close()
+	full, err := os.ReadFile(filepath.Join(dir, FileName))
+	if err != nil {
+		f.Fatal(err)
+	}
+	p := filepath.Join(f.TempDir(), FileName)
+	f.Add(full[:8192])
+	f.Add(full[:4096])
+	f.Add([]byte{})
+	f.Add([]byte("not a database"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := checkDataFile(p, true); err == nil {
+			m, ok := parseMeta(data)
+			if ok && int64(len(data)) < int64(m.pgid)*int64(m.pageSize) && len(data) >= 2*int(m.pageSize) {
+				t.Fatalf("accepted %d bytes, header needs %d", len(data), int64(m.pgid)*int64(m.pageSize))
+			}
+			if len(data) < 4096 {
+				t.Fatalf("accepted a %d-byte file", len(data))
+			}
+		}
+	})
 }

@@ -21,7 +21,7 @@ func openT(t *testing.T, dir string) *DB {
 	return db
 }
 
-func mustUser(t *testing.T, db *DB, acct, ext string) User {
+func mustUser(t testing.TB, db *DB, acct, ext string) User {
 	t.Helper()
 	u, err := db.CreateUser(acct, NewUser{Extension: ext, Name: "User " + ext}, System)
 	if err != nil {
@@ -294,4 +294,25 @@ func TestWrongKeyRefusedAtOpen(t *testing.T) {
 			t.Errorf("legacy=%v: error = %q, want one line about secret.key", legacy, err)
 		}
 	}
+}
+
+// FuzzOpenSealed: no blob opens for the wrong record, and none panics.
+func FuzzOpenSealed(f *testing.F) {
+	dir := f.TempDir()
+	db, err := Open(dir, Options{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { db.Close() })
+	good, _ := db.seal("s3cret", secretAD("sip_password", "acme", "u-1"))
+	f.Add(good, "acme", "u-1")
+	f.Add(good, "acme", "u-2")
+	f.Add(good[1:], "acme", "u-1")
+	f.Add([]byte{sealV2}, "", "")
+	f.Fuzz(func(t *testing.T, blob []byte, acct, id string) {
+		plain, err := db.open(blob, secretAD("sip_password", acct, id))
+		if err == nil && (acct != "acme" || id != "u-1" || plain != "s3cret") {
+			t.Fatalf("blob opened as %q for %s/%s", plain, acct, id)
+		}
+	})
 }
