@@ -191,10 +191,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
 	g.Go(func() error { return serveHTTP(provHTTP, provLn, tlsConf != nil) })
-	g.Go(func() error {
-		safely(log, "sweeping expired registrations", func() { sweep(gctx, db, log) })
-		return nil
-	})
+	g.Go(func() error { sweep(gctx, db, log); return nil })
 	if dbg != nil {
 		debugHTTP := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return serveHTTP(debugHTTP, dbg, false) })
@@ -285,11 +282,13 @@ func sweep(ctx context.Context, db *store.DB, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := db.PruneExpired(); err != nil {
-				log.Error("sweeping expired registrations", "err", err)
-			} else if n > 0 {
-				log.Debug("swept expired registrations", "count", n)
-			}
+			safely(log, "sweeping expired registrations", func() { // a panic skips this sweep, not the next
+				if n, err := db.PruneExpired(); err != nil {
+					log.Error("sweeping expired registrations", "err", err)
+				} else if n > 0 {
+					log.Debug("swept expired registrations", "count", n)
+				}
+			})
 		}
 	}
 }
@@ -302,7 +301,7 @@ func checkStore(db *store.DB, log *slog.Logger) error {
 	t0 := time.Now()
 	err := db.Check()
 	if err == nil {
-		log.Debug("data consistency check passed", "duration", time.Since(t0))
+		log.Info("data consistency check passed", "duration", time.Since(t0).Round(time.Millisecond))
 		return nil
 	}
 	problems := []error{err}
