@@ -2,6 +2,8 @@ package admin
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"sort"
 	"sync"
 
@@ -51,6 +53,11 @@ func (s *server) checkSyncMACs(c *gin.Context, acct, why string, macs []string) 
 		wg.Add(1)
 		go func(mac string) {
 			defer wg.Done()
+			defer func() {
+				if p := recover(); p != nil { // a request's helper goroutine: gin's recovery does not reach it
+					s.log.ErrorContext(c, "check-sync panicked", "account", acct, "mac", mac, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				}
+			}()
 			if err := s.notifier.CheckSync(ctx, acct, mac); err != nil {
 				s.log.InfoContext(c, "check-sync not delivered", "account", acct, "mac", mac, "why", why, "err", err)
 			}

@@ -3,9 +3,11 @@ package admin
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"slices"
 
 	"github.com/gin-gonic/gin"
@@ -96,6 +98,11 @@ func newJobRunner(db *store.DB, n Notifier, log *slog.Logger) *jobRunner {
 func (r *jobRunner) start(ctx context.Context, acct, id string, actor store.Actor) {
 	ctx = context.WithoutCancel(ctx)
 	go func() {
+		defer func() {
+			if p := recover(); p != nil { // never take the process down; ResumeJobs retries at the next start
+				r.log.ErrorContext(ctx, "offboarding job panicked", "account", acct, "job_id", id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			}
+		}()
 		if _, err := r.run(ctx, acct, id, actor); err != nil {
 			r.log.ErrorContext(ctx, "offboarding job", "account", acct, "job_id", id, "err", err)
 		}

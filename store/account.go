@@ -1,6 +1,7 @@
 package store
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -103,8 +104,8 @@ func (t *tx) initAccount(a Account) error {
 // created reports whether it was made now.
 func (db *DB) EnsureAccount(id, domain string) (a Account, created bool, err error) {
 	a, err = db.Account(id)
-	if err == nil {
-		return a, false, nil
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return a, false, err
 	}
 	a, err = db.CreateAccount(id, domain, System)
 	return a, err == nil, err

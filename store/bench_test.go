@@ -196,6 +196,22 @@ func Benchmark100kBindings(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/open")
 	})
 
+	// Check: the consistency pass dialtone runs at every start (bbolt's
+	// page check, every record decoded, every sealed password opened).
+	b.Run("Check", func(b *testing.B) {
+		db, err := store.Open(dir, store.Options{Now: clock.Now})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		for b.Loop() {
+			if err := db.Check(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/check")
+	})
+
 	b.Run("HeapPerBinding", func(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()

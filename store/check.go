@@ -9,17 +9,31 @@ import (
 // Check verifies the data file and the references between records: bbolt's
 // own page consistency, every binding's user exists, every extension index
 // entry points at a record that holds that extension, every user has a sealed
-// password, every licence holder exists. Later nouns add theirs via
+// password that opens for that user, every licence holder exists, every
+// provisioning secret opens for its account. Later nouns add theirs via
 // checkHooks. It returns all problems found, joined.
+//
+// Problems that mean the file itself is damaged (bbolt's page check, a
+// record that cannot be decoded, a panic while reading) match ErrDamaged;
+// dangling references do not.
 func (db *DB) Check() error {
 	var problems []error
+	if err := guard("check", func() error { return db.check(&problems) }); err != nil {
+		problems = append(problems, err)
+	}
+	return errors.Join(problems...)
+}
+
+func (db *DB) check(out *[]error) error {
+	var problems []error
+	defer func() { *out = problems }()
 	// A writable transaction, rolled back: bbolt's page check reads the
 	// shared freelist, which concurrent commits change under a read-only
 	// transaction (false "reachable freed" reports). Holding the writer lock
 	// makes the check exact; it writes nothing.
 	err := db.exclusive(func(t *tx) error {
 		for err := range t.Tx.Check() {
-			problems = append(problems, fmt.Errorf("bbolt: %w", err))
+			problems = append(problems, damaged("bbolt: %v", err))
 		}
 		users := map[string]User{}
 		if err := t.Bucket(bUsers).ForEach(func(k, v []byte) error {
@@ -29,8 +43,10 @@ func (db *DB) Check() error {
 				return nil
 			}
 			users[string(k)] = u
-			if t.Bucket(bSecrets).Get(k) == nil {
+			if sealed := t.Bucket(bSecrets).Get(k); sealed == nil {
 				problems = append(problems, fmt.Errorf("user %s has no SIP password", k))
+			} else if _, err := t.db.open(sealed, sipPasswordAD(u.AccountID, u.ID)); err != nil {
+				problems = append(problems, damaged("user %s: SIP password: %v", k, err))
 			}
 			owner := t.Bucket(bExts).Get([]byte(u.AccountID + "/" + u.Extension))
 			if string(owner) != "user:"+u.ID {
@@ -78,15 +94,35 @@ func (db *DB) Check() error {
 		}); err != nil {
 			return err
 		}
+		if err := t.Bucket(bProvisioning).ForEach(func(k, v []byte) error {
+			var rec provisioningRecord
+			if err := decode(v, &rec); err != nil {
+				problems = append(problems, fmt.Errorf("provisioning of %s: %w", k, err))
+				return nil
+			}
+			acct := string(k)
+			for _, f := range []struct {
+				sealed []byte
+				ad     []byte
+			}{{rec.KeySealed, provKeyAD(acct)}, {rec.PasswordSealed, provPasswordAD(acct)}, {rec.PrevKeySealed, provKeyAD(acct)}, {rec.PrevPasswordSealed, provPasswordAD(acct)}} {
+				if len(f.sealed) == 0 {
+					continue
+				}
+				if _, err := t.db.open(f.sealed, f.ad); err != nil {
+					problems = append(problems, damaged("provisioning of %s: %v", acct, err))
+					break
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
 		for _, hook := range checkHooks {
 			problems = append(problems, hook(t, func(acct, id string) bool { _, ok := users[acct+"/"+id]; return ok })...)
 		}
 		return nil
 	})
-	if err != nil {
-		problems = append(problems, err)
-	}
-	return errors.Join(problems...)
+	return err
 }
 
 // checkHooks let later nouns verify their references; userExists answers

@@ -53,12 +53,15 @@ func (t *tx) credentials(acct, userID string) (SIPCredentials, User, error) {
 	if sealed == nil {
 		return SIPCredentials{}, User{}, fmt.Errorf("password of %s: %w", userID, ErrNotFound)
 	}
-	pw, err := t.db.open(sealed)
+	pw, err := t.db.open(sealed, sipPasswordAD(acct, userID))
 	if err != nil {
-		return SIPCredentials{}, User{}, err
+		return SIPCredentials{}, User{}, fmt.Errorf("password of %s: %w", userID, err)
 	}
 	return SIPCredentials{Username: u.Extension, Password: pw, Realm: a.SIPDomain, Domain: a.SIPDomain}, u, nil
 }
+
+// sipPasswordAD binds a user's sealed SIP password to that user's record.
+func sipPasswordAD(acct, userID string) []byte { return secretAD("sip_password", acct, userID) }
 
 // RotateSIPCredentials gives the user a new password. Existing registrations
 // stay until they refresh, which then needs the new password.
@@ -67,7 +70,7 @@ func (db *DB) RotateSIPCredentials(accountID, userID string, actor Actor) (SIPCr
 	if err != nil {
 		return SIPCredentials{}, err
 	}
-	sealed, err := db.seal(pw)
+	sealed, err := db.seal(pw, sipPasswordAD(accountID, userID))
 	if err != nil {
 		return SIPCredentials{}, err
 	}
@@ -129,9 +132,9 @@ func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
 		if sealed == nil {
 			return fmt.Errorf("password of %s: %w", u.ID, ErrNotFound)
 		}
-		pw, err := t.db.open(sealed)
+		pw, err := t.db.open(sealed, sipPasswordAD(a.ID, u.ID))
 		if err != nil {
-			return err
+			return fmt.Errorf("password of %s: %w", u.ID, err)
 		}
 		id = SIPIdentity{Account: a, User: u, Password: pw}
 		return nil

@@ -19,6 +19,22 @@
 // "Live" means ExpiresAt is after Options.Now(); expired rows never count, whether
 // or not a sweeper has removed them yet.
 //
+// # Secrets at rest and bad data
+//
+// SIP passwords and provisioning keys and passwords are sealed with AES-256-GCM
+// under DATA/secret.key, each bound to its record (kind, account, id) as GCM
+// additional data: a sealed blob copied into another record does not open
+// (seal.go describes the format and the one-time rewrite of older blobs).
+// Admin tokens are stored as SHA-256 hashes only.
+//
+// [Open] refuses data it cannot trust, with an error matching [ErrDamaged]
+// that says what to do: an empty or truncated data file, a missing
+// secret.key when sealed secrets exist, a secret.key that does not belong
+// to the file, a record in a format this build cannot read, a page whose
+// damage makes bbolt panic. [DB.Check] finds the rest of what it can
+// (bbolt's page check, records that do not decode, sealed passwords that do
+// not open, dangling references); only the latter do not match ErrDamaged.
+//
 // # Errors
 //
 // Methods return ErrNotFound, ErrExists, *ValidationError, *InUseError or

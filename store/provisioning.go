@@ -99,7 +99,7 @@ func keyHash(key string) string {
 
 // newProvSecrets draws and seals a fresh key and password outside any
 // transaction (sealing is the slow part).
-func (db *DB) newProvSecrets() (key string, keySealed, pwSealed []byte, err error) {
+func (db *DB) newProvSecrets(acct string) (key string, keySealed, pwSealed []byte, err error) {
 	if key, err = newURLKey(); err != nil {
 		return
 	}
@@ -107,17 +107,17 @@ func (db *DB) newProvSecrets() (key string, keySealed, pwSealed []byte, err erro
 	if err != nil {
 		return
 	}
-	if keySealed, err = db.seal(key); err != nil {
+	if keySealed, err = db.seal(key, provKeyAD(acct)); err != nil {
 		return
 	}
-	pwSealed, err = db.seal(password)
+	pwSealed, err = db.seal(password, provPasswordAD(acct))
 	return
 }
 
 // ProvisioningSettings returns the account's provisioning key and credentials,
 // creating them on first use, and audits the read (it shows secrets).
 func (db *DB) ProvisioningSettings(accountID string, actor Actor) (ProvisioningSettings, error) {
-	key, ks, ps, err := db.newProvSecrets()
+	key, ks, ps, err := db.newProvSecrets(accountID)
 	if err != nil {
 		return ProvisioningSettings{}, err
 	}
@@ -157,18 +157,18 @@ func (t *tx) putProvisioning(acct string, rec provisioningRecord) error {
 func (t *tx) openProvisioning(acct string, rec provisioningRecord) (ProvisioningSettings, error) {
 	s := ProvisioningSettings{AccountID: acct, Username: rec.Username, RotatedAt: rec.RotatedAt, Overrides: map[string]string{}}
 	var err error
-	if s.Key, err = t.db.open(rec.KeySealed); err != nil {
+	if s.Key, err = t.db.open(rec.KeySealed, provKeyAD(acct)); err != nil {
 		return s, err
 	}
-	if s.Password, err = t.db.open(rec.PasswordSealed); err != nil {
+	if s.Password, err = t.db.open(rec.PasswordSealed, provPasswordAD(acct)); err != nil {
 		return s, err
 	}
 	if rec.PrevUntil.After(t.now) {
 		s.PreviousUntil = rec.PrevUntil
-		if s.PreviousKey, err = t.db.open(rec.PrevKeySealed); err != nil {
+		if s.PreviousKey, err = t.db.open(rec.PrevKeySealed, provKeyAD(acct)); err != nil {
 			return s, err
 		}
-		if s.PreviousPassword, err = t.db.open(rec.PrevPasswordSealed); err != nil {
+		if s.PreviousPassword, err = t.db.open(rec.PrevPasswordSealed, provPasswordAD(acct)); err != nil {
 			return s, err
 		}
 	}
@@ -223,7 +223,7 @@ func (db *DB) AccountByProvisioningKey(key string) (ProvisioningAccess, error) {
 // pick up the new password from their config, and the operator points DHCP
 // option 66 / RPS at the new URL (the key is never written into a config).
 func (db *DB) RotateProvisioning(accountID string, actor Actor) (ProvisioningSettings, error) {
-	key, ks, ps, err := db.newProvSecrets()
+	key, ks, ps, err := db.newProvSecrets(accountID)
 	if err != nil {
 		return ProvisioningSettings{}, err
 	}
@@ -300,7 +300,7 @@ func (db *DB) SetProvisioningOverrides(accountID string, o map[string]string, ac
 	if err := ValidateOverrides(o); err != nil {
 		return nil, err
 	}
-	key, ks, ps, err := db.newProvSecrets()
+	key, ks, ps, err := db.newProvSecrets(accountID)
 	if err != nil {
 		return nil, err
 	}

@@ -103,17 +103,44 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
-	bdb, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	dbPath, keyPath := filepath.Join(dir, FileName), filepath.Join(dir, KeyFile)
+	key, err := readKey(keyPath)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkDataFile(dbPath, key != nil); err != nil {
+		return nil, err
+	}
+	var bdb *bolt.DB
+	if err := guard("open "+dbPath, func() error {
+		var err error
+		bdb, err = bolt.Open(dbPath, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+		return err
+	}); err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open %s: %w", dir, ErrLocked)
 		}
-		return nil, fmt.Errorf("open %s: %w", filepath.Join(dir, FileName), err)
+		if errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrVersionMismatch) || errors.Is(err, berrors.ErrChecksum) {
+			return nil, damaged("open %s: %v: restore it from a backup", dbPath, err)
+		}
+		return nil, fmt.Errorf("open %s: %w", dbPath, err)
 	}
-	key, err := loadKey(filepath.Join(dir, KeyFile))
-	if err != nil {
-		bdb.Close()
-		return nil, err
+	if key == nil {
+		var secrets bool
+		if err := guard("open "+dbPath, func() error {
+			return bdb.View(func(tx *bolt.Tx) error { secrets = holdsSecrets(tx); return nil })
+		}); err != nil {
+			guard("close", bdb.Close)
+			return nil, err
+		}
+		if secrets {
+			bdb.Close()
+			return nil, damaged("%s is missing but %s holds sealed secrets (SIP passwords) that only it can decrypt: put back the secret.key kept with this database", keyPath, dbPath)
+		}
+		if key, err = createKey(keyPath); err != nil {
+			bdb.Close()
+			return nil, err
+		}
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -127,35 +154,50 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	bdb.MaxBatchDelay = opts.BatchDelay
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir}
-	if err := bdb.Update(func(tx *bolt.Tx) error {
-		for _, name := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+	// A damaged page can make bbolt panic (or fault) while reading: guard
+	// turns that into a refusal instead of a crash.
+	if err := guard("initialise "+dbPath, func() error {
+		return bdb.Update(func(tx *bolt.Tx) error {
+			for _, name := range allBuckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			for _, name := range extraBuckets {
+				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+					return err
+				}
+			}
+			meta := tx.Bucket(bMeta)
+			if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+				return damaged("%s has schema %s, this build reads %d (written by a newer dialtone?): run the release that wrote it", dbPath, v, schemaVersion)
+			}
+			if meta.Get([]byte("schema")) == nil {
+				if err := meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion))); err != nil {
+					return err
+				}
+			}
+			if err := checkRecordVersions(tx); err != nil {
 				return err
 			}
-		}
-		for _, name := range extraBuckets {
-			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bMeta)
-		if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
-			return fmt.Errorf("data file has schema %s, this build knows %d", v, schemaVersion)
-		}
-		return meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion)))
+			return db.prepareSecrets(tx)
+		})
 	}); err != nil {
-		bdb.Close()
+		guard("close", bdb.Close)
+		if errors.Is(err, ErrDamaged) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
 	}
-	if _, err := db.PruneExpired(); err != nil {
-		bdb.Close()
+	if err := guard("drop expired registrations in "+dbPath, func() error { _, err := db.PruneExpired(); return err }); err != nil {
+		guard("close", bdb.Close)
 		return nil, err
 	}
 	return db, nil
 }
 
 // extraBuckets are created by the nouns added after the spine (devices, queues, …).
-var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs}
+var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs, bBootstrap}
 
 // Close closes the data file.
 func (db *DB) Close() error { return db.bolt.Close() }
@@ -176,55 +218,41 @@ func (db *DB) Ping() error {
 	})
 }
 
-func loadKey(path string) ([]byte, error) {
+// readKey reads secret.key; nil, nil if it does not exist.
+func readKey(path string) ([]byte, error) {
 	key, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		key = make([]byte, 32)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		// O_EXCL: never overwrite a key another process just wrote.
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("create secret key %s: %w", path, err)
-		}
-		if _, err := f.Write(key); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("write secret key %s: %w", path, err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return key, f.Close()
+		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read secret key %s: %w", path, err)
 	}
 	if len(key) != 32 {
-		return nil, fmt.Errorf("secret key %s: want 32 bytes, have %d", path, len(key))
+		return nil, damaged("secret key %s: want 32 bytes, have %d: put back the secret.key kept with this database", path, len(key))
 	}
 	return key, nil
 }
 
-func (db *DB) seal(plain string) ([]byte, error) {
-	nonce := make([]byte, db.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
+// createKey writes a new random key; only for a data file with no secrets.
+func createKey(path string) ([]byte, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	return db.aead.Seal(nonce, nonce, []byte(plain), nil), nil
-}
-
-func (db *DB) open(sealed []byte) (string, error) {
-	n := db.aead.NonceSize()
-	if len(sealed) < n {
-		return "", errors.New("sealed secret too short")
-	}
-	plain, err := db.aead.Open(nil, sealed[:n], sealed[n:], nil)
+	// O_EXCL: never overwrite a key another process just wrote.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", errors.New("cannot decrypt secret (wrong secret.key?)")
+		return nil, fmt.Errorf("create secret key %s: %w", path, err)
 	}
-	return string(plain), nil
+	if _, err := f.Write(key); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("write secret key %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return key, f.Close()
 }
 
 // Values are stored as one version byte followed by JSON, so a later release
@@ -240,10 +268,47 @@ func encode(v any) ([]byte, error) {
 }
 
 func decode(data []byte, v any) error {
-	if len(data) == 0 || data[0] != encodingV1 {
-		return errors.New("record has unknown encoding")
+	if len(data) == 0 {
+		return damaged("record is empty: the data file is damaged")
 	}
-	return json.Unmarshal(data[1:], v)
+	if data[0] != encodingV1 {
+		return damaged("record has format version %d, this build reads %d (written by a newer dialtone, or damaged)", data[0], encodingV1)
+	}
+	if err := json.Unmarshal(data[1:], v); err != nil {
+		return damaged("record cannot be read (%v): the data file is damaged", err)
+	}
+	return nil
+}
+
+// recordBuckets hold values written by put (a version byte and JSON); the
+// other buckets hold plain ids, hashes and sealed secrets.
+var recordBuckets = [][]byte{bAccounts, bUsers, bBindings, bTokens, bLicences, bAudit, bCalls,
+	bDevices, bProvisioning, bQueues, bGroups, bNumbers, bCallflows, bJobs}
+
+// checkRecordVersions refuses a data file holding a record this build
+// cannot read (a newer release's format, or damage), before anything acts on
+// it. It reads only the first byte of each value, so it is cheap.
+func checkRecordVersions(tx *bolt.Tx) error {
+	for _, name := range recordBuckets {
+		b := tx.Bucket(name)
+		if b == nil {
+			continue
+		}
+		c := b.Cursor()
+		for key, v := c.First(); key != nil; key, v = c.Next() {
+			if v == nil { // a nested bucket
+				continue
+			}
+			if len(v) < 2 || v[0] != encodingV1 {
+				ver := -1
+				if len(v) > 0 {
+					ver = int(v[0])
+				}
+				return damaged("record %s/%q has format version %d, this build reads %d (written by a newer dialtone? run that release, or restore a backup)", name, key, ver, encodingV1)
+			}
+		}
+	}
+	return nil
 }
 
 func put(b *bolt.Bucket, key string, v any) error {

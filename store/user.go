@@ -96,7 +96,8 @@ func (db *DB) CreateUser(accountID string, n NewUser, actor Actor) (User, error)
 	if err != nil {
 		return User{}, err
 	}
-	sealed, err := db.seal(password)
+	id := newID("u")
+	sealed, err := db.seal(password, sipPasswordAD(accountID, id))
 	if err != nil {
 		return User{}, err
 	}
@@ -105,7 +106,7 @@ func (db *DB) CreateUser(accountID string, n NewUser, actor Actor) (User, error)
 		if _, err := t.account(accountID); err != nil {
 			return err
 		}
-		u = User{ID: newID("u"), AccountID: accountID, Extension: n.Extension, Name: n.Name, Email: n.Email,
+		u = User{ID: id, AccountID: accountID, Extension: n.Extension, Name: n.Name, Email: n.Email,
 			Status: StatusEnabled, CreatedAt: t.now, UpdatedAt: t.now}
 		if err := t.claimExtension(accountID, u.Extension, "user:"+u.ID); err != nil {
 			return err

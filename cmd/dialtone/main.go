@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -73,6 +75,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer db.Close()
+	// Nothing runs on the data, in the foreground or the background, before
+	// it is known good.
+	if err := checkStore(db, log); err != nil {
+		return err
+	}
 	acct, created, err := db.EnsureAccount(store.DefaultAccount, cfg.Domain)
 	if err != nil {
 		return fmt.Errorf("default account: %w", err)
@@ -216,9 +223,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// Offboarding jobs a crash left running continue now that SIP serves
 	// (their check-syncs need it).
 	g.Go(func() error {
-		if err := admin.ResumeJobs(gctx, adminOpts); err != nil {
-			log.Error("resuming offboarding jobs", "err", err)
-		}
+		safely(log, "resuming offboarding jobs", func() {
+			if err := admin.ResumeJobs(gctx, adminOpts); err != nil {
+				log.Error("resuming offboarding jobs", "err", err)
+			}
+		})
 		return nil
 	})
 
@@ -284,21 +293,76 @@ func sweep(ctx context.Context, db *store.DB, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := db.PruneExpired(); err != nil {
-				log.Error("sweeping expired registrations", "err", err)
-			} else if n > 0 {
-				log.Debug("swept expired registrations", "count", n)
-			}
+			safely(log, "sweeping expired registrations", func() { // a panic skips this sweep, not the next
+				if n, err := db.PruneExpired(); err != nil {
+					log.Error("sweeping expired registrations", "err", err)
+				} else if n > 0 {
+					log.Debug("swept expired registrations", "count", n)
+				}
+			})
 		}
 	}
 }
 
+// checkStore runs the store's consistency check at start. Damage (a bad
+// page, a record that cannot be read, a sealed password that does not open)
+// refuses the start in one line; dangling references between records are
+// logged, because dialtone serves around them.
+func checkStore(db *store.DB, log *slog.Logger) error {
+	t0 := time.Now()
+	err := db.Check()
+	if err == nil {
+		log.Info("data consistency check passed", "duration", time.Since(t0).Round(time.Millisecond))
+		return nil
+	}
+	problems := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		problems = j.Unwrap()
+	}
+	for _, p := range problems {
+		if errors.Is(p, store.ErrDamaged) {
+			return fmt.Errorf("%s failed its consistency check (%d problems), first: %s; restore dialtone.db and secret.key from a backup",
+				filepath.Join(db.Dir(), store.FileName), len(problems), oneLine(p.Error()))
+		}
+	}
+	for i, p := range problems {
+		if i == 20 {
+			log.Warn("more consistency problems not shown", "count", len(problems)-i)
+			break
+		}
+		log.Warn("data consistency problem (serving around it)", "problem", oneLine(p.Error()))
+	}
+	return nil
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// safely runs a background task, logging a panic (with its stack) instead of
+// letting it take the whole process down: a supervisor restarting dialtone
+// into the same panic helps nobody. A fault on the memory-mapped data file
+// is turned into a panic too.
+func safely(log *slog.Logger, task string, fn func()) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("background task panicked; it is stopped, dialtone keeps serving", "task", task, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	fn()
+}
+
 // bootstrapToken makes sure an operator can reach the admin API: with
-// --bootstrap-token that token exists; otherwise, the first start writes a
+// --bootstrap-token that token is created once, the first time this data
+// directory sees it (revoked, it stays revoked); otherwise, the first start writes a
 // generated provider token to DATA/admin-token (0600) and logs only the path.
 func bootstrapToken(db *store.DB, cfg config, log *slog.Logger) (string, error) {
 	if cfg.BootstrapToken != "" {
 		_, created, err := db.EnsureToken(cfg.BootstrapToken, store.RoleProvider, "bootstrap")
+		if errors.Is(err, store.ErrRevoked) {
+			// One-shot: a revoked bootstrap token stays revoked.
+			log.Warn("the token given by --bootstrap-token was revoked; it is not created again (remove the flag, or give a new value)")
+			return "", nil
+		}
 		if err != nil {
 			return "", fmt.Errorf("--bootstrap-token: %w", err)
 		}
