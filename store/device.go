@@ -164,7 +164,7 @@ func (db *DB) CreateDevice(accountID string, n NewDevice, actor Actor) (Device, 
 	if len(probs) > 0 {
 		return Device{}, &ValidationError{Problems: probs}
 	}
-	prov, err := db.newDeviceProv(mac)
+	prov, err := db.newDeviceProv(accountID, mac)
 	if err != nil {
 		return Device{}, err
 	}
@@ -782,18 +782,21 @@ func DeviceUsernameMAC(username string) (string, bool) {
 }
 
 // newDeviceProv draws and seals fresh credentials for a device (outside any
-// transaction: sealing is the slow part).
-func (db *DB) newDeviceProv(mac string) (deviceProv, error) {
+// transaction: sealing is the slow part), bound to the device's record.
+func (db *DB) newDeviceProv(acct, mac string) (deviceProv, error) {
 	pw, err := newPassword()
 	if err != nil {
 		return deviceProv{}, err
 	}
-	sealed, err := db.seal(pw)
+	sealed, err := db.seal(pw, deviceAD(acct, mac))
 	if err != nil {
 		return deviceProv{}, err
 	}
 	return deviceProv{Username: newID(mac), PasswordSealed: sealed}, nil
 }
+
+// deviceAD binds a device's sealed provisioning password to its record.
+func deviceAD(acct, mac string) []byte { return secretAD("device_password", acct, mac) }
 
 // openDeviceProv unseals a device's credentials; the previous password only
 // while it is within its grace period. A device without credentials gives
@@ -805,12 +808,13 @@ func (t *tx) openDeviceProv(rec deviceRecord) (DeviceCredentials, error) {
 		return c, nil
 	}
 	c.Username, c.RotatedAt = p.Username, p.RotatedAt
+	ad := deviceAD(rec.AccountID, rec.MAC)
 	var err error
-	if c.Password, err = t.db.open(p.PasswordSealed); err != nil {
+	if c.Password, err = t.db.open(p.PasswordSealed, ad); err != nil {
 		return DeviceCredentials{}, err
 	}
 	if len(p.PrevPasswordSealed) > 0 && p.PrevUntil.After(t.now) {
-		if c.PreviousPassword, err = t.db.open(p.PrevPasswordSealed); err != nil {
+		if c.PreviousPassword, err = t.db.open(p.PrevPasswordSealed, ad); err != nil {
 			return DeviceCredentials{}, err
 		}
 		c.PreviousUntil = p.PrevUntil
@@ -838,7 +842,7 @@ func (db *DB) DeviceAuth(accountID, mac string) (Device, DeviceCredentials, erro
 			// one), so the answer's timing says nothing about the MAC.
 			var pr provisioningRecord
 			if get(t.Bucket(bProvisioning), accountID, &pr) == nil {
-				_, _ = t.db.open(pr.PasswordSealed)
+				_, _ = t.db.open(pr.PasswordSealed, provPasswordAD(accountID))
 			}
 			return err
 		}
@@ -916,7 +920,7 @@ func (db *DB) deviceCredentials(accountID, mac string, actor Actor, op credOp) (
 	if !ok {
 		return DeviceCredentials{}, fmt.Errorf("device %s: %w", mac, ErrNotFound)
 	}
-	fresh, err := db.newDeviceProv(nmac)
+	fresh, err := db.newDeviceProv(accountID, nmac)
 	if err != nil {
 		return DeviceCredentials{}, err
 	}

@@ -31,6 +31,7 @@ const sealV2 = 2
 //	"sip_password"          acct, user id
 //	"provisioning_key"      acct, acct
 //	"provisioning_password" acct, acct
+//	"device_password"       acct, mac
 //	"key_check"             "", ""   (meta: proves secret.key belongs to this file)
 //
 // Ids never contain NUL (validID), so the parts cannot run into each other.
