@@ -80,9 +80,13 @@ func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src neti
 	if v.bareLF || v.badLine != "" {
 		return refuse(400, diagnose(&v, datagram))
 	}
-	method, _, _, ok := v.requestLine()
+	method, _, version, ok := v.requestLine()
 	if !ok {
 		return refuse(400, diagnose(&v, datagram))
+	}
+	if !strings.EqualFold(version, "SIP/2.0") {
+		// RFC 3261 §7.1 (the version string is case-insensitive), §21.5.7.
+		return refuse(505, "Version Not Supported")
 	}
 	norm := v.normalize()
 	if _, err := probeParser.ParseSIP(norm); err != nil {
@@ -96,6 +100,9 @@ func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src neti
 	}
 	if where := invalidUTF8(&v); where != "" {
 		return refuse(400, "Bad Request (Invalid UTF-8 in "+where+")")
+	}
+	if where := badDisplayName(&v); where != "" {
+		return refuse(400, "Bad Request (Malformed Display Name in "+where+")")
 	}
 	return verdict{pass: norm}
 }

@@ -170,7 +170,7 @@ func (v *msgView) all(canon string) []string {
 func (v *msgView) requestLine() (method, uri, version string, ok bool) {
 	parts := strings.Split(v.start, " ")
 	if len(parts) != 3 || !isToken(parts[0]) || parts[1] == "" || strings.ContainsAny(parts[1], "<>\t") ||
-		!strings.HasPrefix(parts[2], "SIP/") {
+		!strings.HasPrefix(strings.ToUpper(parts[2]), "SIP/") {
 		return "", "", "", false
 	}
 	return parts[0], parts[1], parts[2], true
@@ -536,4 +536,91 @@ func invalidUTF8(v *msgView) string {
 		}
 	}
 	return ""
+}
+
+// badDisplayName names the first name-addr header whose display name is
+// neither tokens separated by LWS nor one quoted string (RFC 3261 §25.1,
+// display-name = *(token LWS) / quoted-string; RFC 4475 §3.1.2.15), "" if
+// none.
+func badDisplayName(v *msgView) string {
+	for _, f := range v.fields {
+		switch f.canon {
+		case "from", "to":
+			if !displayNameOK(f.value) {
+				return displayName(f)
+			}
+		case "contact", "route", "record-route", "reply-to":
+			for _, part := range splitValues(f.value) {
+				if !displayNameOK(part) {
+					return displayName(f)
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// displayNameOK checks the text before '<' of one name-addr (true for an
+// addr-spec without angle brackets).
+func displayNameOK(value string) bool {
+	in := false
+	for i := 0; i < len(value); i++ {
+		switch c := value[i]; {
+		case in && c == '\\':
+			i++
+		case c == '"':
+			in = !in
+		case !in && c == '<':
+			return displayTextOK(strings.Trim(value[:i], " \t"))
+		}
+	}
+	return true
+}
+
+func displayTextOK(d string) bool {
+	if d == "" {
+		return true
+	}
+	if d[0] == '"' {
+		// One quoted string, nothing after it.
+		for i := 1; i < len(d); i++ {
+			switch d[i] {
+			case '\\':
+				i++
+			case '"':
+				return i == len(d)-1
+			}
+		}
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; c != ' ' && c != '\t' && !tokenChar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// splitValues splits a header value at commas outside quoted strings and
+// angle brackets.
+func splitValues(value string) []string {
+	var out []string
+	in, angle, start := false, false, 0
+	for i := 0; i < len(value); i++ {
+		switch c := value[i]; {
+		case in && c == '\\':
+			i++
+		case c == '"':
+			in = !in
+		case in:
+		case c == '<':
+			angle = true
+		case c == '>':
+			angle = false
+		case c == ',' && !angle:
+			out = append(out, value[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, value[start:])
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -381,7 +382,7 @@ func (s *Server) overload(req *sip.Request, tx sip.ServerTransaction) {
 // aside) and sizes. It returns the status and reason to answer, or 0. What
 // sipgo cannot parse never gets here: the front door (frontdoor.go) answers it.
 func checkRequest(req *sip.Request) (int, string) {
-	if req.SipVersion != "SIP/2.0" {
+	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
 		return 505, "Version Not Supported"
 	}
 	hdrs := req.Headers()
