@@ -65,6 +65,17 @@ func splitMessage(msg []byte) (v msgView, ok bool) {
 		return v, false
 	}
 	v.start = lines[0]
+	var cont []string // continuation lines of the last field, joined at the end
+	flush := func() {
+		if len(cont) > 0 && len(v.fields) > 0 {
+			f := &v.fields[len(v.fields)-1]
+			if f.value != "" {
+				cont = append([]string{f.value}, cont...)
+			}
+			f.value = strings.Join(cont, " ")
+		}
+		cont = cont[:0]
+	}
 	for _, l := range lines[1:] {
 		if l == "" {
 			continue
@@ -74,17 +85,12 @@ func splitMessage(msg []byte) (v msgView, ok bool) {
 				v.badLine = "Start-Line"
 				continue
 			}
-			f := &v.fields[len(v.fields)-1]
-			cont := strings.Trim(l, " \t")
-			switch {
-			case cont == "":
-			case f.value == "":
-				f.value = cont
-			default:
-				f.value += " " + cont
+			if c := strings.Trim(l, " \t"); c != "" {
+				cont = append(cont, c)
 			}
 			continue
 		}
+		flush()
 		name, value, found := strings.Cut(l, ":")
 		name = strings.TrimRight(name, " \t")
 		if !found || name == "" || !isToken(name) {
@@ -95,14 +101,25 @@ func splitMessage(msg []byte) (v msgView, ok bool) {
 		}
 		v.fields = append(v.fields, field{name: name, canon: canonName(name), value: strings.Trim(value, " \t")})
 	}
+	flush()
 	return v, true
 }
 
 // headerEnd finds the empty line ending the header section: the index where
 // it starts and the length of the separator (4 for CRLFCRLF, 2 for LFLF).
-func headerEnd(msg []byte) (int, int) {
-	i := bytes.Index(msg, []byte("\r\n\r\n"))
-	j := bytes.Index(msg, []byte("\n\n"))
+func headerEnd(msg []byte) (int, int) { return headerEndFrom(msg, 0) }
+
+// headerEndFrom is headerEnd for a buffer known to hold no end before from.
+func headerEndFrom(msg []byte, from int) (int, int) {
+	from = max(0, min(from-3, len(msg)))
+	i := bytes.Index(msg[from:], []byte("\r\n\r\n"))
+	j := bytes.Index(msg[from:], []byte("\n\n"))
+	if i >= 0 {
+		i += from
+	}
+	if j >= 0 {
+		j += from
+	}
 	switch {
 	case i >= 0 && (j < 0 || i < j):
 		return i, 4

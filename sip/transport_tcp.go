@@ -200,6 +200,7 @@ type streamConn struct {
 	src     netip.AddrPort
 
 	in      []byte // bytes read, not yet framed
+	scanned int    // c.in[:scanned] holds no end of headers
 	out     []byte // framed messages for sipgo, not yet read by it
 	scratch []byte
 	err     error // sticky read error, returned once out is drained
@@ -290,6 +291,7 @@ func (c *streamConn) frame() {
 		for len(c.in) >= 2 && c.in[0] == '\r' && c.in[1] == '\n' {
 			if len(c.in) >= 4 && c.in[2] == '\r' && c.in[3] == '\n' {
 				c.in = c.in[4:]
+				c.scanned = 0
 				if _, err := c.Write([]byte("\r\n")); err != nil {
 					c.err = err
 					return
@@ -301,13 +303,15 @@ func (c *streamConn) frame() {
 				return
 			}
 			c.in = c.in[2:]
+			c.scanned = 0
 		}
 		if len(c.in) == 0 {
 			c.in = nil
 			return
 		}
-		end, sepLen := headerEnd(c.in)
+		end, sepLen := headerEndFrom(c.in, c.scanned)
 		if end < 0 {
+			c.scanned = len(c.in)
 			if len(c.in) > maxMessage {
 				c.refuse(c.in, "Message Too Large", 513, "too_large")
 			}
@@ -328,6 +332,7 @@ func (c *streamConn) frame() {
 		}
 		msg := c.in[:total:total]
 		c.in = c.in[total:]
+		c.scanned = 0
 		if !c.started {
 			c.started = true
 		}
