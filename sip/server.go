@@ -63,7 +63,7 @@ type Config struct {
 	// TCPIdleTimeout applies.
 	FirstRequestTimeout time.Duration
 	// UDPSources bounds the UDP source addresses the transport remembers
-	// (transport_udp.go explains the table) [65536].
+	// (udp.go explains the table) [65536].
 	UDPSources int
 	// Guard counts authentication failures (wrong password, unknown user)
 	// per source and per user and blocks past its threshold; blocked
