@@ -162,16 +162,7 @@ func tokenChar(c byte) bool {
 	return strings.IndexByte("-.!%*_+`'~", c) >= 0
 }
 
-// get returns the first value of the header canon ("" if absent).
-func (v *msgView) get(canon string) (string, bool) {
-	for _, f := range v.fields {
-		if f.canon == canon {
-			return f.value, true
-		}
-	}
-	return "", false
-}
-
+// all returns every value of the header canon.
 func (v *msgView) all(canon string) []string {
 	var out []string
 	for _, f := range v.fields {
