@@ -23,6 +23,9 @@ type msgView struct {
 	body    []byte
 	bareLF  bool   // lines end in LF without CR (RFC 3261 §7 requires CRLF)
 	badLine string // the name (or "Header") of a line that is not "name: value"
+
+	raw       []byte // the message as split (leading CRLFs removed)
+	canonical bool   // every header line is already "Name: value", unfolded
 }
 
 type field struct {
@@ -58,9 +61,10 @@ func splitMessage(msg []byte) (v msgView, ok bool) {
 		return v, false
 	}
 	head := string(msg[:end])
-	v.body = msg[end+sepLen:]
-	v.bareLF = sepLen == 2
-	lines := splitLines(head)
+	v.raw, v.body = msg, msg[end+sepLen:]
+	lines, crlf := splitLines(head)
+	v.bareLF = sepLen != 4 || !crlf
+	v.canonical = !v.bareLF
 	if len(lines) == 0 || lines[0] == "" {
 		return v, false
 	}
@@ -88,18 +92,24 @@ func splitMessage(msg []byte) (v msgView, ok bool) {
 			if c := strings.Trim(l, " \t"); c != "" {
 				cont = append(cont, c)
 			}
+			v.canonical = false
 			continue
 		}
 		flush()
 		name, value, found := strings.Cut(l, ":")
-		name = strings.TrimRight(name, " \t")
-		if !found || name == "" || !isToken(name) {
+		trimmedName := strings.TrimRight(name, " \t")
+		if !found || trimmedName == "" || !isToken(trimmedName) {
 			if v.badLine == "" {
 				v.badLine = "Header"
 			}
+			v.canonical = false
 			continue
 		}
-		v.fields = append(v.fields, field{name: name, canon: canonName(name), value: strings.Trim(value, " \t")})
+		f := field{name: trimmedName, canon: canonName(trimmedName), value: strings.Trim(value, " \t")}
+		if len(trimmedName) != len(name) || (value != "" && value != " "+f.value) || normValue(f.canon, f.value) != f.value {
+			v.canonical = false
+		}
+		v.fields = append(v.fields, f)
 	}
 	flush()
 	return v, true
@@ -133,12 +143,18 @@ func headerEndFrom(msg []byte, from int) (int, int) {
 	return -1, 0
 }
 
-func splitLines(head string) []string {
-	lines := strings.Split(head, "\n")
+// splitLines splits the header section into lines; crlf reports that each
+// one ended in CRLF (the last one's end is the separator, checked apart).
+func splitLines(head string) (lines []string, crlf bool) {
+	lines = strings.Split(head, "\n")
+	crlf = true
 	for i, l := range lines {
+		if i < len(lines)-1 && !strings.HasSuffix(l, "\r") {
+			crlf = false
+		}
 		lines[i] = strings.TrimSuffix(l, "\r")
 	}
-	return lines
+	return lines, crlf
 }
 
 // isToken reports whether s is an RFC 3261 §25.1 token.
@@ -201,6 +217,9 @@ func (v *msgView) method() string {
 // SLASH/SEMI/EQUAL/COMMA/COLON allow SWS), around the parameters of
 // name-addr headers, and between CSeq's number and method (LWS).
 func (v *msgView) normalize() []byte {
+	if v.canonical {
+		return v.raw
+	}
 	n := len(v.start) + len(v.body) + 4
 	for _, f := range v.fields {
 		n += len(f.name) + len(f.value) + 4

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/netip"
@@ -203,7 +204,7 @@ func (f *udpFeed) ReadFrom(p []byte) (int, net.Addr, error) {
 			addr = a
 			if !u.remember(addr.String()) {
 				u.rotate()
-				u.parked = &parkedDatagram{data: data, addr: addr}
+				u.parked = &parkedDatagram{data: bytes.Clone(data), addr: addr} // data may alias u.buf
 				f.retired = true
 				return 0, nil, net.ErrClosed
 			}
