@@ -60,9 +60,12 @@ func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src neti
 		s.tm.frontDoor.WithLabelValues("drop").Inc()
 		return verdict{}
 	}
+	// Over a stream sipgo needs Content-Length to find the end (RFC 3261
+	// §20.14 makes it mandatory there); our framing took a missing one as 0.
+	missingLength := !datagram && len(v.all("content-length")) == 0
 	if v.isResponse() {
 		norm := v.normalize()
-		if _, err := probeParser.ParseSIP(norm); err != nil {
+		if _, err := probeParser.ParseSIP(norm); err != nil || missingLength {
 			s.tm.frontDoor.WithLabelValues("drop").Inc()
 			return verdict{}
 		}
@@ -94,6 +97,9 @@ func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src neti
 	}
 	if r := contentLengthProblem(&v, datagram); r != "" {
 		return refuse(400, r)
+	}
+	if missingLength {
+		return refuse(400, "Bad Request (Missing Content-Length)")
 	}
 	if !knownMethods[method] {
 		return refuse(501, "Not Implemented")

@@ -108,7 +108,7 @@ func TestFrontDoorBadRequests(t *testing.T) {
 		{"ipv6 reference", "Malformed IPv6 Reference in Contact", optionsLines("Contact: <sip:1001@[2001:db8::10:5999>")},
 		{"request-line", "Malformed Request-Line", append([]string{"OPTIONS  sip:example.test SIP/2.0"}, optionsLines()[1:]...)},
 		{"negative content-length", "Malformed Content-Length", optionsLines("Content-Length: -5")},
-		{"invalid utf-8", "Invalid UTF-8 in User-Agent", optionsLines("User-Agent: phone\xff\xfe")},
+		{"invalid utf-8", "Invalid UTF-8 in User-Agent", optionsLines("User-Agent: phone\xff\xfe", "Content-Length: 0")},
 		{"conflicting content-length", "Conflicting Content-Length", optionsLines("Content-Length: 0", "l: 3")},
 	}
 	for _, transport := range []string{"UDP", "TCP"} {
@@ -279,6 +279,9 @@ func TestStreamFraming(t *testing.T) {
 		t.Fatalf("keepalive answer = %q, %v; want CRLF", pong, err)
 	}
 	two := append(rawMsg("TCP", optionsLines("Content-Length: 0")...), rawMsg("TCP", optionsLines("Content-Length: 0")...)...)
+	// Without Content-Length (mandatory on streams) the message is refused,
+	// taken as bodiless, and the connection goes on.
+	wantStatus(t, sc.exchange(rawMsg("TCP", optionsLines()...)), 400, "Missing Content-Length")
 	wantStatus(t, sc.exchange(two), 200, "OK")
 	sc.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if data := readStreamMessage(sc.br); data == nil || !strings.HasPrefix(string(data), "SIP/2.0 200") {
