@@ -76,8 +76,8 @@
 //     reaches the store or the admin API. These answers are written straight
 //     to the socket, without a transaction.
 //   - Messages are bounded: over UDP by the datagram (a Content-Length beyond
-//     it is 400, a datagram sipgo cannot hold 513), over TCP/TLS by 64 KiB
-//     (513, then the connection is closed).
+//     it is 400, a datagram over sipgo's 32 KiB read buffer 513), over
+//     TCP/TLS by 64 KiB (513, then the connection is closed).
 //   - Load: at most Config.MaxInFlight requests are handled at once; beyond,
 //     503 with a Retry-After of 5-35 s (spread so a re-registration storm
 //     does not come back in step). While closing, every request gets 503.

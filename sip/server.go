@@ -204,10 +204,6 @@ const udpMTU = 8192
 
 var raiseUDPMTU sync.Once
 
-// udpMTU is not the only sipgo limit to raise: its UDP read buffer
-// (TransportBufferReadSize, 32 KiB) would truncate a larger datagram; at
-// 64 KiB every datagram fits, and the front door answers 513 beyond.
-
 // New builds a registrar on db. log may be nil (discard); reg may be nil
 // (no metrics registered).
 func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
@@ -237,9 +233,6 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 	raiseUDPMTU.Do(func() {
 		if sip.UDPMTUSize < udpMTU {
 			sip.UDPMTUSize = udpMTU
-		}
-		if sip.TransportBufferReadSize < udpReadSize {
-			sip.TransportBufferReadSize = udpReadSize
 		}
 	})
 

@@ -179,7 +179,8 @@ func (l *connLimiter) open() int {
 //     stays open, since the next message's start is known; only a stream
 //     that cannot be framed (no or a broken Content-Length, a message over
 //     64 KiB) is closed, after a 400 when it is addressable;
-//   - at most one message (64 KiB) is buffered per connection;
+//   - at most one message (64 KiB) and one read (4 KiB) are buffered per
+//     connection, besides sipgo's own read buffer (32 KiB);
 //   - until the first complete message the connection has
 //     Config.FirstRequestTimeout from accept (this covers the TLS handshake,
 //     which happens in the first Read); after it, Config.TCPIdleTimeout
@@ -255,9 +256,15 @@ func (c *streamConn) fill() {
 		return
 	}
 	if c.scratch == nil {
-		c.scratch = make([]byte, 16<<10)
+		c.scratch = make([]byte, streamReadSize)
 	}
 	n, err := c.Conn.Read(c.scratch)
+	if need := len(c.in) + n; need > cap(c.in) {
+		// Grow by doubling, but never past one message and one read.
+		grown := make([]byte, len(c.in), min(max(2*cap(c.in), need), maxMessage+streamReadSize))
+		copy(grown, c.in)
+		c.in = grown
+	}
 	c.in = append(c.in, c.scratch[:n]...)
 	if n > 0 {
 		c.frame()
@@ -373,6 +380,9 @@ func (c *streamConn) refuse(head []byte, reason string, code int, why string) {
 }
 
 var errUnframable = errors.New("sip: stream can no longer be framed")
+
+// streamReadSize is one read from a TCP/TLS peer: most SIP messages fit.
+const streamReadSize = 4 << 10
 
 // streamContentLength reads Content-Length (or l) from a header section. A
 // missing one means no body (RFC 3261 §18.3 makes it mandatory on streams;

@@ -55,8 +55,11 @@ type parkedDatagram struct {
 	addr net.Addr
 }
 
-// udpReadSize is the largest datagram read; larger ones cannot exist on
-// IPv4 and are refused with 513 on IPv6.
+// udpReadSize is the largest datagram read (larger ones cannot exist on
+// IPv4). sipgo reads into a buffer of sip.TransportBufferReadSize (32 KiB,
+// left as it is: sipgo allocates it per TCP connection too); a datagram
+// that does not fit there is answered 513 (RFC 3261 §18.1.1 sends such
+// messages over TCP).
 const udpReadSize = 65535
 
 func (s *Server) newUDPServer(sock net.PacketConn) *udpServer {
