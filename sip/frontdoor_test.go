@@ -144,6 +144,10 @@ func TestFrontDoorBadRequests(t *testing.T) {
 				if res.CSeq() == nil || res.CSeq().SeqNo != 7 {
 					t.Errorf("%s: 400 without the request's CSeq", c.name)
 				}
+				// RFC 3581 §4: the bare rport of the request is filled in.
+				if via := res.Via(); via == nil || via.Params.GetOr("rport", "") == "" || via.Params.GetOr("received", "") != "127.0.0.1" {
+					t.Errorf("%s: top Via = %v, want rport and received filled", c.name, via)
+				}
 			}
 			if sc != nil {
 				// The same connection still works.
