@@ -181,10 +181,10 @@ func (l *connLimiter) open() int {
 //     64 KiB) is closed, after a 400 when it is addressable;
 //   - at most one message (64 KiB) and one read (4 KiB) are buffered per
 //     connection, besides sipgo's own read buffer (32 KiB);
-//   - until the first complete message the connection has
-//     Config.FirstRequestTimeout from accept (this covers the TLS handshake,
-//     which happens in the first Read); after it, Config.TCPIdleTimeout
-//     without a byte from the peer closes it;
+//   - until the first complete message that passes the front door, the
+//     connection has Config.FirstRequestTimeout from accept (this covers the
+//     TLS handshake, which happens in the first Read); after it,
+//     Config.TCPIdleTimeout without a byte from the peer closes it;
 //   - a CRLFCRLF keepalive is answered with CRLF (RFC 5626 §3.5.1).
 //
 // Writes (sipgo's and the front door's) are serialized and time out after
@@ -197,7 +197,7 @@ type streamConn struct {
 	closeOnce sync.Once
 
 	firstBy time.Time // deadline for the first complete message
-	started bool      // a complete message arrived
+	started bool      // a complete message passed the front door
 	src     netip.AddrPort
 
 	in      []byte // bytes read, not yet framed
@@ -340,9 +340,6 @@ func (c *streamConn) frame() {
 		msg := c.in[:total:total]
 		c.in = c.in[total:]
 		c.scanned = 0
-		if !c.started {
-			c.started = true
-		}
 		v := c.s.frontDoor(msg, false, c.transport, c.src)
 		if v.reply != nil {
 			if _, err := c.Write(v.reply); err != nil {
@@ -351,6 +348,9 @@ func (c *streamConn) frame() {
 			}
 		}
 		if v.pass != nil {
+			// Only a message the SIP stack gets ends the first-request
+			// deadline: junk answered with 400 does not buy an hour.
+			c.started = true
 			c.out = append(c.out, v.pass...)
 		}
 	}

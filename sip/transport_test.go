@@ -203,10 +203,12 @@ func TestFirstRequestTimeout(t *testing.T) {
 	if _, err := partial.c.Write([]byte("OPTIONS sip:example.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKslow\r\n")); err != nil {
 		t.Fatal(err)
 	}
+	junk := dialStream(t, e.tcpAddr) // complete messages, but only refused ones
+	wantStatus(t, junk.exchange(rawMsg("TCP", optionsLines(`Contact: "unterminated`, "Content-Length: 0")...)), 400, "")
 	used := dialStream(t, e.tcpAddr)
 	wantStatus(t, used.exchange(rawMsg("TCP", optionsLines("Content-Length: 0")...)), 200, "OK")
 	start := time.Now()
-	if !silent.closed() || !partial.closed() {
+	if !silent.closed() || !partial.closed() || !junk.closed() {
 		t.Fatal("a connection without a complete request was kept")
 	}
 	if d := time.Since(start); d > 3*time.Second {
@@ -218,8 +220,8 @@ func TestFirstRequestTimeout(t *testing.T) {
 		t.Errorf("read on the used connection = %v, want a timeout (still open)", err)
 	}
 	wantStatus(t, used.exchange(rawMsg("TCP", optionsLines("Content-Length: 0")...)), 200, "OK")
-	if got := counterValue(t, e.srv.tm.streamClosed.WithLabelValues("first_request_timeout")); got != 2 {
-		t.Errorf("closed{first_request_timeout} = %v, want 2", got)
+	if got := counterValue(t, e.srv.tm.streamClosed.WithLabelValues("first_request_timeout")); got != 3 {
+		t.Errorf("closed{first_request_timeout} = %v, want 3", got)
 	}
 }
 
