@@ -344,3 +344,52 @@ func TestUDPSourceTableBounded(t *testing.T) {
 		t.Errorf("noise grew the table from %d to %d", before, got)
 	}
 }
+
+// TestUDPRotationKeepsAnswering: 200 sources (every request from a fresh
+// socket, 40 at a time) through a table of 128 (halves of 64) make the
+// table rotate, each time ending sipgo's read loop and starting another,
+// while requests are in flight. Every request must be answered, and from
+// the listening port (the client sockets are connected to it). The 40
+// concurrent requests stay below a half: a source is only forgotten after
+// a half of newer sources arrived, and no request can be that old here.
+func TestUDPRotationKeepsAnswering(t *testing.T) {
+	e := newEnv(t, Config{UDPSources: 128})
+	const clients, each = 40, 5
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			buf := make([]byte, 4096)
+			for j := 0; j < each; j++ {
+				c, err := net.Dial("udp", e.udpAddr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := c.Write(rawMsg("UDP", optionsLines("Content-Length: 0")...)); err != nil {
+					c.Close()
+					errs <- err
+					return
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := c.Read(buf)
+				c.Close()
+				if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+					errs <- fmt.Errorf("client %d request %d: %q, %v", i, j, buf[:n], err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := counterValue(t, e.srv.tm.udpRotations); got < 2 {
+		t.Errorf("rotations = %v, want at least 2", got)
+	}
+	if got := e.srv.udpSources(); got > 128 {
+		t.Errorf("table holds %d sources, want <= 128", got)
+	}
+}

@@ -31,10 +31,14 @@ import (
 //     conn), so that the restart does not drop them and requests already
 //     read are still answered from the listening port.
 //
-// Nothing relies on a source being remembered: responses to a request are
-// sent over the connection found when its transaction starts (the source was
-// added just before), and requests to phones leave from the listening
-// socket even without an entry (setFlow in invite.go).
+// Nothing relies on a source being remembered for long: responses to a
+// request are sent over the connection sipgo finds when its transaction
+// starts, just after the source was entered, and requests to phones leave
+// from the listening socket even without an entry (setFlow in invite.go).
+// A source is forgotten only after half a table of newer sources arrived,
+// so a request can only lose its entry before its transaction starts under
+// a flood of more than UDPSources/2 new addresses in that time (then its
+// answer leaves from another port, as sipgo falls back to a new socket).
 type udpServer struct {
 	s      *Server
 	sock   net.PacketConn
