@@ -54,7 +54,7 @@ func ourCloseRecord(r slog.Record) bool {
 		if a.Key == "error" {
 			if err, ok := a.Value.Any().(error); ok {
 				var ne net.Error
-				found = errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errUnframable)
+				found = errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errUnframable) || errors.Is(err, errTLSHandshake)
 			}
 			return false
 		}

@@ -30,7 +30,7 @@ func newTransportMetrics(reg prometheus.Registerer) (*transportMetrics, error) {
 		}),
 		streamClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dialtone_sip_connections_closed_total",
-			Help: "SIP TCP/TLS connections closed by dialtone, by reason (first_request_timeout, idle_timeout, too_large, unframable).",
+			Help: "SIP TCP/TLS connections closed by dialtone, by reason (first_request_timeout, idle_timeout, tls_handshake, too_large, unframable).",
 		}, []string{"reason"}),
 		udpSources: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "dialtone_sip_udp_sources",

@@ -1,7 +1,10 @@
 package sip
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -271,17 +274,24 @@ func (c *streamConn) fill() {
 	}
 	if err != nil && c.err == nil {
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
+		switch tc, isTLS := c.Conn.(*tls.Conn); {
+		case errors.As(err, &ne) && ne.Timeout():
 			reason := "idle_timeout"
 			if !c.started {
 				reason = "first_request_timeout"
 			}
 			c.s.tm.streamClosed.WithLabelValues(reason).Inc()
 			err = errStreamTimeout{err}
+		case isTLS && !tc.ConnectionState().HandshakeComplete && !errors.Is(err, io.EOF):
+			// Scanners speaking plain text to the TLS port: routine.
+			c.s.tm.streamClosed.WithLabelValues("tls_handshake").Inc()
+			err = fmt.Errorf("%w: %w", errTLSHandshake, err)
 		}
 		c.err = err
 	}
 }
+
+var errTLSHandshake = errors.New("sip: TLS handshake failed")
 
 // errStreamTimeout marks our own deadlines, so the log handler can tell
 // them from real failures.

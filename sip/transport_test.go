@@ -393,3 +393,28 @@ func TestUDPRotationKeepsAnswering(t *testing.T) {
 		t.Errorf("table holds %d sources, want <= 128", got)
 	}
 }
+
+// TestTLSPlainTextClosed: plain SIP sent to the TLS port ends the
+// connection, counted as a failed handshake (and logged at debug only).
+func TestTLSPlainTextClosed(t *testing.T) {
+	e := newEnv(t, Config{})
+	cert, _ := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.srv.ServeTLS(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-served })
+	c := dialStream(t, ln.Addr().String())
+	if _, err := c.c.Write(rawMsg("TLS", optionsLines("Content-Length: 0")...)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.closed() {
+		t.Fatal("plain text on the TLS port was not refused")
+	}
+	waitFor(t, "handshake failure counted", func() bool {
+		return counterValue(t, e.srv.tm.streamClosed.WithLabelValues("tls_handshake")) == 1
+	})
+}
