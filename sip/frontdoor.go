@@ -49,12 +49,11 @@ const maxMessage = 65535
 type verdict struct {
 	pass  []byte // hand these bytes to sipgo (nil: nothing)
 	reply []byte // write this response back (nil: nothing)
-	code  int    // status of reply, for metrics (0: none)
 }
 
 // frontDoor decides on one complete message: msg is a whole datagram
 // (datagram true) or one framed stream message. src is the sender.
-func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src netip.AddrPort) verdict {
+func (s *Server) frontDoor(msg []byte, datagram bool, src netip.AddrPort) verdict {
 	v, ok := splitMessage(msg)
 	if !ok {
 		s.tm.frontDoor.WithLabelValues("drop").Inc()
@@ -78,7 +77,7 @@ func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src neti
 			return verdict{}
 		}
 		s.tm.frontDoor.WithLabelValues(strconv.Itoa(code)).Inc()
-		return verdict{reply: s.frontDoorResponse(env, code, reason, transport, src), code: code}
+		return verdict{reply: s.frontDoorResponse(env, code, reason, src)}
 	}
 	if v.bareLF || v.badLine != "" {
 		return refuse(400, diagnose(&v, datagram))
@@ -117,7 +116,7 @@ func (s *Server) frontDoor(msg []byte, datagram bool, transport string, src neti
 // the request's Via headers (the top one with received and rport filled as
 // RFC 3581 asks when rport was sent), From, To with a tag, Call-ID, CSeq,
 // our Server header, Allow for 405/501.
-func (s *Server) frontDoorResponse(env envelope, code int, reason, transport string, src netip.AddrPort) []byte {
+func (s *Server) frontDoorResponse(env envelope, code int, reason string, src netip.AddrPort) []byte {
 	var b bytes.Buffer
 	b.WriteString("SIP/2.0 ")
 	b.WriteString(strconv.Itoa(code))

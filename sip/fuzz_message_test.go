@@ -85,7 +85,7 @@ func FuzzFrontDoor(f *testing.F) {
 	src := netip.MustParseAddrPort("192.0.2.1:5060")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, datagram := range []bool{true, false} {
-			v := s.frontDoor(data, datagram, "UDP", src)
+			v := s.frontDoor(data, datagram, src)
 			if v.pass != nil {
 				if _, err := sip.NewParser().ParseSIP(v.pass); err != nil {
 					t.Fatalf("passed a message sipgo cannot parse (%v):\n%q", err, v.pass)

@@ -350,7 +350,7 @@ func (c *streamConn) frame() {
 		msg := c.in[:total:total]
 		c.in = c.in[total:]
 		c.scanned = 0
-		v := c.s.frontDoor(msg, false, c.transport, c.src)
+		v := c.s.frontDoor(msg, false, c.src)
 		if v.reply != nil {
 			if _, err := c.Write(v.reply); err != nil {
 				c.err = err
@@ -386,7 +386,7 @@ func (c *streamConn) refuse(head []byte, reason string, code int, why string) {
 		reason = "Bad Request (" + reason + ")"
 	}
 	c.s.tm.frontDoor.WithLabelValues(strconv.Itoa(code)).Inc()
-	_, _ = c.Write(c.s.frontDoorResponse(env, code, reason, c.transport, c.src))
+	_, _ = c.Write(c.s.frontDoorResponse(env, code, reason, c.src))
 }
 
 var errUnframable = errors.New("sip: stream can no longer be framed")

@@ -235,11 +235,11 @@ func (u *udpServer) admit(raw []byte, a net.Addr, room int) []byte {
 		v, ok := splitMessage(raw)
 		if env, addressable := readEnvelope(&v); ok && addressable && !v.isResponse() && env.startMethod != "ACK" {
 			u.s.tm.frontDoor.WithLabelValues("513").Inc()
-			u.write(u.s.frontDoorResponse(env, 513, "Message Too Large", "UDP", src), a)
+			u.write(u.s.frontDoorResponse(env, 513, "Message Too Large", src), a)
 		}
 		return nil
 	}
-	v := u.s.frontDoor(raw, true, "UDP", src)
+	v := u.s.frontDoor(raw, true, src)
 	if v.reply != nil {
 		u.write(v.reply, a)
 	}
