@@ -83,7 +83,7 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.s.tm.connsOpen.WithLabelValues(l.transport).Inc()
-		return l.s.newStreamConn(c, l.transport, func() {
+		return l.s.newStreamConn(c, func() {
 			release()
 			l.s.tm.connsOpen.WithLabelValues(l.transport).Dec()
 		}), nil
@@ -195,7 +195,6 @@ func (l *connLimiter) open() int {
 type streamConn struct {
 	net.Conn
 	s         *Server
-	transport string
 	release   func()
 	closeOnce sync.Once
 
@@ -212,9 +211,9 @@ type streamConn struct {
 	wmu sync.Mutex
 }
 
-func (s *Server) newStreamConn(c net.Conn, transport string, release func()) *streamConn {
+func (s *Server) newStreamConn(c net.Conn, release func()) *streamConn {
 	src, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-	return &streamConn{Conn: c, s: s, transport: transport, release: release,
+	return &streamConn{Conn: c, s: s, release: release,
 		firstBy: time.Now().Add(s.cfg.FirstRequestTimeout), src: src}
 }
 
