@@ -54,7 +54,7 @@ type Config struct {
 	TCPIdleTimeout time.Duration
 	// MaxConnections caps the TCP and TLS connections open at once, over
 	// all stream listeners [10000]; MaxConnectionsPerIP caps them per source
-	// address [200]. A connection beyond a cap is closed as soon as it is
+	// IPv4 address or IPv6 /64 [200]. A connection beyond a cap is closed as soon as it is
 	// accepted. Keep MaxConnections well below the process's descriptor
 	// limit (RLIMIT_NOFILE), which the store, HTTP and UDP need too.
 	MaxConnections, MaxConnectionsPerIP int
@@ -62,8 +62,8 @@ type Config struct {
 	// to complete its TLS handshake and its first message [10 s]; after that
 	// TCPIdleTimeout applies.
 	FirstRequestTimeout time.Duration
-	// UDPSources bounds the UDP source addresses the transport remembers
-	// (udp.go explains the table) [65536].
+	// UDPSources bounds the UDP source addresses the transport remembers,
+	// per UDP socket (udp.go explains the table) [65536].
 	UDPSources int
 	// Guard counts authentication failures (wrong password, unknown user)
 	// per source and per user and blocks past its threshold; blocked

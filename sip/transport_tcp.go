@@ -119,11 +119,21 @@ func temporaryAcceptError(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// remoteIP is the address a connection counts against for the per-IP cap:
+// the IPv4 address, or the IPv6 /64 (one subscriber's usual allocation, so
+// that walking through a prefix does not multiply the cap).
 func remoteIP(c net.Conn) netip.Addr {
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		return ap.Addr().Unmap()
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Addr{}
 	}
-	return netip.Addr{}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		if p, err := ip.Prefix(64); err == nil {
+			return p.Addr()
+		}
+	}
+	return ip
 }
 
 // connLimiter counts open stream connections, globally and per address. Its

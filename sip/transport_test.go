@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"syscall"
@@ -417,4 +418,28 @@ func TestTLSPlainTextClosed(t *testing.T) {
 	waitFor(t, "handshake failure counted", func() bool {
 		return counterValue(t, e.srv.tm.streamClosed.WithLabelValues("tls_handshake")) == 1
 	})
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestRemoteIPGroups: the per-IP cap counts an IPv4 address, an IPv4-mapped
+// IPv6 address as that IPv4 address, and an IPv6 address by its /64.
+func TestRemoteIPGroups(t *testing.T) {
+	key := func(s string) netip.Addr {
+		return remoteIP(addrConn{remote: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s))})
+	}
+	if a, b := key("[2001:db8:1:2::1]:5060"), key("[2001:db8:1:2:ffff::9]:6000"); a != b {
+		t.Errorf("one /64 counted as %v and %v", a, b)
+	}
+	if a, b := key("[2001:db8:1:2::1]:5060"), key("[2001:db8:1:3::1]:5060"); a == b {
+		t.Errorf("two /64s counted as one (%v)", a)
+	}
+	if a, b := key("192.0.2.7:5060"), key("[::ffff:192.0.2.7]:5061"); a != b {
+		t.Errorf("IPv4 %v and its mapped form %v counted apart", a, b)
+	}
 }

@@ -72,7 +72,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.TimeZone, "timezone", "", "time zone rendered into phone configs, in Yealink's form (e.g. +1, -5)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 60*time.Second, "how long a routed call rings before 480")
 	fs.IntVar(&c.SIPMaxConnections, "sip-max-connections", 10000, "most SIP TCP+TLS connections open at once (keep well below the open-files limit)")
-	fs.IntVar(&c.SIPMaxConnectionsPerIP, "sip-max-connections-per-ip", 200, "most SIP TCP+TLS connections open at once from one IP address")
+	fs.IntVar(&c.SIPMaxConnectionsPerIP, "sip-max-connections-per-ip", 200, "most SIP TCP+TLS connections open at once from one IPv4 address or IPv6 /64")
 	fs.DurationVar(&c.SIPFirstRequestTimeout, "sip-first-request-timeout", 10*time.Second, "time a new SIP TCP/TLS connection has for its TLS handshake and first complete request")
 	fs.IntVar(&c.SIPUDPSources, "sip-udp-sources", 65536, "UDP source addresses the SIP transport remembers (a bounded table)")
 
