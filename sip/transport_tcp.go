@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -216,7 +217,8 @@ type streamConn struct {
 	scanned int    // c.in[:scanned] holds no end of headers
 	out     []byte // framed messages for sipgo, not yet read by it
 	scratch []byte
-	err     error // sticky read error, returned once out is drained
+	err     error       // sticky read error, returned once out is drained
+	refused atomic.Bool // we ended the stream (errUnframable): linger on close
 
 	wmu sync.Mutex
 }
@@ -228,8 +230,27 @@ func (s *Server) newStreamConn(c net.Conn, release func()) *streamConn {
 }
 
 func (c *streamConn) Close() error {
-	c.closeOnce.Do(c.release)
+	c.closeOnce.Do(func() {
+		defer c.release()
+		if c.refused.Load() {
+			c.linger()
+		}
+	})
 	return c.Conn.Close()
+}
+
+// linger lets our last answer reach a peer that is still sending: closing
+// with unread input makes the kernel send a reset, which can destroy the
+// answer before the peer reads it. So, as net/http does, we close our side
+// for writing and discard input for a short while (bounded in time and
+// bytes) before closing. Runs only after we refused an unframable stream.
+func (c *streamConn) linger() {
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	_ = c.Conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, _ = io.CopyN(io.Discard, c.Conn, 256<<10)
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {
@@ -379,6 +400,7 @@ func (c *streamConn) frame() {
 func (c *streamConn) refuse(head []byte, reason string, code int, why string) {
 	c.s.tm.streamClosed.WithLabelValues(why).Inc()
 	c.err = errUnframable
+	c.refused.Store(true)
 	v, ok := splitMessage(head)
 	if !ok {
 		// Headers never ended: read what lines there are.
