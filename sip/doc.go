@@ -91,11 +91,12 @@
 //     binding lives without a refresh, so a registered phone's flow survives
 //     even without keepalives), and a write blocked for 10 s fails.
 //     Connections are capped (Config.MaxConnections, 10,000, and
-//     MaxConnectionsPerIP, 200): beyond, a new one is closed at accept.
+//     MaxConnectionsPerIP, 200 per IPv4 address or IPv6 /64): beyond, a new
+//     one is closed at accept.
 //     Temporary accept errors (out of descriptors) are retried after a
 //     back-off of 5 ms doubling to 1 s, as net/http does, never ending the
 //     serve loop. CRLFCRLF keepalives are answered with CRLF (RFC 5626).
-//   - UDP (udp.go): one bounded table of source addresses
+//   - UDP (udp.go): one bounded table of source addresses per socket
 //     (Config.UDPSources, 65,536, in two halves) is all the per-source state
 //     the transport keeps; sipgo's own memory of sources is emptied whenever
 //     the older half is forgotten. Noise and refused messages never enter it.
