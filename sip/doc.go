@@ -57,17 +57,47 @@
 //     once to 8 KiB so that a 200 listing many bindings is not dropped.
 //   - Every request must carry exactly one From, To, Call-ID and CSeq, a
 //     CSeq method equal to the request method, a sip/sips Request-URI with a
-//     host, SIP/2.0, at most 100 header fields, 20 Vias and 4 KiB per
-//     unstructured header value; otherwise 400 (416, 505). Unparsable
-//     messages are dropped by sipgo (UDP) or close the connection (TCP).
-//     Every handler runs under recover().
+//     host, SIP/2.0, at most 100 header fields besides Via (any number of Via:
+//     the message size bounds them) and 4 KiB per unstructured header value;
+//     otherwise 400 (416, 505). Every handler runs under recover().
+//   - The front door (frontdoor.go) sees every message before sipgo. It
+//     unfolds headers and removes the legal whitespace sipgo misreads
+//     (around Via separators and header parameters, inside CSeq). A request
+//     sipgo cannot parse is answered 400 with a reason naming the problem
+//     ("Bad Request (Unterminated Quoted String in Contact)"), addressed from
+//     Via, From, To, Call-ID and CSeq read by our own strict reader; it is
+//     dropped only when no usable Via is left (and never answered if it is an
+//     ACK). Other SIP versions get 505; methods are case-sensitive tokens,
+//     and any but the fourteen sipgo routes gets 501 with Allow ("register" is
+//     unknown). Header text that is not valid UTF-8, and display names that
+//     are neither tokens nor one quoted string, get 400, so nothing of them
+//     reaches the store or the admin API. These answers are written straight
+//     to the socket, without a transaction.
+//   - Messages are bounded: over UDP by the datagram (a Content-Length beyond
+//     it is 400, a datagram over sipgo's 32 KiB read buffer 513), over
+//     TCP/TLS by 64 KiB (513, then the connection is closed).
 //   - Load: at most Config.MaxInFlight requests are handled at once; beyond,
 //     503 with a Retry-After of 5-35 s (spread so a re-registration storm
 //     does not come back in step). While closing, every request gets 503.
-//   - TCP and TLS connections are closed after Config.TCPIdleTimeout without
-//     a byte from the peer (default MaxExpires + 60 s: longer than any
+//   - TCP and TLS (transport_tcp.go): we frame the byte stream ourselves
+//     (RFC 3261 §18.3), so a request sipgo cannot parse is answered and the
+//     connection kept; only a stream that cannot be framed (a broken or
+//     conflicting Content-Length, a message over 64 KiB) is closed. A new
+//     connection has Config.FirstRequestTimeout (10 s) for its TLS handshake
+//     and first complete message; after it, Config.TCPIdleTimeout without a
+//     byte from the peer closes it (default MaxExpires + 60 s: longer than any
 //     binding lives without a refresh, so a registered phone's flow survives
 //     even without keepalives), and a write blocked for 10 s fails.
+//     Connections are capped (Config.MaxConnections, 10,000, and
+//     MaxConnectionsPerIP, 200 per IPv4 address or IPv6 /64): beyond, a new
+//     one is closed at accept.
+//     Temporary accept errors (out of descriptors) are retried after a
+//     back-off of 5 ms doubling to 1 s, as net/http does, never ending the
+//     serve loop. CRLFCRLF keepalives are answered with CRLF (RFC 5626).
+//   - UDP (udp.go): one bounded table of source addresses per socket
+//     (Config.UDPSources, 65,536, in two halves) is all the per-source state
+//     the transport keeps; sipgo's own memory of sources is emptied whenever
+//     the older half is forgotten. Noise and refused messages never enter it.
 //   - Calls (invite.go, announce.go, proxy.go): INVITE authenticated with
 //     407; a disabled target hears the announcement as early media, then
 //     486; registered targets are forked to as a stateful proxy. ACK is never

@@ -98,7 +98,7 @@ func TestUDPReadFilter(t *testing.T) {
 	udp := sip.TransportReadProps{Transport: "UDP"}
 	for in, pass := range map[string]bool{
 		"REGISTER sip:x SIP/2.0\r\n": true, "SIP/2.0 200 OK\r\n": true, "\r\nOPTIONS sip:x SIP/2.0\r\n": true,
-		"\r\n\r\n": false, "": false, "\x00\x01\x00\x00": false, "register sip:x SIP/2.0\r\n": false, "GET / HTTP/1.1": true,
+		"\r\n\r\n": false, "": false, "\x00\x01\x00\x00": false, "register sip:x SIP/2.0\r\n": true, "{\"json\":1}": false, "GET / HTTP/1.1": true,
 	} {
 		got, err := udpReadFilter(udp, []byte(in))
 		if err != nil {

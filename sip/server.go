@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,19 @@ type Config struct {
 	// a connection never loses that flow, while abandoned connections (and
 	// scanners that connect and say nothing) are closed eventually.
 	TCPIdleTimeout time.Duration
+	// MaxConnections caps the TCP and TLS connections open at once, over
+	// all stream listeners [10000]; MaxConnectionsPerIP caps them per source
+	// IPv4 address or IPv6 /64 [200]. A connection beyond a cap is closed as soon as it is
+	// accepted. Keep MaxConnections well below the process's descriptor
+	// limit (RLIMIT_NOFILE), which the store, HTTP and UDP need too.
+	MaxConnections, MaxConnectionsPerIP int
+	// FirstRequestTimeout is how long a new TCP or TLS connection may take
+	// to complete its TLS handshake and its first message [10 s]; after that
+	// TCPIdleTimeout applies.
+	FirstRequestTimeout time.Duration
+	// UDPSources bounds the UDP source addresses the transport remembers,
+	// per UDP socket (udp.go explains the table) [65536].
+	UDPSources int
 	// Guard counts authentication failures (wrong password, unknown user)
 	// per source and per user and blocks past its threshold; blocked
 	// requests get 403 without a challenge. nil: a guard with the defaults
@@ -108,6 +122,18 @@ func (c *Config) setDefaults() error {
 	if c.TCPIdleTimeout == 0 {
 		c.TCPIdleTimeout = time.Duration(c.MaxExpires)*time.Second + time.Minute
 	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 10000
+	}
+	if c.MaxConnectionsPerIP == 0 {
+		c.MaxConnectionsPerIP = 200
+	}
+	if c.FirstRequestTimeout == 0 {
+		c.FirstRequestTimeout = 10 * time.Second
+	}
+	if c.UDPSources == 0 {
+		c.UDPSources = 65536
+	}
 	if c.RTPPortMin == 0 {
 		c.RTPPortMin = 10000
 	}
@@ -127,6 +153,8 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("sip: default expires %d is outside %d..%d", c.DefaultExpires, c.MinExpires, c.MaxExpires)
 	case c.NonceTTL < 0 || c.MaxInFlight < 0 || c.TCPIdleTimeout < 0:
 		return errors.New("sip: negative NonceTTL, MaxInFlight or TCPIdleTimeout")
+	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.FirstRequestTimeout < 0 || c.UDPSources < 0:
+		return errors.New("sip: negative MaxConnections, MaxConnectionsPerIP, FirstRequestTimeout or UDPSources")
 	}
 	return nil
 }
@@ -138,7 +166,12 @@ type Server struct {
 	db      *store.DB
 	log     *slog.Logger
 	metrics *metrics
+	tm      *transportMetrics
 	nonces  *nonces
+	conns   *connLimiter // TCP/TLS connections open (transport_tcp.go)
+
+	udpMu sync.Mutex
+	udp   []*udpServer // sockets being served (udp.go)
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -203,7 +236,12 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		}
 	})
 
-	s := &Server{cfg: cfg, db: db, log: log, metrics: m, nonces: n, dummyPassword: hex.EncodeToString(dummy), guard: cfg.Guard}
+	tm, err := newTransportMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("sip: metrics: %w", err)
+	}
+	s := &Server{cfg: cfg, db: db, log: log, metrics: m, tm: tm, nonces: n, dummyPassword: hex.EncodeToString(dummy), guard: cfg.Guard,
+		conns: newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP)}
 	if s.guard == nil {
 		s.guard = guard.New(guard.Config{Now: db.Now, OnBlock: func(b guard.Block) {
 			m.blocks.Inc()
@@ -215,11 +253,11 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(cfg.ServerName),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(sipLog)),
-		// Idle timeouts are set by our listener wrapper (listener.go), not
-		// with sip.TransportsConfig: sipgo's transports built from a config
-		// lose the layer's logger and log through the global default.
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog),
-			sip.WithTransportLayerReadFilter(s.readFilter)),
+		// Timeouts, caps and framing are done by our wrappers
+		// (transport_tcp.go, udp.go), not with sip.TransportsConfig: sipgo's
+		// transports built from a config lose the layer's logger and log
+		// through the global default.
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),
 	}
 	if cfg.Hostname != "" {
 		uaOpts = append(uaOpts, sipgo.WithUserAgentHostname(cfg.Hostname))
@@ -331,18 +369,16 @@ func (s *Server) overload(req *sip.Request, tx sip.ServerTransaction) {
 	s.send(req, tx, res)
 }
 
-// checkRequest checks what sipgo lets through (notes §9) and every handler
-// relies on: one each of From, To, Call-ID and CSeq, a CSeq method equal to
-// the request method, a sip/sips Request-URI, SIP/2.0, and bounded header
-// counts and sizes. It returns the status and reason to answer, or 0.
+// checkRequest checks what sipgo lets through and every handler relies on:
+// one each of From, To, Call-ID and CSeq, a CSeq method equal to the request
+// method, a sip/sips Request-URI, SIP/2.0, and bounded header counts (Via
+// aside) and sizes. It returns the status and reason to answer, or 0. What
+// sipgo cannot parse never gets here: the front door (frontdoor.go) answers it.
 func checkRequest(req *sip.Request) (int, string) {
-	if req.SipVersion != "SIP/2.0" {
+	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
 		return 505, "Version Not Supported"
 	}
 	hdrs := req.Headers()
-	if len(hdrs) > maxHeaders {
-		return 400, "Too Many Headers"
-	}
 	var from, to, callID, cseq, via int
 	for _, h := range hdrs {
 		switch h.(type) {
@@ -375,8 +411,9 @@ func checkRequest(req *sip.Request) (int, string) {
 		return 400, "Missing or Duplicate Call-ID"
 	case cseq != 1 || req.CSeq() == nil:
 		return 400, "Missing or Duplicate CSeq"
-	case via > 20:
-		return 400, "Too Many Via"
+	case len(hdrs)-via > maxHeaders:
+		// Any number of Via is legal; the message size bounds them.
+		return 400, "Too Many Headers"
 	case req.CSeq().MethodName != req.Method:
 		return 400, "CSeq Method Mismatch"
 	}
@@ -443,28 +480,34 @@ func (s *Server) send(req *sip.Request, tx sip.ServerTransaction, res *sip.Respo
 }
 
 // ServeUDP serves SIP on conn until ctx ends or conn is closed; it closes
-// conn when ctx ends. It returns nil on such a clean stop.
+// conn when ctx ends. It returns nil on such a clean stop. Datagrams pass
+// the front door and the bounded source table first (udp.go).
 func (s *Server) ServeUDP(ctx context.Context, conn net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	return serveErr(ctx, s.srv.ServeUDP(conn))
+	u := s.newUDPServer(conn)
+	defer s.dropUDPServer(u)
+	return serveErr(ctx, u.serve())
 }
 
 // ServeTCP serves SIP on ln until ctx ends or ln is closed; it closes ln
 // when ctx ends. It returns nil on such a clean stop. Accepted connections
-// stay open until Close.
+// stay open until Close. Temporary accept errors are retried, connections
+// are capped, and each one is framed by us (transport_tcp.go).
 func (s *Server) ServeTCP(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	sl := s.streamListener(ln, "TCP")
+	stop := context.AfterFunc(ctx, func() { sl.Close() })
 	defer stop()
-	return serveErr(ctx, s.srv.ServeTCP(s.idle(ln)))
+	return serveErr(ctx, s.srv.ServeTCP(sl))
 }
 
 // ServeTLS is ServeTCP for a listener that already speaks TLS (tls.Listen
 // or tls.NewListener).
 func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	sl := s.streamListener(ln, "TLS")
+	stop := context.AfterFunc(ctx, func() { sl.Close() })
 	defer stop()
-	return serveErr(ctx, s.srv.ServeTLS(s.idle(ln)))
+	return serveErr(ctx, s.srv.ServeTLS(sl))
 }
 
 func serveErr(ctx context.Context, err error) error {

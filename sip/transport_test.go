@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -14,7 +15,10 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,5 +140,306 @@ func TestLarge200OverUDP(t *testing.T) {
 	}
 	if size := len(res.String()); size < 1500 {
 		t.Errorf("200 is only %d bytes; the test does not exercise the UDP limit", size)
+	}
+}
+
+// TestConnectionCaps: beyond MaxConnectionsPerIP from one address, or
+// MaxConnections in all, a new connection is closed at once and counted;
+// another address still gets in under the global cap, and closing a
+// connection frees its slot.
+func TestConnectionCaps(t *testing.T) {
+	e := newEnv(t, Config{MaxConnections: 4, MaxConnectionsPerIP: 2})
+	dialFrom := func(ip string) net.Conn {
+		t.Helper()
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		c, err := d.Dial("tcp", e.tcpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	alive := func(c net.Conn) bool {
+		sc := &streamClient{t: t, c: c, br: bufio.NewReader(c)}
+		res := sc.exchange(rawMsg("TCP", optionsLines("Content-Length: 0")...))
+		return res != nil && res.StatusCode == 200
+	}
+	a1, a2 := dialFrom("127.0.0.1"), dialFrom("127.0.0.1")
+	if !alive(a1) || !alive(a2) {
+		t.Fatal("connections under the cap do not work")
+	}
+	if a3 := dialFrom("127.0.0.1"); alive(a3) {
+		t.Error("third connection from one address served, want it closed (per-IP cap 2)")
+	}
+	b1, b2 := dialFrom("127.0.0.2"), dialFrom("127.0.0.2")
+	if !alive(b1) || !alive(b2) {
+		t.Fatal("another address is refused under the global cap")
+	}
+	if c1 := dialFrom("127.0.0.3"); alive(c1) {
+		t.Error("fifth connection served, want it closed (global cap 4)")
+	}
+	if got := counterValue(t, e.srv.tm.connsRefused.WithLabelValues("per_ip")); got != 1 {
+		t.Errorf("refused{per_ip} = %v, want 1", got)
+	}
+	if got := counterValue(t, e.srv.tm.connsRefused.WithLabelValues("global")); got != 1 {
+		t.Errorf("refused{global} = %v, want 1", got)
+	}
+	if got := counterValue(t, e.srv.tm.connsOpen.WithLabelValues("TCP")); got != 4 {
+		t.Errorf("connections_open = %v, want 4", got)
+	}
+	a1.Close()
+	waitFor(t, "slot freed", func() bool { return e.srv.conns.open() == 3 })
+	if !alive(dialFrom("127.0.0.1")) {
+		t.Error("a freed slot is not reusable")
+	}
+}
+
+// TestFirstRequestTimeout: a connection that sends nothing, or only part of
+// a message, is closed after FirstRequestTimeout; one that completed a
+// request is kept (the idle timeout applies).
+func TestFirstRequestTimeout(t *testing.T) {
+	e := newEnv(t, Config{FirstRequestTimeout: 300 * time.Millisecond})
+	silent := dialStream(t, e.tcpAddr)
+	partial := dialStream(t, e.tcpAddr)
+	if _, err := partial.c.Write([]byte("OPTIONS sip:example.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch=z9hG4bKslow\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	junk := dialStream(t, e.tcpAddr) // complete messages, but only refused ones
+	wantStatus(t, junk.exchange(rawMsg("TCP", optionsLines(`Contact: "unterminated`, "Content-Length: 0")...)), 400, "")
+	used := dialStream(t, e.tcpAddr)
+	wantStatus(t, used.exchange(rawMsg("TCP", optionsLines("Content-Length: 0")...)), 200, "OK")
+	start := time.Now()
+	if !silent.closed() || !partial.closed() || !junk.closed() {
+		t.Fatal("a connection without a complete request was kept")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("closed after %v, want about 300ms", d)
+	}
+	// The used connection outlives the first-request timeout.
+	used.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := used.br.ReadByte(); !isTimeout(err) {
+		t.Errorf("read on the used connection = %v, want a timeout (still open)", err)
+	}
+	wantStatus(t, used.exchange(rawMsg("TCP", optionsLines("Content-Length: 0")...)), 200, "OK")
+	if got := counterValue(t, e.srv.tm.streamClosed.WithLabelValues("first_request_timeout")); got != 3 {
+		t.Errorf("closed{first_request_timeout} = %v, want 3", got)
+	}
+}
+
+// TestTLSHandshakeTimeout: a TLS connection that never sends a ClientHello
+// is closed after FirstRequestTimeout.
+func TestTLSHandshakeTimeout(t *testing.T) {
+	e := newEnv(t, Config{FirstRequestTimeout: 300 * time.Millisecond})
+	cert, _ := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.srv.ServeTLS(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-served })
+	c := dialStream(t, ln.Addr().String())
+	if !c.closed() {
+		t.Fatal("TLS connection without a ClientHello was kept")
+	}
+	if got := counterValue(t, e.srv.tm.connsOpen.WithLabelValues("TLS")); got != 0 {
+		waitFor(t, "TLS connection released", func() bool {
+			return counterValue(t, e.srv.tm.connsOpen.WithLabelValues("TLS")) == 0
+		})
+	}
+}
+
+// flakyListener fails Accept with EMFILE n times before passing through.
+type flakyListener struct {
+	net.Listener
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails > 0 {
+		l.fails--
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptSurvivesEMFILE: "too many open files" from accept does not end
+// ServeTCP (sipgo's loop would return, and dialtone with it); accepting
+// resumes after a back-off and the errors are counted.
+func TestAcceptSurvivesEMFILE(t *testing.T) {
+	e := newEnv(t, Config{})
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &flakyListener{Listener: inner, fails: 5}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.srv.ServeTCP(ctx, ln) }()
+	sc := dialStream(t, inner.Addr().String())
+	wantStatus(t, sc.exchange(rawMsg("TCP", optionsLines("Content-Length: 0")...)), 200, "OK")
+	if got := counterValue(t, e.srv.tm.acceptErrors); got != 5 {
+		t.Errorf("accept errors = %v, want 5", got)
+	}
+	select {
+	case err := <-served:
+		t.Fatalf("ServeTCP returned %v while the listener was open", err)
+	default:
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("ServeTCP() = %v after cancel, want nil", err)
+	}
+}
+
+// TestUDPSourceTableBounded: requests from many source ports leave at most
+// UDPSources addresses remembered, in our table and in sipgo's pool; every
+// request is still answered from the listening port; noise is never
+// remembered.
+func TestUDPSourceTableBounded(t *testing.T) {
+	const limit = 64
+	e := newEnv(t, Config{UDPSources: limit})
+	pool := e.srv.ua.TransportLayer().Pool("udp")
+	base := pool.Size()
+	for i := 0; i < 300; i++ {
+		c, err := net.Dial("udp", e.udpAddr) // connected: only the listening port's answer is read
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(rawMsg("UDP", optionsLines("Content-Length: 0")...)); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+			t.Fatalf("request %d: answer %q, %v", i, buf[:n], err)
+		}
+		if got := pool.Size(); got > base+limit+1 {
+			t.Fatalf("after %d sources sipgo's pool holds %d entries, want <= %d", i+1, got, base+limit+1)
+		}
+		if got := e.srv.udpSources(); got > limit {
+			t.Fatalf("after %d sources the table holds %d, want <= %d", i+1, got, limit)
+		}
+	}
+	if got := counterValue(t, e.srv.tm.udpRotations); got < 1 {
+		t.Errorf("rotations = %v, want some", got)
+	}
+	// Noise from new sources is not remembered.
+	before := e.srv.udpSources()
+	for i := 0; i < 50; i++ {
+		c, err := net.Dial("udp", e.udpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("HELLO THERE\r\n\r\n"))
+		c.Close()
+	}
+	// One more real request flushes the noise through the socket.
+	if res := rawExchange(t, "udp", e.udpAddr, rawMsg("UDP", optionsLines("Content-Length: 0")...), 2*time.Second); res == nil || res.StatusCode != 200 {
+		t.Fatalf("OPTIONS after noise = %v", res)
+	}
+	if got := e.srv.udpSources(); got > before+1 {
+		t.Errorf("noise grew the table from %d to %d", before, got)
+	}
+}
+
+// TestUDPRotationKeepsAnswering: 200 sources (every request from a fresh
+// socket, 40 at a time) through a table of 128 (halves of 64) make the
+// table rotate, each time ending sipgo's read loop and starting another,
+// while requests are in flight. Every request must be answered, and from
+// the listening port (the client sockets are connected to it). The 40
+// concurrent requests stay below a half: a source is only forgotten after
+// a half of newer sources arrived, and no request can be that old here.
+func TestUDPRotationKeepsAnswering(t *testing.T) {
+	e := newEnv(t, Config{UDPSources: 128})
+	const clients, each = 40, 5
+	errs := make(chan error, clients)
+	for i := 0; i < clients; i++ {
+		go func() {
+			buf := make([]byte, 4096)
+			for j := 0; j < each; j++ {
+				c, err := net.Dial("udp", e.udpAddr)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := c.Write(rawMsg("UDP", optionsLines("Content-Length: 0")...)); err != nil {
+					c.Close()
+					errs <- err
+					return
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := c.Read(buf)
+				c.Close()
+				if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+					errs <- fmt.Errorf("client %d request %d: %q, %v", i, j, buf[:n], err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if got := counterValue(t, e.srv.tm.udpRotations); got < 2 {
+		t.Errorf("rotations = %v, want at least 2", got)
+	}
+	if got := e.srv.udpSources(); got > 128 {
+		t.Errorf("table holds %d sources, want <= 128", got)
+	}
+}
+
+// TestTLSPlainTextClosed: plain SIP sent to the TLS port ends the
+// connection, counted as a failed handshake (and logged at debug only).
+func TestTLSPlainTextClosed(t *testing.T) {
+	e := newEnv(t, Config{})
+	cert, _ := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.srv.ServeTLS(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-served })
+	c := dialStream(t, ln.Addr().String())
+	if _, err := c.c.Write(rawMsg("TLS", optionsLines("Content-Length: 0")...)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.closed() {
+		t.Fatal("plain text on the TLS port was not refused")
+	}
+	waitFor(t, "handshake failure counted", func() bool {
+		return counterValue(t, e.srv.tm.streamClosed.WithLabelValues("tls_handshake")) == 1
+	})
+}
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestRemoteIPGroups: the per-IP cap counts an IPv4 address, an IPv4-mapped
+// IPv6 address as that IPv4 address, and an IPv6 address by its /64.
+func TestRemoteIPGroups(t *testing.T) {
+	key := func(s string) netip.Addr {
+		return remoteIP(addrConn{remote: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(s))})
+	}
+	if a, b := key("[2001:db8:1:2::1]:5060"), key("[2001:db8:1:2:ffff::9]:6000"); a != b {
+		t.Errorf("one /64 counted as %v and %v", a, b)
+	}
+	if a, b := key("[2001:db8:1:2::1]:5060"), key("[2001:db8:1:3::1]:5060"); a == b {
+		t.Errorf("two /64s counted as one (%v)", a)
+	}
+	if a, b := key("192.0.2.7:5060"), key("[::ffff:192.0.2.7]:5061"); a != b {
+		t.Errorf("IPv4 %v and its mapped form %v counted apart", a, b)
 	}
 }

@@ -37,6 +37,11 @@ type config struct {
 	TimeZone         string
 	MediaIP          string
 	DebugAddr        string
+
+	SIPMaxConnections      int
+	SIPMaxConnectionsPerIP int
+	SIPFirstRequestTimeout time.Duration
+	SIPUDPSources          int
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -66,6 +71,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.NTPServer, "ntp-server", "", "NTP server rendered into phone configs")
 	fs.StringVar(&c.TimeZone, "timezone", "", "time zone rendered into phone configs, in Yealink's form (e.g. +1, -5)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 60*time.Second, "how long a routed call rings before 480")
+	fs.IntVar(&c.SIPMaxConnections, "sip-max-connections", 10000, "most SIP TCP+TLS connections open at once (keep well below the open-files limit)")
+	fs.IntVar(&c.SIPMaxConnectionsPerIP, "sip-max-connections-per-ip", 200, "most SIP TCP+TLS connections open at once from one IPv4 address or IPv6 /64")
+	fs.DurationVar(&c.SIPFirstRequestTimeout, "sip-first-request-timeout", 10*time.Second, "time a new SIP TCP/TLS connection has for its TLS handshake and first complete request")
+	fs.IntVar(&c.SIPUDPSources, "sip-udp-sources", 65536, "UDP source addresses the SIP transport remembers (a bounded table)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -118,6 +127,9 @@ func (c config) validate() error {
 	}
 	if c.BootstrapToken != "" && len(c.BootstrapToken) < 16 {
 		return errors.New("--bootstrap-token must be at least 16 characters")
+	}
+	if c.SIPMaxConnections < 1 || c.SIPMaxConnectionsPerIP < 1 || c.SIPFirstRequestTimeout <= 0 || c.SIPUDPSources < 2 {
+		return errors.New("--sip-max-connections, --sip-max-connections-per-ip and --sip-first-request-timeout must be positive, --sip-udp-sources at least 2")
 	}
 	if _, _, err := c.rtpRange(); err != nil {
 		return err

@@ -157,7 +157,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires,
 		Hostname: cfg.SIPHost, ServerName: "dialtone/" + version,
 		Announcement: announcement, MediaIP: cfg.MediaIP, RTPPortMin: rtpMin, RTPPortMax: rtpMax,
-		RingTimeout: cfg.RingTimeout,
+		RingTimeout: cfg.RingTimeout, MaxConnections: cfg.SIPMaxConnections, MaxConnectionsPerIP: cfg.SIPMaxConnectionsPerIP,
+		FirstRequestTimeout: cfg.SIPFirstRequestTimeout, UDPSources: cfg.SIPUDPSources,
 	}, db, log.With("component", "sip"), reg)
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
