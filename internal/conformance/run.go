@@ -71,6 +71,9 @@ func (t *Target) defaults() {
 	}
 }
 
+// Serves reports whether the target has an address for transport.
+func (t *Target) Serves(transport string) bool { return t.addr(strings.ToLower(transport)) != "" }
+
 func (t *Target) addr(transport string) string {
 	if transport == "tcp" {
 		return t.TCP
