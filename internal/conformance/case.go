@@ -202,7 +202,7 @@ func (c *Case) Render(v Vars) []byte {
 		}
 		if r, ok := strings.CutPrefix(name, "repeat:"); ok {
 			ns, text, _ := strings.Cut(r, ":")
-			if n, err := strconv.Atoi(ns); err == nil && n >= 0 && n <= 1<<16 {
+			if n, err := strconv.Atoi(ns); err == nil && n >= 0 && n*len(text) <= 1<<20 {
 				return bytes.Repeat([]byte(text), n)
 			}
 		}
