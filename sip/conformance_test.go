@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := conformance.Target{Name: "dialtone", UDP: e.udpAddr, TCP: e.tcpAddr, Domain: testDomain,
-		User: e.user.Extension, Password: e.password, Timeout: 3 * time.Second, Silence: 300 * time.Millisecond}
+		User: e.user.Extension, Password: e.password, Timeout: 5 * time.Second, Silence: 300 * time.Millisecond}
 	ctx := context.Background()
 	// The exchanges run concurrently (most answers are immediate, but a
 	// silent server costs a full timeout); the verdicts are reported one
