@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-short lint vet fmt fmt-check depcheck cover bench bench-compare fuzz soak cert clean
+.PHONY: all build run test test-short lint vet fmt fmt-check depcheck cover bench bench-compare conformance fuzz soak cert clean
 
 all: build
 
@@ -60,6 +60,11 @@ bench:
 
 bench-compare:
 	@if [ -x scripts/bench-compare.sh ]; then scripts/bench-compare.sh; else echo "bench-compare: not built yet (issue 6)"; exit 1; fi
+
+# The conformance message set (sip/testdata/conformance) against a running
+# dialtone and Kamailio side by side: one table, the RFC decides.
+conformance:
+	scripts/conformance.sh
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz:
