@@ -42,6 +42,8 @@ type config struct {
 	SIPMaxConnectionsPerIP int
 	SIPFirstRequestTimeout time.Duration
 	SIPUDPSources          int
+	SIPMaxDialogs          int
+	SIPDialogMaxAge        time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -75,6 +77,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.SIPMaxConnectionsPerIP, "sip-max-connections-per-ip", 200, "most SIP TCP+TLS connections open at once from one IPv4 address or IPv6 /64")
 	fs.DurationVar(&c.SIPFirstRequestTimeout, "sip-first-request-timeout", 10*time.Second, "time a new SIP TCP/TLS connection has for its TLS handshake and first complete request")
 	fs.IntVar(&c.SIPUDPSources, "sip-udp-sources", 65536, "UDP source addresses the SIP transport remembers (a bounded table)")
+	fs.IntVar(&c.SIPMaxDialogs, "sip-max-dialogs", 100000, "calls in progress remembered at once; beyond, a new call gets 503 before it rings")
+	fs.DurationVar(&c.SIPDialogMaxAge, "sip-dialog-max-age", 12*time.Hour, "a call without BYE is forgotten after this long (its in-dialog requests then get 481)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -128,8 +132,9 @@ func (c config) validate() error {
 	if c.BootstrapToken != "" && len(c.BootstrapToken) < 16 {
 		return errors.New("--bootstrap-token must be at least 16 characters")
 	}
-	if c.SIPMaxConnections < 1 || c.SIPMaxConnectionsPerIP < 1 || c.SIPFirstRequestTimeout <= 0 || c.SIPUDPSources < 2 {
-		return errors.New("--sip-max-connections, --sip-max-connections-per-ip and --sip-first-request-timeout must be positive, --sip-udp-sources at least 2")
+	if c.SIPMaxConnections < 1 || c.SIPMaxConnectionsPerIP < 1 || c.SIPFirstRequestTimeout <= 0 || c.SIPUDPSources < 2 ||
+		c.SIPMaxDialogs < 1 || c.SIPDialogMaxAge <= 0 {
+		return errors.New("--sip-max-connections, --sip-max-connections-per-ip, --sip-first-request-timeout, --sip-max-dialogs and --sip-dialog-max-age must be positive, --sip-udp-sources at least 2")
 	}
 	if _, _, err := c.rtpRange(); err != nil {
 		return err

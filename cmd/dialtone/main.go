@@ -163,6 +163,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
 	}
+	sipSrv.SetDialogLimits(sip.DialogLimits{Max: cfg.SIPMaxDialogs, MaxAge: cfg.SIPDialogMaxAge})
 	// One brute-force table for SIP and provisioning; the addresses it trusts
 	// (recent good authentications) are kept in the store across restarts.
 	blocks := sipSrv.Guard()
