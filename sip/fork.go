@@ -79,7 +79,7 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 		}
 		pending++
 		wg.Add(1)
-		go readBranch(br, events, &wg)
+		go s.safely("fork: read branch", func() { readBranch(br, events, &wg) })
 	}
 
 	// Early dialogs (a 1xx with a To-tag) of branches that did not win end
@@ -339,7 +339,7 @@ func (s *Server) cancelBranch(br *branch) {
 		br.tx.Terminate()
 		return
 	}
-	go func() {
+	go s.safely("fork: CANCEL", func() {
 		defer ctr.Terminate()
 		t := time.NewTimer(inDialogTimeout)
 		defer t.Stop()
@@ -355,7 +355,7 @@ func (s *Server) cancelBranch(br *branch) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // hangUpStray acknowledges a 2xx that arrived after the call was decided
@@ -385,14 +385,14 @@ func (s *Server) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) 
 	}
 	bye := mk(sip.BYE, inv.CSeq().SeqNo+1)
 	wg.Add(1)
-	go func() {
+	go s.safely("fork: stray BYE", func() {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if _, err := s.calls.cli.Do(ctx, bye, noBuild); err != nil {
 			s.log.Info("stray 2xx: BYE failed", "contact", br.b.Contact, "err", err)
 		}
-	}()
+	})
 }
 
 // responseRank orders failure responses for §16.7 step 6 (lower is better).

@@ -68,10 +68,11 @@ func (s *Server) CheckSync(ctx context.Context, accountID, mac string) error {
 	var wg sync.WaitGroup
 	for i, b := range targets {
 		wg.Add(1)
-		go func() {
+		errs[i] = errors.New("check-sync panicked")
+		go s.safely("check-sync", func() {
 			defer wg.Done()
 			errs[i] = s.notifyCheckSync(ctx, acct, b)
-		}()
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
