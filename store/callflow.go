@@ -422,7 +422,7 @@ func (db *DB) ReassignCallflow(accountID, id, to string, actor Actor) (from, des
 }
 
 // DeleteCallflow deletes an AVAILABLE callflow version. An ACTIVE one is
-// refused with RuleError callflow_active (409, Detail["numbers"] lists its
+// refused with RuleError callflow_active (Detail["numbers"] lists its
 // numbers): reassign them or deactivate them first.
 func (db *DB) DeleteCallflow(accountID, id string, actor Actor) error {
 	err := db.update(func(t *tx) error {
@@ -440,7 +440,7 @@ func (db *DB) DeleteCallflow(accountID, id string, actor Actor) error {
 
 func (t *tx) deleteCallflow(cf Callflow, actor Actor) error {
 	if cf.Status == CallflowActive {
-		return &RuleError{Code: "callflow_active", Status: 409,
+		return &RuleError{Code: "callflow_active", Kind: KindConflict,
 			Message: fmt.Sprintf("callflow %s is ACTIVE on %s; reassign or deactivate its numbers first", cf.Label(), strings.Join(cf.Numbers, ", ")),
 			Detail:  map[string]any{"numbers": cf.Numbers}}
 	}

@@ -92,8 +92,8 @@ func TestCallflowVersions(t *testing.T) {
 		if got := r.Detail["numbers"].([]string); !slices.Equal(got, []string{"+442079460001", "+442079460002"}) {
 			t.Fatalf("detail numbers = %v", got)
 		}
-		if r.Status != 409 {
-			t.Fatalf("status = %d", r.Status)
+		if r.Kind != store.KindConflict {
+			t.Fatalf("kind = %q", r.Kind)
 		}
 	})
 

@@ -242,12 +242,12 @@ func (db *DB) UpdateUser(accountID, id string, p UserPatch, actor Actor) (User, 
 		detail := map[string]string{}
 		if p.Extension != nil && *p.Extension != u.Extension {
 			if n := len(t.liveBindings(accountID, id)); n > 0 {
-				return &RuleError{Code: "user_registered", Status: 409,
+				return &RuleError{Code: "user_registered", Kind: KindConflict,
 					Message: fmt.Sprintf("user %s has %d live registration(s); sign them out before changing the extension", u.Extension, n)}
 			}
 			a, _ := t.account(accountID)
 			if a.OperatorExtension == u.Extension {
-				return &RuleError{Code: "operator_extension", Status: 409,
+				return &RuleError{Code: "operator_extension", Kind: KindConflict,
 					Message: fmt.Sprintf("extension %s is the operator extension; set another operator first", u.Extension)}
 			}
 			if err := t.claimExtension(accountID, *p.Extension, "user:"+id); err != nil {
@@ -313,7 +313,7 @@ func (t *tx) setStatus(accountID, id, status string, actor Actor, u *User) error
 			return err
 		}
 		if a.OperatorExtension != "" && a.OperatorExtension == u.Extension {
-			return &RuleError{Code: "operator_extension", Status: 409,
+			return &RuleError{Code: "operator_extension", Kind: KindConflict,
 				Message: fmt.Sprintf("extension %s is the operator extension and cannot be disabled; set another operator extension first", u.Extension)}
 		}
 	}
