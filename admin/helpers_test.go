@@ -106,6 +106,9 @@ func newEnv(t *testing.T) *env {
 	}
 	e.db = db
 	t.Cleanup(func() { db.Close() })
+	if err := db.RegisterMetrics(e.reg); err != nil {
+		t.Fatalf("RegisterMetrics: %v", err)
+	}
 	if _, _, err := db.EnsureAccount(store.DefaultAccount, "example.test"); err != nil {
 		t.Fatalf("EnsureAccount: %v", err)
 	}

@@ -18,6 +18,10 @@
 // transaction. bbolt allows one writer at a time, so the two never interleave.
 // "Live" means ExpiresAt is after Options.Now(); expired rows never count, whether
 // or not a sweeper has removed them yet.
+// [DB.LiveBindings] (the dialtone_sip_registrations_live gauge, registered by
+// [DB.RegisterMetrics]) is kept as bindings are written and deleted, and
+// takes out expired ones by their expiry time when read, so it is exact
+// without scanning and without waiting for a sweep.
 //
 // # Errors
 //

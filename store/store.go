@@ -51,6 +51,7 @@ type DB struct {
 	// it is unchanged.
 	gen        atomic.Uint64
 	identities identityCache
+	live       *liveIndex // LiveBindings
 }
 
 // FileName is the bbolt file inside the data directory; KeyFile holds the
@@ -126,7 +127,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
 	bdb.MaxBatchDelay = opts.BatchDelay
-	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir}
+	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
 	if err := bdb.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -146,6 +147,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	}); err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
+	}
+	if err := db.loadLive(); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("count bindings in %s: %w", dir, err)
 	}
 	if _, err := db.PruneExpired(); err != nil {
 		bdb.Close()
