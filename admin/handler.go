@@ -113,9 +113,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	for _, rt := range routes {
 		e.Handle(rt.method, rt.path, s.authorize(rt), s.handle(rt))
 	}
-	spec := openAPI(routes, o.Version)
-	addRawRequestBodies(spec, routes)
-	doc, err := marshal(spec)
+	doc, err := openAPIDocument(routes, o.Version)
 	if err != nil {
 		return nil, fmt.Errorf("admin: openapi document: %w", err)
 	}

@@ -137,7 +137,9 @@ func (e *env) token(acct, role string) string {
 }
 
 // do sends a request; body is a string (sent as is), nil, or a value to
-// encode as JSON. It returns the status and body.
+// encode as JSON. It returns the status and body, after checking the
+// response against the OpenAPI document (checkResponse): every test that
+// goes through here also tests the document.
 func (e *env) do(method, path, token string, body any) (int, []byte) {
 	e.t.Helper()
 	var r io.Reader
@@ -173,6 +175,7 @@ func (e *env) do(method, path, token string, body any) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	checkResponse(e.t, req, resp.StatusCode, resp.Header, data)
 	return resp.StatusCode, data
 }
 
