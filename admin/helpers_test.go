@@ -65,21 +65,35 @@ func (b *syncBuffer) String() string {
 
 // fakeNotifier records check-syncs.
 type fakeNotifier struct {
-	mu    sync.Mutex
-	calls []string // account/mac
+	mu      sync.Mutex
+	calls   []string      // account/mac
+	changed chan struct{} // closed (and replaced) on every call
 }
 
 func (n *fakeNotifier) CheckSync(_ context.Context, accountID, mac string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls = append(n.calls, accountID+"/"+mac)
+	if n.changed != nil {
+		close(n.changed)
+		n.changed = nil
+	}
 	return nil
 }
 
 func (n *fakeNotifier) Calls() []string {
+	calls, _ := n.callsAndChange()
+	return calls
+}
+
+// callsAndChange returns the calls so far and a channel closed by the next one.
+func (n *fakeNotifier) callsAndChange() ([]string, <-chan struct{}) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return append([]string(nil), n.calls...)
+	if n.changed == nil {
+		n.changed = make(chan struct{})
+	}
+	return append([]string(nil), n.calls...), n.changed
 }
 
 // env is a running admin API over a real store in a temporary directory,
