@@ -159,11 +159,11 @@ func (d errorDetail) MarshalJSON() ([]byte, error) {
 	return marshal(m)
 }
 
-// blockerJSON is one blocker as API.md shows it: "kind" plus the fields of
-// that kind.
+// blockerJSON is one blocker as the API shows it (docs/api.md, schema
+// Blocker): "kind" plus the fields of that kind.
 type blockerJSON map[string]any
 
-// renderBlockers turns store blockers into API.md's per-kind shapes: each kind
+// renderBlockers turns store blockers into their per-kind shapes: each kind
 // shows only the fields that apply to it. A kind this package does not know
 // yet shows every field that is set.
 func renderBlockers(bs []store.Blocker) []blockerJSON {

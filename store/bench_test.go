@@ -15,7 +15,7 @@ import (
 )
 
 // Benchmarks for the registrar's hot path in the store and for the scale
-// targets of DESIGN.md ("Performance targets"). They are benchmarks, never
+// targets in BENCHMARKS.md ("Targets"). They are benchmarks, never
 // timed tests: `go test -run '^$' -bench . ./store/`.
 
 var benchActor = store.Actor{Name: "bench", Role: store.RoleProvider}
@@ -170,8 +170,8 @@ func prepare100k(b *testing.B, dir string, clock *storetest.Clock) {
 // Benchmark100kBindings prepares 100,000 live bindings once, then measures:
 //
 //   - Open: start-up time, store.Open including PruneExpired over every
-//     binding (none expired: the clock is fixed), and Close. DESIGN.md
-//     target: under 2 s. The file is in the page cache (a warm restart).
+//     binding (none expired: the clock is fixed), and Close.
+//     Target (BENCHMARKS.md): under 2 s. The file is in the page cache (a warm restart).
 //   - HeapPerBinding: Go heap bytes per binding with the store open and
 //     every binding read once. bbolt memory-maps the file, so the bindings
 //     live in the page cache, not the Go heap: the figure is near zero by

@@ -9,8 +9,8 @@ import (
 // Check verifies the data file and the references between records: bbolt's
 // own page consistency, every binding's user exists, every extension index
 // entry points at a record that holds that extension, every user has a sealed
-// password, every licence holder exists. Later nouns add theirs via
-// checkHooks. It returns all problems found, joined.
+// password, every licence holder exists. Devices and the account model
+// (queues, groups, numbers, callflows) add theirs via checkHooks. It returns all problems found, joined.
 func (db *DB) Check() error {
 	var problems []error
 	// A writable transaction, rolled back: bbolt's page check reads the
@@ -89,6 +89,6 @@ func (db *DB) Check() error {
 	return errors.Join(problems...)
 }
 
-// checkHooks let later nouns verify their references; userExists answers
+// checkHooks let the other nouns verify their references; userExists answers
 // whether acct/id is a user.
 var checkHooks = []func(t *tx, userExists func(acct, id string) bool) []error{checkDevices, checkAccountModel}

@@ -1,8 +1,8 @@
 // Package store is dialtone's domain: accounts, phone users, SIP credentials,
 // registrations (bindings), licences, admin tokens, the audit log, devices and
 // provisioning secrets, queues, callflows (versioned), numbers, groups,
-// offboarding jobs and call records, with the rules of API.md enforced inside
-// the bbolt write transaction that changes them.
+// offboarding jobs and call records, with the rules of docs/account-model.md
+// enforced inside the bbolt write transaction that changes them.
 //
 // # Basics
 //

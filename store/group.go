@@ -214,7 +214,8 @@ func (db *DB) RemoveGroupMember(accountID, id, userID string, actor Actor) (Grou
 	return g, nil
 }
 
-// DisableGroup disables a group (rule 11); callers to it hear the announcement.
+// DisableGroup disables a group (docs/account-model.md rule 11); callers to it
+// hear the announcement.
 func (db *DB) DisableGroup(accountID, id string, actor Actor) (Group, error) {
 	return db.setGroupStatus(accountID, id, StatusDisabled, actor)
 }

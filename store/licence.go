@@ -136,7 +136,8 @@ func (db *DB) AssignLicence(accountID, id, userID string, actor Actor) (Licence,
 	return l, nil
 }
 
-// ReleaseLicence frees the licence; the seat stays on the account (rule 4).
+// ReleaseLicence frees the licence; the seat stays on the account
+// (docs/account-model.md rule 4).
 func (db *DB) ReleaseLicence(accountID, id string, actor Actor) (Licence, error) {
 	var l Licence
 	err := db.update(func(t *tx) error {

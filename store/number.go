@@ -11,7 +11,7 @@ var (
 	bNumberOwners = []byte("number_owners") // e164 → account id (a number belongs to one account)
 )
 
-// Number status words, as API.md spells them.
+// Number status words, lower case as the admin API spells them (docs/api.md).
 const (
 	NumberActive    = "active"
 	NumberAvailable = "available"
@@ -22,7 +22,8 @@ const (
 const maxNumberHistory = 100
 
 // Number is a phone number (DID) of an account: ACTIVE (routed to CallflowID)
-// or AVAILABLE (CallflowID ""). An account admin never deletes one (rule 10).
+// or AVAILABLE (CallflowID ""). An account admin never deletes one
+// (docs/account-model.md rule 10).
 type Number struct {
 	E164       string         `json:"e164"`
 	AccountID  string         `json:"account_id"`
@@ -265,7 +266,8 @@ func (db *DB) ActivateNumber(accountID, e164, callflowID string, actor Actor) (N
 	return n, nil
 }
 
-// DeactivateNumber makes a number AVAILABLE for reuse (rule 10); it stays on
+// DeactivateNumber makes a number AVAILABLE for reuse (docs/account-model.md
+// rule 10); it stays on
 // the account. Deactivating an AVAILABLE number is a no-op.
 func (db *DB) DeactivateNumber(accountID, e164 string, actor Actor) (Number, error) {
 	e, ok := NormalizeE164(e164)

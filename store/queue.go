@@ -13,7 +13,7 @@ var bQueues = []byte("queues") // acct/queue → Queue
 
 // Queue is a call queue: an extension (in the numbering plan users and groups
 // share) whose calls ring its members. A member blocks the user's deletion
-// (rule 2) until removed.
+// (docs/account-model.md rule 2) until removed.
 type Queue struct {
 	ID        string    `json:"id"`
 	AccountID string    `json:"account_id"`

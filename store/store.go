@@ -30,8 +30,9 @@ type Options struct {
 	// MaxContacts is the per-AOR binding limit. When a REGISTER would add one
 	// more, the binding that expires soonest is evicted. Zero means 10.
 	MaxContacts int
-	// BatchDelay is how long a REGISTER write waits for others to share its
-	// commit (one fsync for many). While a commit is on disk the next batch
+	// BatchDelay is how long a group-committed write (a REGISTER, a call
+	// record, a provisioning fetch) waits for others to share its commit (one
+	// fsync for many). While a commit is on disk the next batch
 	// fills up anyway, so a short delay keeps latency low without losing the
 	// sharing. Zero means 2 ms.
 	BatchDelay time.Duration
@@ -46,9 +47,10 @@ type DB struct {
 	maxContacts int
 	dir         string
 
-	// gen counts committed update transactions (not REGISTER's batches,
-	// which touch only bindings): caches of other records are valid while
-	// it is unchanged.
+	// gen counts committed update transactions, but not the group-committed
+	// batches (REGISTER, call records, provisioning fetches), which touch
+	// nothing a cache holds: caches of other records are valid while it is
+	// unchanged.
 	gen        atomic.Uint64
 	identities identityCache
 	live       *liveIndex // LiveBindings
@@ -159,7 +161,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	return db, nil
 }
 
-// extraBuckets are created by the nouns added after the spine (devices, queues, …).
+// extraBuckets are the buckets of the nouns defined outside this file
+// (devices, queues, …), created with the others.
 var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs}
 
 // Close closes the data file.
