@@ -23,12 +23,13 @@ import (
 // transactions' reports may arrive in either order. Each report only adds to
 // counters, and a report for an instant that has already been taken out is
 // dropped (the row was counted as expired then), so the order does not
-// change the result.
+// change the result. Between two such callbacks a read may be off by the
+// changes still in flight, as any gauge read during a write is.
 type liveIndex struct {
 	mu     sync.Mutex
 	total  int           // rows with an expiry after cut
 	counts map[int64]int // expiry (unix ns) → rows that expire then; only instants after cut
-	soon   expiryHeap    // the keys of counts, soonest first
+	soon   expiryHeap    // the keys of counts (and of forgotten instants), soonest first
 	cut    int64         // every instant at or before cut has been taken out of total
 }
 
@@ -42,10 +43,11 @@ func newLiveIndex() *liveIndex {
 	return &liveIndex{counts: map[int64]int{}}
 }
 
-// apply records committed changes.
-func (l *liveIndex) apply(cs []bindingChange) {
+// apply records committed changes, as of now.
+func (l *liveIndex) apply(cs []bindingChange, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.expire(now)
 	for _, c := range cs {
 		if c.expires <= l.cut {
 			continue // already counted as expired
@@ -54,7 +56,12 @@ func (l *liveIndex) apply(cs []bindingChange) {
 		if !ok {
 			heap.Push(&l.soon, c.expires)
 		}
-		l.counts[c.expires] = n + c.delta
+		if n += c.delta; n == 0 {
+			// Forget the instant; its heap entry is skipped when it comes up.
+			delete(l.counts, c.expires)
+		} else {
+			l.counts[c.expires] = n
+		}
 		l.total += c.delta
 	}
 }
@@ -63,16 +70,23 @@ func (l *liveIndex) apply(cs []bindingChange) {
 func (l *liveIndex) live(now time.Time) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cut := now.UnixNano()
-	if cut > l.cut {
+	l.expire(now)
+	return max(l.total, 0) // a removal's report may land before its add's
+}
+
+// expire takes every instant at or before now out of the count. It runs on
+// every read and every commit, so the table holds only future instants
+// (plus heap entries of forgotten ones, at most one per refresh within the
+// longest expiry) whether or not anyone reads the count.
+func (l *liveIndex) expire(now time.Time) {
+	if cut := now.UnixNano(); cut > l.cut {
 		l.cut = cut
 	}
 	for len(l.soon) > 0 && l.soon[0] <= l.cut {
 		e := heap.Pop(&l.soon).(int64)
-		l.total -= l.counts[e]
+		l.total -= l.counts[e] // 0 if forgotten
 		delete(l.counts, e)
 	}
-	return l.total
 }
 
 type expiryHeap []int64
@@ -97,13 +111,13 @@ func (t *tx) bindingChange(expires time.Time, delta int) {
 	if t.changes == nil {
 		t.changes = &[]bindingChange{}
 		cs, live := t.changes, t.db.live
-		t.OnCommit(func() { live.apply(*cs) })
+		t.OnCommit(func() { live.apply(*cs, t.db.now()) })
 	}
 	*t.changes = append(*t.changes, bindingChange{expires: expires.UnixNano(), delta: delta})
 }
 
-// loadLive counts the binding rows already on disk, expired or not (at Open,
-// before anything removes one): the first read takes the expired ones out.
+// loadLive counts the binding rows already on disk (at Open, before anything
+// removes one); rows already expired are taken out at once.
 func (db *DB) loadLive() error {
 	var cs []bindingChange
 	err := db.view(func(t *tx) error {
@@ -117,7 +131,7 @@ func (db *DB) loadLive() error {
 			return nil
 		})
 	})
-	db.live.apply(cs)
+	db.live.apply(cs, db.now())
 	return err
 }
 
