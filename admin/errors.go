@@ -42,7 +42,7 @@ var errorStatus = withRuleCodes(map[string]int{
 
 // withRuleCodes adds every store rule code to m with its kind's status.
 func withRuleCodes(m map[string]int) map[string]int {
-	for code, kind := range store.RuleCodes {
+	for code, kind := range store.RuleCodes() {
 		m[code] = statusOfKind(kind)
 	}
 	return m

@@ -326,10 +326,10 @@ func TestToError(t *testing.T) {
 // that kindStatus maps, and its code is in errorStatus with that status, so
 // the OpenAPI document lists it and the answer is not a guess.
 func TestStoreRuleKindsMapped(t *testing.T) {
-	if len(store.RuleCodes) == 0 {
+	if len(store.RuleCodes()) == 0 {
 		t.Fatal("store.RuleCodes is empty")
 	}
-	for code, kind := range store.RuleCodes {
+	for code, kind := range store.RuleCodes() {
 		st, ok := kindStatus[kind]
 		if !ok {
 			t.Errorf("rule %s: kind %q has no row in kindStatus", code, kind)

@@ -121,10 +121,20 @@ type RuleError struct {
 
 func (e *RuleError) Error() string { return e.Message }
 
-// RuleCodes is every RuleError code the store returns, with its kind.
-// A new rule gets a row here; the admin API's tests check that each one has a
-// status and is in the OpenAPI document.
-var RuleCodes = map[string]Kind{
+// RuleCodes returns every RuleError code the store returns, with its kind
+// (a copy: callers may keep it).
+func RuleCodes() map[string]Kind {
+	out := make(map[string]Kind, len(ruleCodes))
+	for c, k := range ruleCodes {
+		out[c] = k
+	}
+	return out
+}
+
+// ruleCodes is the table behind RuleCodes. A new rule gets a row here; the
+// admin API's tests check that each one has a status and is in the OpenAPI
+// document, and the store's tests that each refusal has the kind listed.
+var ruleCodes = map[string]Kind{
 	"operator_extension":   KindConflict, // disabling, renumbering or deleting the operator extension
 	"user_registered":      KindConflict, // renumbering a user with a live registration
 	"user_has_licence":     KindConflict, // a user holds one licence at most

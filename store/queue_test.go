@@ -150,7 +150,7 @@ func wantRule(t *testing.T, err error, code string) *store.RuleError {
 	if !errors.As(err, &r) || r.Code != code {
 		t.Fatalf("err = %v, want RuleError %s", err, code)
 	}
-	if kind, ok := store.RuleCodes[code]; !ok || r.Kind != kind {
+	if kind, ok := store.RuleCodes()[code]; !ok || r.Kind != kind {
 		t.Fatalf("RuleError %s: kind %q, store.RuleCodes lists %q (listed: %v)", code, r.Kind, kind, ok)
 	}
 	return r
