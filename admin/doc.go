@@ -18,7 +18,17 @@
 // see the route type for the fields. The route is then registered with gin,
 // guarded by its role, counted in metrics and documented in openapi.json;
 // TestRolesOnEveryRoute and TestOpenAPIComplete cover it with no further work.
-// A new error code goes in errorStatus (errors.go).
+// A new error code goes in errorStatus (errors.go); a new kind of store refusal
+// (store.Kind) gets its status in kindStatus, the only place a store refusal
+// becomes an HTTP status. Then regenerate docs/api.md:
+// go test ./admin -run TestAPIDoc -update.
+//
+// # Tests and the document
+//
+// Every response the tests receive through their HTTP helper is checked
+// against the OpenAPI document with kin-openapi (status documented for the
+// route, body matching its schema, error code one the route lists for that
+// status), and the document itself is validated (openapi_validate_test.go).
 //
 // Handlers are func(*gin.Context) error: they read bodies with decodeBody,
 // answer with reply(c, v) (the route's success status), and return store

@@ -9,12 +9,19 @@ import (
 	"github.com/dialtone-voip/dialtone/store"
 )
 
+// kindStatus is the one place where the kind of a store refusal becomes an
+// HTTP status. The store says what sort of refusal a rule is
+// (store.RuleError.Kind); only this package speaks HTTP.
+var kindStatus = map[store.Kind]int{
+	store.KindConflict: http.StatusConflict,
+}
+
 // errorStatus is every error code the API answers with and its HTTP status.
 // Route table entries name codes from here (route.errs); the OpenAPI document
 // and the table test read it, so a code that is not listed here is a bug.
-// store.RuleError codes carry their own status; they are listed so the
-// document can show them.
-var errorStatus = map[string]int{
+// The store's rule codes (store.RuleCodes) are added with the status of their
+// kind, from kindStatus.
+var errorStatus = withRuleCodes(map[string]int{
 	"invalid":               http.StatusBadRequest,
 	"unauthorized":          http.StatusUnauthorized,
 	"forbidden":             http.StatusForbidden,
@@ -22,16 +29,6 @@ var errorStatus = map[string]int{
 	"method_not_allowed":    http.StatusMethodNotAllowed,
 	"exists":                http.StatusConflict,
 	"delete_blocked":        http.StatusConflict,
-	"operator_extension":    http.StatusConflict,           // store.RuleError: disabling or renumbering the operator
-	"user_registered":       http.StatusConflict,           // store.RuleError: renumbering a registered user
-	"user_has_licence":      http.StatusConflict,           // store.RuleError: a user holds one licence at most
-	"licence_assigned":      http.StatusConflict,           // store.RuleError: deleting a held licence
-	"callflow_active":       http.StatusConflict,           // store.RuleError: deleting an ACTIVE callflow (API.md)
-	"group_enabled":         http.StatusConflict,           // store.RuleError: deleting an enabled group (API.md)
-	"group_in_use":          http.StatusConflict,           // store.RuleError: deleting a group a callflow sends calls to
-	"queue_in_use":          http.StatusConflict,           // store.RuleError: deleting a queue a callflow sends calls to
-	"number_active":         http.StatusConflict,           // store.RuleError: activating or removing an ACTIVE number
-	"offboard_in_progress":  http.StatusConflict,           // store.RuleError: a second offboarding job for one user
 	"job_done":              http.StatusConflict,           // resuming a job that has finished
 	"device_not_registered": http.StatusConflict,           // resync: the device has no live registration to NOTIFY
 	"check_sync_failed":     http.StatusBadGateway,         // resync: the SIP side could not deliver the NOTIFY
@@ -41,6 +38,23 @@ var errorStatus = map[string]int{
 	"body_too_large":        http.StatusRequestEntityTooLarge,
 	"internal":              http.StatusInternalServerError,
 	"unavailable":           http.StatusServiceUnavailable,
+})
+
+// withRuleCodes adds every store rule code to m with its kind's status.
+func withRuleCodes(m map[string]int) map[string]int {
+	for code, kind := range store.RuleCodes() {
+		m[code] = statusOfKind(kind)
+	}
+	return m
+}
+
+// statusOfKind is kindStatus[k]; a kind the table does not list yet is a
+// conflict (the tests check that every kind the store uses is listed).
+func statusOfKind(k store.Kind) int {
+	if st, ok := kindStatus[k]; ok {
+		return st
+	}
+	return http.StatusConflict
 }
 
 // apiError is a refusal decided in this package (bad JSON, a role too weak for
@@ -96,16 +110,13 @@ func toError(err error) (status int, body errorBody, internal bool) {
 	d := &body.Error
 	switch {
 	case errors.As(err, &inUse):
-		status, d.Code, d.Message = http.StatusConflict, "delete_blocked", inUse.Error()
+		d.Code, d.Message = "delete_blocked", inUse.Error()
 		d.Blockers = renderBlockers(inUse.Blockers)
 	case errors.As(err, &inval):
-		status, d.Code, d.Message = http.StatusBadRequest, "invalid", inval.Error()
+		d.Code, d.Message = "invalid", inval.Error()
 		d.Field, d.Fields = inval.Field(), inval.Problems
 	case errors.As(err, &rule):
-		status, d.Code, d.Message = rule.Status, rule.Code, rule.Message
-		if status < 400 || status > 599 {
-			status = http.StatusConflict
-		}
+		status, d.Code, d.Message = statusOfKind(rule.Kind), rule.Code, rule.Message
 		d.Extra = rule.Detail
 	case errors.As(err, &api):
 		status, d.Code, d.Message, d.Field = api.Status, api.Code, api.Message, api.Field
@@ -113,14 +124,17 @@ func toError(err error) (status int, body errorBody, internal bool) {
 			d.Fields = map[string]string{api.Field: api.Message}
 		}
 	case errors.Is(err, store.ErrNotFound):
-		status, d.Code, d.Message = http.StatusNotFound, "not_found", err.Error()
+		d.Code, d.Message = "not_found", err.Error()
 	case errors.Is(err, store.ErrExists):
-		status, d.Code, d.Message = http.StatusConflict, "exists", err.Error()
+		d.Code, d.Message = "exists", err.Error()
 	case errors.Is(err, store.ErrUnauthorized):
-		status, d.Code, d.Message = http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token"
+		d.Code, d.Message = "unauthorized", "missing or invalid bearer token"
 	default:
-		status, d.Code, d.Message = http.StatusInternalServerError, "internal", "internal error"
+		d.Code, d.Message = "internal", "internal error"
 		internal = true
+	}
+	if status == 0 {
+		status = errorStatus[d.Code]
 	}
 	return status, body, internal
 }
@@ -145,11 +159,11 @@ func (d errorDetail) MarshalJSON() ([]byte, error) {
 	return marshal(m)
 }
 
-// blockerJSON is one blocker as API.md shows it: "kind" plus the fields of
-// that kind.
+// blockerJSON is one blocker as the API shows it (docs/api.md, schema
+// Blocker): "kind" plus the fields of that kind.
 type blockerJSON map[string]any
 
-// renderBlockers turns store blockers into API.md's per-kind shapes: each kind
+// renderBlockers turns store blockers into their per-kind shapes: each kind
 // shows only the fields that apply to it. A kind this package does not know
 // yet shows every field that is set.
 func renderBlockers(bs []store.Blocker) []blockerJSON {

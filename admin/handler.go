@@ -69,8 +69,9 @@ type server struct {
 
 // NewHandler returns the admin HTTP handler: the REST API under /api/v1, plus
 // /healthz, /readyz, /metrics and /api/v1/openapi.json. It registers
-// dialtone_admin_requests_total and dialtone_sip_registrations_live on
-// o.Registry, and fails if they cannot be registered.
+// dialtone_admin_requests_total on o.Registry, and fails if it cannot be
+// registered. /metrics serves everything on o.Registry, including the store's
+// gauges (store.DB.RegisterMetrics).
 func NewHandler(o Options) (http.Handler, error) {
 	if o.DB == nil {
 		return nil, errors.New("admin: Options.DB is required")
@@ -112,9 +113,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	for _, rt := range routes {
 		e.Handle(rt.method, rt.path, s.authorize(rt), s.handle(rt))
 	}
-	spec := openAPI(routes, o.Version)
-	addRawRequestBodies(spec, routes)
-	doc, err := marshal(spec)
+	doc, err := openAPIDocument(routes, o.Version)
 	if err != nil {
 		return nil, fmt.Errorf("admin: openapi document: %w", err)
 	}
@@ -134,23 +133,6 @@ func (s *server) registerMetrics() error {
 		}
 		// A second handler on the same registry shares the counter.
 		s.requests = are.ExistingCollector.(*prometheus.CounterVec)
-	}
-	live := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "dialtone_sip_registrations_live",
-		Help: "Unexpired SIP registrations (bindings) in every account.",
-	}, func() float64 {
-		n, err := s.db.LiveBindingCount()
-		if err != nil {
-			s.log.Error("count live registrations", "err", err)
-			return 0
-		}
-		return float64(n)
-	})
-	if err := s.reg.Register(live); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return fmt.Errorf("admin: register metrics: %w", err)
-		}
 	}
 	return nil
 }

@@ -65,21 +65,35 @@ func (b *syncBuffer) String() string {
 
 // fakeNotifier records check-syncs.
 type fakeNotifier struct {
-	mu    sync.Mutex
-	calls []string // account/mac
+	mu      sync.Mutex
+	calls   []string      // account/mac
+	changed chan struct{} // closed (and replaced) on every call
 }
 
 func (n *fakeNotifier) CheckSync(_ context.Context, accountID, mac string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls = append(n.calls, accountID+"/"+mac)
+	if n.changed != nil {
+		close(n.changed)
+		n.changed = nil
+	}
 	return nil
 }
 
 func (n *fakeNotifier) Calls() []string {
+	calls, _ := n.callsAndChange()
+	return calls
+}
+
+// callsAndChange returns the calls so far and a channel closed by the next one.
+func (n *fakeNotifier) callsAndChange() ([]string, <-chan struct{}) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return append([]string(nil), n.calls...)
+	if n.changed == nil {
+		n.changed = make(chan struct{})
+	}
+	return append([]string(nil), n.calls...), n.changed
 }
 
 // env is a running admin API over a real store in a temporary directory,
@@ -106,6 +120,9 @@ func newEnv(t *testing.T) *env {
 	}
 	e.db = db
 	t.Cleanup(func() { db.Close() })
+	if err := db.RegisterMetrics(e.reg); err != nil {
+		t.Fatalf("RegisterMetrics: %v", err)
+	}
 	if _, _, err := db.EnsureAccount(store.DefaultAccount, "example.test"); err != nil {
 		t.Fatalf("EnsureAccount: %v", err)
 	}
@@ -134,7 +151,9 @@ func (e *env) token(acct, role string) string {
 }
 
 // do sends a request; body is a string (sent as is), nil, or a value to
-// encode as JSON. It returns the status and body.
+// encode as JSON. It returns the status and body, after checking the
+// response against the OpenAPI document (checkResponse): every test that
+// goes through here also tests the document.
 func (e *env) do(method, path, token string, body any) (int, []byte) {
 	e.t.Helper()
 	var r io.Reader
@@ -170,6 +189,7 @@ func (e *env) do(method, path, token string, body any) (int, []byte) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	checkResponse(e.t, req, resp.StatusCode, resp.Header, data)
 	return resp.StatusCode, data
 }
 

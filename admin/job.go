@@ -192,7 +192,7 @@ const acct0 = v1 + "/accounts/"
 // offboardUser starts the offboarding job and answers 202 at once; the job
 // runs in the background. An admin may ask for release_licence: the job
 // frees the seat on the admin's request, and the account keeps paying for
-// it (rule 4 is about seats, which never go down).
+// it (docs/account-model.md rule 4: seats never go down).
 func (s *server) offboardUser(c *gin.Context) error {
 	var in offboardRequest
 	if err := decodeOptionalBody(c, &in); err != nil {

@@ -30,20 +30,23 @@ func (e *env) waitJob(id string, ok func(jobJSON) bool) jobJSON {
 	}
 }
 
-// waitCheckSyncs polls the fake notifier until it has seen every MAC.
+// waitCheckSyncs waits until the fake notifier has seen every MAC, woken by
+// each check-sync it receives.
 func (e *env) waitCheckSyncs(macs ...string) {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
 	for {
-		calls := e.notifier.Calls()
+		calls, changed := e.notifier.callsAndChange()
 		missing := slices.DeleteFunc(slices.Clone(macs), func(m string) bool { return slices.Contains(calls, "default/"+m) })
 		if len(missing) == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline.C:
 			e.t.Fatalf("no check-sync to %v; sent %v", missing, calls)
 		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 

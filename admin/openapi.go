@@ -43,6 +43,13 @@ func openAPI(routes []route, version string) map[string]any {
 	}
 }
 
+// openAPIDocument is the document /api/v1/openapi.json serves, as JSON.
+func openAPIDocument(routes []route, version string) ([]byte, error) {
+	spec := openAPI(routes, version)
+	addRawRequestBodies(spec, routes)
+	return marshal(spec)
+}
+
 // openAPIPath turns gin's "/users/:id" into OpenAPI's "/users/{id}".
 func openAPIPath(p string) string {
 	parts := strings.Split(p, "/")
@@ -102,11 +109,22 @@ func (g *schemaGen) operation(rt route) map[string]any {
 		responses[strconv.Itoa(status)] = map[string]any{
 			"description":   http.StatusText(status) + ": " + strings.Join(codes, ", "),
 			"x-error-codes": codes,
-			"content":       map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}},
+			"content":       map[string]any{"application/json": map[string]any{"schema": errorOf(codes)}},
 		}
 	}
 	op["responses"] = responses
 	return op
+}
+
+// errorOf is the Error schema with its code limited to codes: a route that
+// answers a status with a code it does not document for it does not match.
+func errorOf(codes []string) map[string]any {
+	return map[string]any{"allOf": []any{
+		map[string]any{"$ref": "#/components/schemas/Error"},
+		map[string]any{"type": "object", "properties": map[string]any{"error": map[string]any{
+			"type": "object", "properties": map[string]any{"code": map[string]any{"type": "string", "enum": codes}},
+		}}},
+	}}
 }
 
 func errorSchema() map[string]any {
@@ -216,7 +234,8 @@ func (g *schemaGen) schema(t reflect.Type, format string, request bool) map[stri
 
 // object describes a struct by its json tags. Embedded structs are
 // flattened, as encoding/json does. A field is required unless it is
-// omitempty, or (in a request) a pointer.
+// omitempty, or (in a request) a pointer. No other property is allowed, in a
+// request or a response: the document lists every field there is.
 func (g *schemaGen) object(t reflect.Type, request bool) map[string]any {
 	props := map[string]any{}
 	var required []string
@@ -247,7 +266,7 @@ func (g *schemaGen) object(t reflect.Type, request bool) map[string]any {
 		}
 	}
 	walk(t)
-	out := map[string]any{"type": "object", "properties": props, "additionalProperties": !request}
+	out := map[string]any{"type": "object", "properties": props, "additionalProperties": false}
 	if len(required) > 0 {
 		sort.Strings(required)
 		out["required"] = required

@@ -196,7 +196,7 @@ func TestDeviceProvisioningCredentials(t *testing.T) {
 	}
 }
 
-// TestMACClaimsNoOracle is issue 11 row 11: adding a MAC that another account
+// TestMACClaimsNoOracle (docs/provisioning.md): adding a MAC that another account
 // has answers exactly as adding a fresh one (no "already exists"), takes
 // nothing from that account, and shows in the provider's claims view.
 func TestMACClaimsNoOracle(t *testing.T) {

@@ -295,9 +295,9 @@ func TestToError(t *testing.T) {
 		{"exists", fmt.Errorf("create: %w", store.ErrExists), 409, `{"error":{"code":"exists","message":"create: already exists"}}`},
 		{"validation", fmt.Errorf("x: %w", &store.ValidationError{Problems: map[string]string{"name": "bad", "email": "worse"}}), 400,
 			`{"error":{"code":"invalid","field":"email","fields":{"email":"worse","name":"bad"},"message":"invalid: email worse; name bad"}}`},
-		{"rule", &store.RuleError{Code: "callflow_active", Status: 409, Message: "callflow cf-1 is ACTIVE", Detail: map[string]any{"numbers": []string{"+442079460000"}, "code": "overridden?"}}, 409,
+		{"rule", &store.RuleError{Code: "callflow_active", Kind: store.KindConflict, Message: "callflow cf-1 is ACTIVE", Detail: map[string]any{"numbers": []string{"+442079460000"}, "code": "overridden?"}}, 409,
 			`{"error":{"code":"callflow_active","message":"callflow cf-1 is ACTIVE","numbers":["+442079460000"]}}`},
-		{"rule 422", &store.RuleError{Code: "r", Status: 422, Message: "m"}, 422, `{"error":{"code":"r","message":"m"}}`},
+		{"rule of a kind not in kindStatus", &store.RuleError{Code: "r", Kind: "later", Message: "m"}, 409, `{"error":{"code":"r","message":"m"}}`},
 		{"in use, later kinds", &store.InUseError{Kind: "user", Label: "1002", Blockers: []store.Blocker{
 			{Kind: "queue", ID: "q-1", Name: "Demo 1", Detail: "ignored"},
 			{Kind: "callflow", ID: "cf-12", Name: "Sales line", Version: 2, Status: "ACTIVE"},
@@ -319,6 +319,25 @@ func TestToError(t *testing.T) {
 				t.Errorf("body (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestStoreRuleKindsMapped: every rule the store can refuse with has a kind
+// that kindStatus maps, and its code is in errorStatus with that status, so
+// the OpenAPI document lists it and the answer is not a guess.
+func TestStoreRuleKindsMapped(t *testing.T) {
+	if len(store.RuleCodes()) == 0 {
+		t.Fatal("store.RuleCodes is empty")
+	}
+	for code, kind := range store.RuleCodes() {
+		st, ok := kindStatus[kind]
+		if !ok {
+			t.Errorf("rule %s: kind %q has no row in kindStatus", code, kind)
+			continue
+		}
+		if errorStatus[code] != st {
+			t.Errorf("rule %s: errorStatus says %d, kind %q maps to %d", code, errorStatus[code], kind, st)
+		}
 	}
 }
 

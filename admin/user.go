@@ -97,7 +97,8 @@ func (s *server) updateUser(c *gin.Context) error {
 }
 
 // Disabling, enabling and deleting a user change what their phones are
-// served (rule 7, rule 12): each sends a check-sync to those phones.
+// served (docs/account-model.md rules 7 and 12): each sends a check-sync to
+// those phones.
 
 func (s *server) disableUser(c *gin.Context) error {
 	acct, id := c.Param("account"), c.Param("id")

@@ -94,7 +94,7 @@ func keys(m map[string]string) []string {
 	return out
 }
 
-// TestDeleteBlockedThenCleared walks issue 2's deletion: every blocker at
+// TestDeleteBlockedThenCleared walks a user's deletion: every blocker at
 // once, then each cleared in turn, then the delete, with history kept.
 func TestDeleteBlockedThenCleared(t *testing.T) {
 	e := newEnv(t)
@@ -155,7 +155,8 @@ func TestDeleteBlockedThenCleared(t *testing.T) {
 	}
 	e.call("GET", userPath, admin, nil, 200, nil)
 
-	// The operator cannot be disabled (rule 5); set another operator first.
+	// The operator cannot be disabled (docs/account-model.md rule 5); set
+	// another operator first.
 	e.callErr("POST", userPath+"/disable", admin, nil, 409, "operator_extension")
 	if entries := e.auditEntries(); entries[0].Action != "user.disable" || entries[0].Result != "operator_extension" {
 		t.Errorf("refused disable not audited: %+v", entries[0])

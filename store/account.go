@@ -88,7 +88,8 @@ func (t *tx) createAccount(id, domain string) (Account, error) {
 	return a, nil
 }
 
-// accountInit hooks let later nouns (provisioning keys, …) set up a new account.
+// accountInit hooks let other nouns (provisioning keys, …) set up a new account
+// in the transaction that creates it.
 var accountInit []func(t *tx, a Account) error
 
 func (t *tx) initAccount(a Account) error {
@@ -162,7 +163,8 @@ func (db *DB) Accounts() ([]Account, error) {
 }
 
 // UpdateAccount changes the account's SIP domain or operator extension. The
-// operator extension must belong to an existing, enabled user (rule 5).
+// operator extension must belong to an existing, enabled user
+// (docs/account-model.md rule 5).
 func (db *DB) UpdateAccount(id string, p AccountPatch, actor Actor) (Account, error) {
 	var a Account
 	err := db.update(func(t *tx) error {

@@ -11,7 +11,8 @@ import (
 
 var bCallflows = []byte("callflows") // acct/callflow → Callflow (Status and Numbers are never stored)
 
-// Callflow status words, as the field's own UI shows them (API.md).
+// Callflow status words, upper case as the field's own screens show them
+// (docs/account-model.md).
 const (
 	CallflowActive    = "ACTIVE"
 	CallflowAvailable = "AVAILABLE"
@@ -46,7 +47,8 @@ type Step struct {
 // counts them (a new version gets the highest version of its lineage + 1).
 //
 // Status and Numbers are derived on every read from the numbers that point at
-// the callflow: ACTIVE with numbers, AVAILABLE without (rule 9).
+// the callflow: ACTIVE with numbers, AVAILABLE without (docs/account-model.md
+// rule 9).
 type Callflow struct {
 	ID        string    `json:"id"`
 	AccountID string    `json:"account_id"`
@@ -396,7 +398,8 @@ func (t *tx) moveNumbers(from Callflow, to *Callflow, actor Actor, action string
 		Detail: map[string]string{"to": to.ID, "to_label": to.Label(), "numbers": strings.Join(moved, ",")}})
 }
 
-// ReassignCallflow moves every number of callflow id to callflow to (rule 9);
+// ReassignCallflow moves every number of callflow id to callflow to
+// (docs/account-model.md rule 9);
 // id becomes AVAILABLE. It returns both callflows afterwards.
 func (db *DB) ReassignCallflow(accountID, id, to string, actor Actor) (from, dest Callflow, err error) {
 	err = db.update(func(t *tx) error {
@@ -422,7 +425,7 @@ func (db *DB) ReassignCallflow(accountID, id, to string, actor Actor) (from, des
 }
 
 // DeleteCallflow deletes an AVAILABLE callflow version. An ACTIVE one is
-// refused with RuleError callflow_active (409, Detail["numbers"] lists its
+// refused with RuleError callflow_active (Detail["numbers"] lists its
 // numbers): reassign them or deactivate them first.
 func (db *DB) DeleteCallflow(accountID, id string, actor Actor) error {
 	err := db.update(func(t *tx) error {
@@ -440,7 +443,7 @@ func (db *DB) DeleteCallflow(accountID, id string, actor Actor) error {
 
 func (t *tx) deleteCallflow(cf Callflow, actor Actor) error {
 	if cf.Status == CallflowActive {
-		return &RuleError{Code: "callflow_active", Status: 409,
+		return &RuleError{Code: "callflow_active", Kind: KindConflict,
 			Message: fmt.Sprintf("callflow %s is ACTIVE on %s; reassign or deactivate its numbers first", cf.Label(), strings.Join(cf.Numbers, ", ")),
 			Detail:  map[string]any{"numbers": cf.Numbers}}
 	}

@@ -92,8 +92,8 @@ func TestCallflowVersions(t *testing.T) {
 		if got := r.Detail["numbers"].([]string); !slices.Equal(got, []string{"+442079460001", "+442079460002"}) {
 			t.Fatalf("detail numbers = %v", got)
 		}
-		if r.Status != 409 {
-			t.Fatalf("status = %d", r.Status)
+		if r.Kind != store.KindConflict {
+			t.Fatalf("kind = %q", r.Kind)
 		}
 	})
 
@@ -192,10 +192,11 @@ func TestRoute(t *testing.T) {
 	}
 }
 
-// TestJetSequence follows the Jet article in its order: remove the user from
-// queues, reassign their direct line, edit the group callflow (a new version)
-// and delete the AVAILABLE version, delete the user, then recycle the number
-// onto a new user's callflow.
+// TestJetSequence is an offboarding done by hand in the order one hosted
+// phone provider documents for its admins: remove the user from queues,
+// reassign their direct line, edit the group callflow (a new version) and
+// delete the AVAILABLE version, delete the user, then recycle the number onto
+// a new user's callflow (docs/account-model.md rules 2, 9, 10).
 func TestJetSequence(t *testing.T) {
 	a := newAcme(t)
 	ada := a.user("1002", "Ada Lovelace")
@@ -220,7 +221,7 @@ func TestJetSequence(t *testing.T) {
 		kinds = append(kinds, b.Kind)
 	}
 	if want := []string{"enabled", "registration", "queue", "callflow", "callflow", "licence"}; !slices.Equal(kinds, want) {
-		t.Fatalf("blockers = %v, want %v (API.md order)", kinds, want)
+		t.Fatalf("blockers = %v, want %v (docs/account-model.md order)", kinds, want)
 	}
 
 	// 1. Remove the user from queues.

@@ -10,8 +10,8 @@ import (
 // own page consistency, every binding's user exists, every extension index
 // entry points at a record that holds that extension, every user has a sealed
 // password that opens for that user, every licence holder exists, every
-// provisioning secret opens for its account. Later nouns add theirs via
-// checkHooks. It returns all problems found, joined.
+// provisioning secret opens for its account. Devices and the account model
+// (queues, groups, numbers, callflows) add theirs via checkHooks. It returns all problems found, joined.
 //
 // Problems that mean the file itself is damaged (bbolt's page check, a
 // record that cannot be decoded, a panic while reading) match ErrDamaged;
@@ -125,6 +125,6 @@ func (db *DB) check(out *[]error) error {
 	return err
 }
 
-// checkHooks let later nouns verify their references; userExists answers
+// checkHooks let the other nouns verify their references; userExists answers
 // whether acct/id is a user.
 var checkHooks = []func(t *tx, userExists func(acct, id string) bool) []error{checkDevices, checkAccountModel}

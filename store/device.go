@@ -544,7 +544,8 @@ func (db *DB) RecordFetch(f Fetch) error {
 }
 
 // unassignUserLines removes a deleted user's lines from every device of the
-// account, so the next fetch renders those slots cleared (API rule 12).
+// account, so the next fetch renders those slots cleared
+// (docs/account-model.md rule 12).
 func unassignUserLines(t *tx, acct string, u User, actor Actor) error {
 	all, err := t.devices(acct)
 	if err != nil {

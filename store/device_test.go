@@ -109,7 +109,7 @@ func TestCreateDeviceNormalises(t *testing.T) {
 
 // TestMACClaimsPerAccount: adding a MAC another account has succeeds (no
 // "already exists" oracle), each account gets its own device, and the
-// provider's view lists the MAC with both accounts (issue 11, row 11).
+// provider's view lists the MAC with both accounts (docs/provisioning.md).
 func TestMACClaimsPerAccount(t *testing.T) {
 	f := newDevFixture(t)
 	if _, err := f.db.CreateDevice("a", store.NewDevice{MAC: "805ec0aabbcc", Model: "T54W"}, devOps); err != nil {

@@ -1,8 +1,8 @@
 // Package store is dialtone's domain: accounts, phone users, SIP credentials,
 // registrations (bindings), licences, admin tokens, the audit log, devices and
 // provisioning secrets, queues, callflows (versioned), numbers, groups,
-// offboarding jobs and call records, with the rules of API.md enforced inside
-// the bbolt write transaction that changes them.
+// offboarding jobs and call records, with the rules of docs/account-model.md
+// enforced inside the bbolt write transaction that changes them.
 //
 // # Basics
 //
@@ -18,6 +18,10 @@
 // transaction. bbolt allows one writer at a time, so the two never interleave.
 // "Live" means ExpiresAt is after Options.Now(); expired rows never count, whether
 // or not a sweeper has removed them yet.
+// [DB.LiveBindings] (the dialtone_sip_registrations_live gauge, registered by
+// [DB.RegisterMetrics]) is kept as bindings are written and deleted, and
+// takes out expired ones by their expiry time when read, so it is exact
+// without scanning and without waiting for a sweep.
 //
 // # Secrets at rest and bad data
 //

@@ -98,14 +98,51 @@ func (e *InUseError) Error() string {
 	return fmt.Sprintf("%s %s cannot be deleted: %d blocker%s", e.Kind, e.Label, n, s)
 }
 
-// RuleError is a refusal by a named rule of API.md (operator_extension,
-// callflow_active, group_enabled, licence_assigned, …). Status is the HTTP
-// status the rule maps to (409 or 422); Detail carries rule-specific data.
+// Kind says what sort of refusal a [RuleError] is, in the store's own terms.
+// The store never says how a kind is shown to a caller; the admin API maps each
+// kind to an HTTP status in one table (admin/errors.go).
+type Kind string
+
+// KindConflict: the thing's current state forbids the change (a licence is
+// still held, a callflow is ACTIVE, the user is the operator). The caller has
+// to change something else first; repeating the request unchanged fails again.
+const KindConflict Kind = "conflict"
+
+// RuleError is a refusal by a named rule of the account model
+// (operator_extension, callflow_active, group_enabled, licence_assigned, …;
+// docs/account-model.md and docs/api.md list them). Code names the rule, Kind
+// says what sort of refusal it is, Detail carries rule-specific data.
 type RuleError struct {
 	Code    string
+	Kind    Kind
 	Message string
-	Status  int
 	Detail  map[string]any
 }
 
 func (e *RuleError) Error() string { return e.Message }
+
+// RuleCodes returns every RuleError code the store returns, with its kind
+// (a copy: callers may keep it).
+func RuleCodes() map[string]Kind {
+	out := make(map[string]Kind, len(ruleCodes))
+	for c, k := range ruleCodes {
+		out[c] = k
+	}
+	return out
+}
+
+// ruleCodes is the table behind RuleCodes. A new rule gets a row here; the
+// admin API's tests check that each one has a status and is in the OpenAPI
+// document, and the store's tests that each refusal has the kind listed.
+var ruleCodes = map[string]Kind{
+	"operator_extension":   KindConflict, // disabling, renumbering or deleting the operator extension
+	"user_registered":      KindConflict, // renumbering a user with a live registration
+	"user_has_licence":     KindConflict, // a user holds one licence at most
+	"licence_assigned":     KindConflict, // deleting a licence that is held
+	"callflow_active":      KindConflict, // deleting an ACTIVE callflow
+	"group_enabled":        KindConflict, // deleting an enabled group
+	"group_in_use":         KindConflict, // deleting a group a callflow sends calls to
+	"queue_in_use":         KindConflict, // deleting a queue a callflow sends calls to
+	"number_active":        KindConflict, // activating elsewhere or removing an ACTIVE number
+	"offboard_in_progress": KindConflict, // a second offboarding job for one user
+}

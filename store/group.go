@@ -214,7 +214,8 @@ func (db *DB) RemoveGroupMember(accountID, id, userID string, actor Actor) (Grou
 	return g, nil
 }
 
-// DisableGroup disables a group (rule 11); callers to it hear the announcement.
+// DisableGroup disables a group (docs/account-model.md rule 11); callers to it
+// hear the announcement.
 func (db *DB) DisableGroup(accountID, id string, actor Actor) (Group, error) {
 	return db.setGroupStatus(accountID, id, StatusDisabled, actor)
 }
@@ -248,8 +249,8 @@ func (db *DB) setGroupStatus(accountID, id, status string, actor Actor) (Group, 
 }
 
 // DeleteGroup removes a disabled group and frees its extension. An enabled
-// group is refused with RuleError group_enabled (409); a group that a callflow
-// version sends calls to, with RuleError group_in_use (409,
+// group is refused with RuleError group_enabled; a group that a callflow
+// version sends calls to, with RuleError group_in_use (
 // Detail["callflows"] lists their ids).
 func (db *DB) DeleteGroup(accountID, id string, actor Actor) error {
 	err := db.update(func(t *tx) error {
@@ -258,7 +259,7 @@ func (db *DB) DeleteGroup(accountID, id string, actor Actor) error {
 			return err
 		}
 		if g.Status != StatusDisabled {
-			return &RuleError{Code: "group_enabled", Status: 409,
+			return &RuleError{Code: "group_enabled", Kind: KindConflict,
 				Message: fmt.Sprintf("group %s is enabled; disable it before deleting it", g.Label())}
 		}
 		cfs, err := t.callflowsReferencing(accountID, func(s Step) bool { return s.Type == StepGroup && s.GroupID == id })
@@ -266,7 +267,7 @@ func (db *DB) DeleteGroup(accountID, id string, actor Actor) error {
 			return err
 		}
 		if len(cfs) > 0 {
-			return &RuleError{Code: "group_in_use", Status: 409,
+			return &RuleError{Code: "group_in_use", Kind: KindConflict,
 				Message: fmt.Sprintf("group %s is used by %d callflow version(s); edit or delete them first", g.Label(), len(cfs)),
 				Detail:  map[string]any{"callflows": cfs}}
 		}

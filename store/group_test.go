@@ -110,9 +110,10 @@ func TestGroup(t *testing.T) {
 	})
 }
 
-// TestBTSequence follows the BT Cloud Work article: disable, licence
-// reassign, delete; a paging group disabled then deleted; the operator
-// extension changed before its user can be disabled.
+// TestBTSequence is a leaver handled the way another provider documents it:
+// disable, licence reassign, delete; a paging group disabled then deleted; the
+// operator extension changed before its user can be disabled
+// (docs/account-model.md rules 3, 4, 5, 11).
 func TestBTSequence(t *testing.T) {
 	a := newAcme(t)
 	rec := a.user("1000", "Reception")

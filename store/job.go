@@ -98,7 +98,7 @@ func (j Job) next() int {
 // StartOffboard creates an offboarding job for the user, in state running with
 // every step pending; it runs nothing. Run it with ResumeOffboard (or one step
 // at a time with RunOffboardStep). A second job for a user whose job is still
-// running or waiting is refused with RuleError offboard_in_progress (409,
+// running or waiting is refused with RuleError offboard_in_progress (
 // Detail["job_id"]).
 func (db *DB) StartOffboard(accountID, userID string, opts OffboardOptions, actor Actor) (Job, error) {
 	opts.CallflowTo = strings.TrimSpace(opts.CallflowTo)
@@ -123,7 +123,7 @@ func (db *DB) StartOffboard(accountID, userID string, opts OffboardOptions, acto
 		}
 		for _, o := range jobs {
 			if o.UserID == userID && (o.State == JobRunning || o.State == JobWaiting) {
-				return &RuleError{Code: "offboard_in_progress", Status: 409,
+				return &RuleError{Code: "offboard_in_progress", Kind: KindConflict,
 					Message: fmt.Sprintf("user %s already has offboarding job %s (%s)", u.Extension, o.ID, o.State),
 					Detail:  map[string]any{"job_id": o.ID}}
 			}

@@ -557,7 +557,7 @@ func checkBlockersMatchData(t *testing.T, db *store.DB, acct string, u store.Use
 	rank := map[string]int{"enabled": 0, "registration": 1, "queue": 2, "callflow": 3, "licence": 4, "operator": 5}
 	for i := 1; i < len(order); i++ {
 		if rank[order[i-1]] >= rank[order[i]] {
-			t.Fatalf("blocker order %v is not API.md's", order)
+			t.Fatalf("blocker order %v is not docs/account-model.md's", order)
 		}
 	}
 }

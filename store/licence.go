@@ -115,7 +115,7 @@ func (db *DB) AssignLicence(accountID, id, userID string, actor Actor) (Licence,
 		if other, ok, err := t.licenceOf(accountID, userID); err != nil {
 			return err
 		} else if ok {
-			return &RuleError{Code: "user_has_licence", Status: 409,
+			return &RuleError{Code: "user_has_licence", Kind: KindConflict,
 				Message: fmt.Sprintf("user %s already holds licence %s", u.Extension, other.ID), Detail: map[string]any{"licence_id": other.ID}}
 		}
 		detail := map[string]string{"to": u.Label()}
@@ -136,7 +136,8 @@ func (db *DB) AssignLicence(accountID, id, userID string, actor Actor) (Licence,
 	return l, nil
 }
 
-// ReleaseLicence frees the licence; the seat stays on the account (rule 4).
+// ReleaseLicence frees the licence; the seat stays on the account
+// (docs/account-model.md rule 4).
 func (db *DB) ReleaseLicence(accountID, id string, actor Actor) (Licence, error) {
 	var l Licence
 	err := db.update(func(t *tx) error {
@@ -171,7 +172,7 @@ func (db *DB) DeleteLicence(accountID, id string, actor Actor) error {
 			return err
 		}
 		if l.UserID != "" {
-			return &RuleError{Code: "licence_assigned", Status: 409, Message: fmt.Sprintf("licence %s is assigned; release it first", id)}
+			return &RuleError{Code: "licence_assigned", Kind: KindConflict, Message: fmt.Sprintf("licence %s is assigned; release it first", id)}
 		}
 		if err := t.Bucket(bLicences).Delete([]byte(k(accountID, id))); err != nil {
 			return err

@@ -11,7 +11,7 @@ var (
 	bNumberOwners = []byte("number_owners") // e164 → account id (a number belongs to one account)
 )
 
-// Number status words, as API.md spells them.
+// Number status words, lower case as the admin API spells them (docs/api.md).
 const (
 	NumberActive    = "active"
 	NumberAvailable = "available"
@@ -22,7 +22,8 @@ const (
 const maxNumberHistory = 100
 
 // Number is a phone number (DID) of an account: ACTIVE (routed to CallflowID)
-// or AVAILABLE (CallflowID ""). An account admin never deletes one (rule 10).
+// or AVAILABLE (CallflowID ""). An account admin never deletes one
+// (docs/account-model.md rule 10).
 type Number struct {
 	E164       string         `json:"e164"`
 	AccountID  string         `json:"account_id"`
@@ -105,7 +106,7 @@ func (db *DB) AddNumber(accountID, e164 string, actor Actor) (Number, error) {
 
 // RemoveNumber takes an AVAILABLE number off the account (provider only,
 // enforced by the caller); an ACTIVE one is refused with RuleError
-// number_active (409).
+// number_active.
 func (db *DB) RemoveNumber(accountID, e164 string, actor Actor) error {
 	e, ok := NormalizeE164(e164)
 	if !ok {
@@ -117,7 +118,7 @@ func (db *DB) RemoveNumber(accountID, e164 string, actor Actor) error {
 			return err
 		}
 		if n.Status == NumberActive {
-			return &RuleError{Code: "number_active", Status: 409, Message: fmt.Sprintf("number %s is active; deactivate it first", e),
+			return &RuleError{Code: "number_active", Kind: KindConflict, Message: fmt.Sprintf("number %s is active; deactivate it first", e),
 				Detail: map[string]any{"callflow_id": n.CallflowID}}
 		}
 		if err := t.Bucket(bNumbers).Delete([]byte(k(accountID, e))); err != nil {
@@ -229,7 +230,7 @@ func (t *tx) routeNumber(n *Number, cf *Callflow, actor Actor) error {
 // ActivateNumber routes an AVAILABLE number to a callflow of the account (the
 // callflow becomes ACTIVE). Activating it onto the callflow it already follows
 // is a no-op; an ACTIVE number on another callflow is refused with RuleError
-// number_active (409): deactivate it, or reassign that callflow.
+// number_active: deactivate it, or reassign that callflow.
 func (db *DB) ActivateNumber(accountID, e164, callflowID string, actor Actor) (Number, error) {
 	e, ok := NormalizeE164(e164)
 	if !ok {
@@ -249,7 +250,7 @@ func (db *DB) ActivateNumber(accountID, e164, callflowID string, actor Actor) (N
 			return nil
 		}
 		if n.Status == NumberActive {
-			return &RuleError{Code: "number_active", Status: 409,
+			return &RuleError{Code: "number_active", Kind: KindConflict,
 				Message: fmt.Sprintf("number %s is already active on callflow %s; deactivate it or reassign that callflow first", e, n.CallflowID),
 				Detail:  map[string]any{"callflow_id": n.CallflowID}}
 		}
@@ -265,7 +266,8 @@ func (db *DB) ActivateNumber(accountID, e164, callflowID string, actor Actor) (N
 	return n, nil
 }
 
-// DeactivateNumber makes a number AVAILABLE for reuse (rule 10); it stays on
+// DeactivateNumber makes a number AVAILABLE for reuse (docs/account-model.md
+// rule 10); it stays on
 // the account. Deactivating an AVAILABLE number is a no-op.
 func (db *DB) DeactivateNumber(accountID, e164 string, actor Actor) (Number, error) {
 	e, ok := NormalizeE164(e164)

@@ -94,7 +94,7 @@ func TestNumber(t *testing.T) {
 		if h1.CallflowID != bobLine.ID || !h1.From.Equal(t0.Add(time.Hour)) || h1.To == nil || !h1.To.Equal(t0.Add(2*time.Hour)) {
 			t.Errorf("period 1 = %+v", h1)
 		}
-		// Deactivating never deletes (rule 10), and twice is a no-op.
+		// Deactivating never deletes (docs/account-model.md rule 10), and twice is a no-op.
 		if _, err := a.db.DeactivateNumber(a.id, "+442079460000", ops); err != nil {
 			t.Fatal(err)
 		}

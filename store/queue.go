@@ -13,7 +13,7 @@ var bQueues = []byte("queues") // acct/queue → Queue
 
 // Queue is a call queue: an extension (in the numbering plan users and groups
 // share) whose calls ring its members. A member blocks the user's deletion
-// (rule 2) until removed.
+// (docs/account-model.md rule 2) until removed.
 type Queue struct {
 	ID        string    `json:"id"`
 	AccountID string    `json:"account_id"`
@@ -259,7 +259,7 @@ func (t *tx) removeQueueMember(q *Queue, userID string, actor Actor, reason stri
 }
 
 // DeleteQueue removes a queue and frees its extension. A queue that a
-// callflow version sends calls to is refused with RuleError queue_in_use (409,
+// callflow version sends calls to is refused with RuleError queue_in_use (
 // Detail["callflows"] lists their ids): edit or delete those callflows first.
 func (db *DB) DeleteQueue(accountID, id string, actor Actor) error {
 	err := db.update(func(t *tx) error {
@@ -272,7 +272,7 @@ func (db *DB) DeleteQueue(accountID, id string, actor Actor) error {
 			return err
 		}
 		if len(cfs) > 0 {
-			return &RuleError{Code: "queue_in_use", Status: 409,
+			return &RuleError{Code: "queue_in_use", Kind: KindConflict,
 				Message: fmt.Sprintf("queue %s is used by %d callflow version(s); edit or delete them first", q.Label(), len(cfs)),
 				Detail:  map[string]any{"callflows": cfs}}
 		}

@@ -150,6 +150,9 @@ func wantRule(t *testing.T, err error, code string) *store.RuleError {
 	if !errors.As(err, &r) || r.Code != code {
 		t.Fatalf("err = %v, want RuleError %s", err, code)
 	}
+	if kind, ok := store.RuleCodes()[code]; !ok || r.Kind != kind {
+		t.Fatalf("RuleError %s: kind %q, store.RuleCodes lists %q (listed: %v)", code, r.Kind, kind, ok)
+	}
 	return r
 }
 
@@ -270,8 +273,8 @@ func TestQueueMembershipSurvivesRestart(t *testing.T) {
 }
 
 // TestReferenceRaceWithDelete: a delete and writes that name the same user
-// race; whatever the order, nothing ends up naming a user who is gone (rule 5
-// is checked inside the writing transaction).
+// race; whatever the order, nothing ends up naming a user who is gone (every
+// write checks the users it names inside its own transaction).
 func TestReferenceRaceWithDelete(t *testing.T) {
 	a := newAcme(t)
 	for i := range 10 {

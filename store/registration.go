@@ -97,6 +97,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				return err
 			}
 			if !bd.Live(t.now) {
+				t.bindingRemoved(bd.ExpiresAt)
 				return b.Delete(key) // prune the AOR's expired bindings as we go
 			}
 			current[bd.key()] = bd
@@ -113,6 +114,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				if err := b.Delete([]byte(k(prefix, key))); err != nil {
 					return err
 				}
+				t.bindingRemoved(bd.ExpiresAt)
 				delete(current, key)
 			}
 		}
@@ -134,6 +136,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 					if err := b.Delete([]byte(k(prefix, key))); err != nil {
 						return err
 					}
+					t.bindingRemoved(old.ExpiresAt)
 					delete(current, key)
 				}
 				continue
@@ -150,11 +153,16 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				if err := b.Delete([]byte(k(prefix, victim))); err != nil {
 					return err
 				}
+				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
 			if err := put(b, k(prefix, key), nb); err != nil {
 				return err
 			}
+			if exists {
+				t.bindingRemoved(old.ExpiresAt)
+			}
+			t.bindingAdded(nb.ExpiresAt)
 			current[key] = nb
 		}
 		out = sortedBindings(current)
@@ -195,14 +203,22 @@ func (t *tx) liveBindings(acct, userID string) []Binding {
 func (t *tx) deleteBindings(acct, userID string) error {
 	b := t.Bucket(bBindings)
 	var keys [][]byte
-	_ = each(b, k(acct, userID), func(key, _ []byte) error {
+	var expires []time.Time
+	_ = each(b, k(acct, userID), func(key, v []byte) error {
 		keys = append(keys, append([]byte(nil), key...))
+		var bd Binding
+		if decode(v, &bd) == nil {
+			expires = append(expires, bd.ExpiresAt)
+		}
 		return nil
 	})
 	for _, key := range keys {
 		if err := b.Delete(key); err != nil {
 			return err
 		}
+	}
+	for _, e := range expires {
+		t.bindingRemoved(e)
 	}
 	return nil
 }
@@ -263,25 +279,9 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 	return removed, nil
 }
 
-// LiveBindingCount counts live bindings in every account (for the metrics gauge).
-func (db *DB) LiveBindingCount() (int, error) {
-	n := 0
-	err := db.view(func(t *tx) error {
-		return t.Bucket(bBindings).ForEach(func(_, v []byte) error {
-			var b struct {
-				ExpiresAt time.Time `json:"expires_at"`
-			}
-			if len(v) > 0 && decode(v, &b) == nil && b.ExpiresAt.After(t.now) {
-				n++
-			}
-			return nil
-		})
-	})
-	return n, err
-}
-
 // PruneExpired deletes every expired binding and reports how many. Open calls
-// it; a sweeper may call it periodically. Correctness never depends on it.
+// it, and cmd/dialtone's sweeper once a minute. Correctness never depends on
+// it: reads and LiveBindings ignore expired rows whether or not they are gone.
 func (db *DB) PruneExpired() (int, error) {
 	n := 0
 	err := db.update(func(t *tx) error {
@@ -292,9 +292,13 @@ func (db *DB) PruneExpired() (int, error) {
 			var bd struct {
 				ExpiresAt time.Time `json:"expires_at"`
 			}
-			if err := decode(v, &bd); err != nil || !bd.ExpiresAt.After(t.now) {
+			decErr := decode(v, &bd)
+			if decErr != nil || !bd.ExpiresAt.After(t.now) {
 				if err := c.Delete(); err != nil {
 					return err
+				}
+				if decErr == nil { // an unreadable row was never counted
+					t.bindingRemoved(bd.ExpiresAt)
 				}
 				n++
 				key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key

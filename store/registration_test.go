@@ -357,3 +357,123 @@ func TestSIPIdentitySeesEveryChange(t *testing.T) {
 		t.Fatalf("SIPIdentity after delete = %v, want ErrNotFound", err)
 	}
 }
+
+// TestRegisterDeleteRaceEnabled races REGISTERs against DeleteUser while the
+// user is switched between enabled and disabled, so REGISTERs keep adding
+// bindings around the delete: what keeps a deleted user from having a live
+// binding is the live-binding check inside the delete transaction, not the
+// disable. Each registrar adds its binding and then removes it; no one else
+// removes a binding and the clock does not move, so between a successful add
+// and its removal the binding is live and DeleteUser must refuse. A removal
+// answered "not found" means the delete succeeded while the binding was live.
+func TestRegisterDeleteRaceEnabled(t *testing.T) {
+	db := storetest.Open(t, storetest.NewClock())
+	store.NoSyncForTest(db) // many short transactions; durability is not what this tests
+	mustAccount(t, db)
+	const rounds, registrars, iterations = 40, 3, 15
+	var sawBindingBlocker bool
+	for round := 0; round < rounds; round++ {
+		u := mustUser(t, db, fmt.Sprintf("3%03d", round))
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var violations []string
+		report := func(format string, args ...any) {
+			mu.Lock()
+			violations = append(violations, fmt.Sprintf(format, args...))
+			mu.Unlock()
+		}
+		for r := 0; r < registrars; r++ {
+			wg.Add(1)
+			go func(r int) {
+				defer wg.Done()
+				contact := fmt.Sprintf("sip:%s@192.0.2.%d", u.Extension, r+1)
+				for i := 1; i <= iterations; i++ {
+					callID := fmt.Sprintf("r%d", r)
+					_, err := db.Register(reg(u, callID, uint32(2*i), contact, 600))
+					switch {
+					case errors.Is(err, store.ErrNotFound):
+						return // deleted before this add: fine
+					case errors.Is(err, store.ErrDisabled):
+						continue
+					case err != nil:
+						t.Error(err)
+						return
+					}
+					// The binding is live until the removal below commits.
+					_, err = db.Register(reg(u, callID, uint32(2*i+1), contact, 0))
+					if errors.Is(err, store.ErrNotFound) {
+						report("user %s deleted while registrar %d's binding was live", u.Extension, r)
+						return
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}(r)
+		}
+		wg.Add(1)
+		go func() { // toggler: ends disabled so that the delete can succeed
+			defer wg.Done()
+			for i := 0; i < iterations*registrars; i++ {
+				if _, err := db.EnableUser(u.AccountID, u.ID, admin); errors.Is(err, store.ErrNotFound) {
+					return
+				} else if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := db.DisableUser(u.AccountID, u.ID, admin); errors.Is(err, store.ErrNotFound) {
+					return
+				} else if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+		deleted := make(chan struct{})
+		go func() { // deleter: tries until it succeeds (it will once the others stop)
+			defer close(deleted)
+			for {
+				err := db.DeleteUser(u.AccountID, u.ID, admin)
+				if err == nil {
+					return
+				}
+				var inUse *store.InUseError
+				if !errors.As(err, &inUse) {
+					t.Error(err)
+					return
+				}
+				enabled, registered := false, false
+				for _, b := range inUse.Blockers {
+					enabled = enabled || b.Kind == "enabled"
+					registered = registered || b.Kind == "registration"
+				}
+				if registered && !enabled {
+					mu.Lock()
+					sawBindingBlocker = true
+					mu.Unlock()
+				}
+			}
+		}()
+		wg.Wait()
+		<-deleted
+		if len(violations) > 0 {
+			t.Fatalf("round %d: %v", round, violations)
+		}
+		if _, err := db.User(u.AccountID, u.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("round %d: user %s not deleted (%v)", round, u.Extension, err)
+		}
+		all, err := db.AccountBindings(store.DefaultAccount)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) > 0 {
+			t.Fatalf("round %d: bindings left after every user was deleted: %+v", round, all)
+		}
+	}
+	// The test is only worth something if the live-binding check was what
+	// refused some delete of a disabled user.
+	if !sawBindingBlocker {
+		t.Fatal("no delete of a disabled user was refused for a live registration: the race was not exercised")
+	}
+}

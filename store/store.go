@@ -30,8 +30,9 @@ type Options struct {
 	// MaxContacts is the per-AOR binding limit. When a REGISTER would add one
 	// more, the binding that expires soonest is evicted. Zero means 10.
 	MaxContacts int
-	// BatchDelay is how long a REGISTER write waits for others to share its
-	// commit (one fsync for many). While a commit is on disk the next batch
+	// BatchDelay is how long a group-committed write (a REGISTER, a call
+	// record, a provisioning fetch) waits for others to share its commit (one
+	// fsync for many). While a commit is on disk the next batch
 	// fills up anyway, so a short delay keeps latency low without losing the
 	// sharing. Zero means 2 ms.
 	BatchDelay time.Duration
@@ -46,11 +47,13 @@ type DB struct {
 	maxContacts int
 	dir         string
 
-	// gen counts committed update transactions (not REGISTER's batches,
-	// which touch only bindings): caches of other records are valid while
-	// it is unchanged.
+	// gen counts committed update transactions, but not the group-committed
+	// batches (REGISTER, call records, provisioning fetches), which touch
+	// nothing a cache holds: caches of other records are valid while it is
+	// unchanged.
 	gen        atomic.Uint64
 	identities identityCache
+	live       *liveIndex // LiveBindings
 }
 
 // FileName is the bbolt file inside the data directory; KeyFile holds the
@@ -153,7 +156,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
 	bdb.MaxBatchDelay = opts.BatchDelay
-	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir}
+	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
 	// A damaged page can make bbolt panic (or fault) while reading: guard
 	// turns that into a refusal instead of a crash.
 	if err := guard("initialise "+dbPath, func() error {
@@ -189,6 +192,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
 	}
+	if err := guard("count bindings in "+dbPath, db.loadLive); err != nil {
+		guard("close", bdb.Close)
+		return nil, err
+	}
 	if err := guard("drop expired registrations in "+dbPath, func() error { _, err := db.PruneExpired(); return err }); err != nil {
 		guard("close", bdb.Close)
 		return nil, err
@@ -196,7 +203,8 @@ func Open(dir string, opts Options) (*DB, error) {
 	return db, nil
 }
 
-// extraBuckets are created by the nouns added after the spine (devices, queues, …).
+// extraBuckets are the buckets of the nouns defined outside this file
+// (devices, queues, …), created with the others.
 var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs, bBootstrap}
 
 // Close closes the data file.

@@ -12,6 +12,9 @@ type tx struct {
 	*bolt.Tx
 	now time.Time
 	db  *DB
+	// changes are the binding rows this transaction wrote or deleted, for
+	// the live count once it commits (see liveIndex).
+	changes *[]bindingChange
 }
 
 func (db *DB) update(fn func(*tx) error) error {

@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 )
 
-// User status words, as API.md spells them.
+// User status words, as the admin API spells them (docs/api.md).
 const (
 	StatusEnabled  = "enabled"
 	StatusDisabled = "disabled"
@@ -243,12 +243,12 @@ func (db *DB) UpdateUser(accountID, id string, p UserPatch, actor Actor) (User, 
 		detail := map[string]string{}
 		if p.Extension != nil && *p.Extension != u.Extension {
 			if n := len(t.liveBindings(accountID, id)); n > 0 {
-				return &RuleError{Code: "user_registered", Status: 409,
+				return &RuleError{Code: "user_registered", Kind: KindConflict,
 					Message: fmt.Sprintf("user %s has %d live registration(s); sign them out before changing the extension", u.Extension, n)}
 			}
 			a, _ := t.account(accountID)
 			if a.OperatorExtension == u.Extension {
-				return &RuleError{Code: "operator_extension", Status: 409,
+				return &RuleError{Code: "operator_extension", Kind: KindConflict,
 					Message: fmt.Sprintf("extension %s is the operator extension; set another operator first", u.Extension)}
 			}
 			if err := t.claimExtension(accountID, *p.Extension, "user:"+id); err != nil {
@@ -282,7 +282,7 @@ func (db *DB) UpdateUser(accountID, id string, p UserPatch, actor Actor) (User, 
 
 // DisableUser disables a user: they can no longer register, call, or fetch
 // provisioning; their existing bindings stay until they expire or are signed
-// out. The operator extension cannot be disabled (rule 5).
+// out. The operator extension cannot be disabled (docs/account-model.md rule 5).
 func (db *DB) DisableUser(accountID, id string, actor Actor) (User, error) {
 	return db.setStatus(accountID, id, StatusDisabled, actor)
 }
@@ -314,7 +314,7 @@ func (t *tx) setStatus(accountID, id, status string, actor Actor, u *User) error
 			return err
 		}
 		if a.OperatorExtension != "" && a.OperatorExtension == u.Extension {
-			return &RuleError{Code: "operator_extension", Status: 409,
+			return &RuleError{Code: "operator_extension", Kind: KindConflict,
 				Message: fmt.Sprintf("extension %s is the operator extension and cannot be disabled; set another operator extension first", u.Extension)}
 		}
 	}
@@ -333,8 +333,9 @@ func (t *tx) setStatus(accountID, id, status string, actor Actor, u *User) error
 	return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: action, TargetKind: "user", TargetID: id, TargetLabel: u.Label()})
 }
 
-// userBlockers lists everything that stops the user's deletion. Later nouns
-// (queues, callflows, …) add theirs through userBlockerHooks.
+// userBlockers lists everything that stops the user's deletion, in the order
+// docs/account-model.md gives. Queues and callflows add theirs through
+// userBlockerHooks.
 func (t *tx) userBlockers(acct string, u User) ([]Blocker, error) {
 	var bs []Blocker
 	if u.Status == StatusEnabled {
@@ -368,7 +369,7 @@ func (t *tx) userBlockers(acct string, u User) ([]Blocker, error) {
 
 var userBlockerHooks = []func(t *tx, acct string, u User) ([]Blocker, error){queueUserBlockers, callflowUserBlockers}
 
-// userDeleteHooks let later nouns clean up after a user (group membership,
+// userDeleteHooks let other nouns clean up after a user (group membership,
 // device lines, …) inside the delete transaction.
 var userDeleteHooks = []func(t *tx, acct string, u User, actor Actor) error{unassignUserLines, groupUserDelete}
 

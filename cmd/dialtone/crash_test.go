@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -82,6 +83,10 @@ func (p *process) kill() {
 // kill, every REGISTER answered 200 and every user creation answered 201 is
 // still on disk, and the store passes its consistency check. 20 kills here;
 // `make soak` runs 200.
+//
+// The kill moment is a random number of acknowledged writes into the round,
+// not a time, so a slow machine moves it no later in the load. The seed is
+// logged; DIALTONE_CRASH_SEED=<n> repeats a run's choices.
 func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills a separate process")
@@ -92,7 +97,16 @@ func TestCrashSafety(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("DIALTONE_CRASH_SEED"); s != "" {
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("DIALTONE_CRASH_SEED=%q: %v", s, err)
+		}
+		seed = n
+	}
+	t.Logf("kill moments from seed %d (DIALTONE_CRASH_SEED=%d repeats them)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, 1))
 
 	type user struct{ id, ext, password string }
 	var users []user
@@ -131,6 +145,17 @@ func TestCrashSafety(t *testing.T) {
 			}
 		}
 
+		// Kill once this many writes of the round have been acknowledged.
+		killAfter := 1 + rng.IntN(40)
+		roundAcks := 0
+		reached := make(chan struct{})
+		var reachedOnce sync.Once
+		ack := func() { // with mu held
+			roundAcks++
+			if roundAcks >= killAfter {
+				reachedOnce.Do(func() { close(reached) })
+			}
+		}
 		ctx, stop := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for w, u := range users {
@@ -150,6 +175,7 @@ func TestCrashSafety(t *testing.T) {
 						mu.Lock()
 						ackedBindings[contact] = sent
 						ackedRegisters++
+						ack()
 						mu.Unlock()
 					}
 				}
@@ -163,11 +189,19 @@ func TestCrashSafety(t *testing.T) {
 				if err == nil && code == 201 {
 					mu.Lock()
 					ackedUsers[u["id"].(string)] = true
+					ack()
 					mu.Unlock()
 				}
 			}
 		}()
-		time.Sleep(time.Duration(50+rng.IntN(400)) * time.Millisecond) // the random moment to kill at
+		select {
+		case <-reached: // the random moment to kill at
+		case <-time.After(30 * time.Second):
+			p.kill()
+			stop()
+			wg.Wait()
+			t.Fatalf("round %d (seed %d): %d of %d writes acknowledged after 30 s", round, seed, roundAcks, killAfter)
+		}
 		p.kill()
 		stop()
 		wg.Wait()

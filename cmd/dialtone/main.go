@@ -147,6 +147,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := db.RegisterMetrics(reg); err != nil {
+		return fmt.Errorf("store metrics: %w", err)
+	}
 
 	announcement, err := loadAnnouncement(cfg.Announcement)
 	if err != nil {

@@ -1,0 +1,157 @@
+package store
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// liveIndex counts live bindings as they change, so that reading the count
+// never scans the bindings bucket.
+//
+// Every committed transaction that writes or deletes a binding row reports
+// the expiry of each row it added (+1) and of each row it removed (-1); a
+// refresh is both. The index keeps, per expiry instant, how many rows expire
+// then, and the total. Reading the count at now first takes out every expiry
+// instant at or before now (those bindings have expired, whether or not a
+// sweeper has removed their rows yet), so the answer is exact at the moment
+// it is read: Binding.Live and the count agree.
+//
+// Commit callbacks run after bbolt releases its writer lock, so two
+// transactions' reports may arrive in either order. Each report only adds to
+// counters, and a report for an instant that has already been taken out is
+// dropped (the row was counted as expired then), so the order does not
+// change the result. Between two such callbacks a read may be off by the
+// changes still in flight, as any gauge read during a write is.
+type liveIndex struct {
+	mu     sync.Mutex
+	total  int           // rows with an expiry after cut
+	counts map[int64]int // expiry (unix ns) → rows that expire then; only instants after cut
+	soon   expiryHeap    // the keys of counts (and of forgotten instants), soonest first
+	cut    int64         // every instant at or before cut has been taken out of total
+}
+
+// bindingChange is one binding row added (+1) or removed (-1), by expiry.
+type bindingChange struct {
+	expires int64
+	delta   int
+}
+
+func newLiveIndex() *liveIndex {
+	return &liveIndex{counts: map[int64]int{}}
+}
+
+// apply records committed changes, as of now.
+func (l *liveIndex) apply(cs []bindingChange, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expire(now)
+	for _, c := range cs {
+		if c.expires <= l.cut {
+			continue // already counted as expired
+		}
+		n, ok := l.counts[c.expires]
+		if !ok {
+			heap.Push(&l.soon, c.expires)
+		}
+		if n += c.delta; n == 0 {
+			// Forget the instant; its heap entry is skipped when it comes up.
+			delete(l.counts, c.expires)
+		} else {
+			l.counts[c.expires] = n
+		}
+		l.total += c.delta
+	}
+}
+
+// live is the number of bindings unexpired at now.
+func (l *liveIndex) live(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.expire(now)
+	return max(l.total, 0) // a removal's report may land before its add's
+}
+
+// expire takes every instant at or before now out of the count. It runs on
+// every read and every commit, so the table holds only future instants
+// (plus heap entries of forgotten ones, at most one per refresh within the
+// longest expiry) whether or not anyone reads the count.
+func (l *liveIndex) expire(now time.Time) {
+	if cut := now.UnixNano(); cut > l.cut {
+		l.cut = cut
+	}
+	for len(l.soon) > 0 && l.soon[0] <= l.cut {
+		e := heap.Pop(&l.soon).(int64)
+		l.total -= l.counts[e] // 0 if forgotten
+		delete(l.counts, e)
+	}
+}
+
+type expiryHeap []int64
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(int64)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// bindingAdded and bindingRemoved report a binding row written or deleted in
+// t; the live count sees them once t commits, and never if it rolls back.
+func (t *tx) bindingAdded(expires time.Time)   { t.bindingChange(expires, +1) }
+func (t *tx) bindingRemoved(expires time.Time) { t.bindingChange(expires, -1) }
+
+func (t *tx) bindingChange(expires time.Time, delta int) {
+	if t.changes == nil {
+		t.changes = &[]bindingChange{}
+		cs, live := t.changes, t.db.live
+		t.OnCommit(func() { live.apply(*cs, t.db.now()) })
+	}
+	*t.changes = append(*t.changes, bindingChange{expires: expires.UnixNano(), delta: delta})
+}
+
+// loadLive counts the binding rows already on disk (at Open, before anything
+// removes one); rows already expired are taken out at once.
+func (db *DB) loadLive() error {
+	var cs []bindingChange
+	err := db.view(func(t *tx) error {
+		return t.Bucket(bBindings).ForEach(func(_, v []byte) error {
+			var b struct {
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if decode(v, &b) == nil {
+				cs = append(cs, bindingChange{expires: b.ExpiresAt.UnixNano(), delta: +1})
+			}
+			return nil
+		})
+	})
+	db.live.apply(cs, db.now())
+	return err
+}
+
+// LiveBindings is the number of unexpired bindings in every account. It reads
+// a count kept as bindings change, not the bindings themselves.
+func (db *DB) LiveBindings() int { return db.live.live(db.now()) }
+
+// RegisterMetrics registers the store's gauges on reg:
+// dialtone_sip_registrations_live (LiveBindings). A gauge already registered
+// by another DB on the same registry is left in place.
+func (db *DB) RegisterMetrics(reg prometheus.Registerer) error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dialtone_sip_registrations_live",
+		Help: "Unexpired SIP registrations (bindings) in every account, counted as they change.",
+	}, func() float64 { return float64(db.LiveBindings()) })
+	if err := reg.Register(g); err != nil {
+		if _, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
