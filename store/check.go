@@ -17,7 +17,11 @@ func (db *DB) Check() error {
 	// shared freelist, which concurrent commits change under a read-only
 	// transaction (false "reachable freed" reports). Holding the writer lock
 	// makes the check exact; it writes nothing.
-	err := db.exclusive(func(t *tx) error {
+	run := db.exclusive
+	if db.bolt.IsReadOnly() {
+		run = db.view // OpenReadOnly: no writer can run meanwhile anyway
+	}
+	err := run(func(t *tx) error {
 		for err := range t.Tx.Check() {
 			problems = append(problems, fmt.Errorf("bbolt: %w", err))
 		}

@@ -35,9 +35,18 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "cert" {
+	sub := ""
+	if len(os.Args) > 1 {
+		sub = os.Args[1]
+	}
+	switch sub {
+	case "cert":
 		err = runCert(os.Args[2:], os.Stdout, os.Stderr)
-	} else {
+	case "backup":
+		err = runBackup(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+	case "restore":
+		err = runRestore(os.Args[2:], os.Stdout, os.Stderr)
+	default:
 		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
 	}
 	if err != nil && !errors.Is(err, errHelp) {
