@@ -39,6 +39,7 @@ var errorStatus = map[string]int{
 	"invalid_audio":         http.StatusBadRequest,         // PUT /announcement: the loader refused the WAV
 	"announcer_unavailable": http.StatusServiceUnavailable, // PUT /announcement: Options.Announcer nil
 	"body_too_large":        http.StatusRequestEntityTooLarge,
+	"insufficient_storage":  http.StatusInsufficientStorage, // the disk is full: nothing was written, retry once space is freed
 	"internal":              http.StatusInternalServerError,
 	"unavailable":           http.StatusServiceUnavailable,
 }
@@ -112,6 +113,8 @@ func toError(err error) (status int, body errorBody, internal bool) {
 		if api.Field != "" {
 			d.Fields = map[string]string{api.Field: api.Message}
 		}
+	case errors.Is(err, store.ErrNoSpace):
+		status, d.Code, d.Message = http.StatusInsufficientStorage, "insufficient_storage", "the server's disk is full: nothing was changed; retry once space is freed"
 	case errors.Is(err, store.ErrNotFound):
 		status, d.Code, d.Message = http.StatusNotFound, "not_found", err.Error()
 	case errors.Is(err, store.ErrExists):

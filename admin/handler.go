@@ -152,6 +152,16 @@ func (s *server) registerMetrics() error {
 			return fmt.Errorf("admin: register metrics: %w", err)
 		}
 	}
+	failed := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dialtone_store_commit_failures_total",
+		Help: "Store write transactions whose commit failed (disk full, I/O error); nothing of them was written.",
+	}, func() float64 { return float64(s.db.CommitFailures()) })
+	if err := s.reg.Register(failed); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("admin: register metrics: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -256,10 +266,24 @@ func (s *server) healthz(c *gin.Context) error {
 	return reply(c, healthJSON{Status: "ok", Version: s.version})
 }
 
+// readyz is 200 while the store is readable and writable. After a failed
+// commit (a full disk) it probes with a tiny write on each call, so it turns
+// ready again by itself once space is freed.
 func (s *server) readyz(c *gin.Context) error {
 	if err := s.db.Ping(); err != nil {
 		s.log.ErrorContext(c, "not ready", "err", err)
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "store is not readable"}
+	}
+	if s.db.WriteError() != nil {
+		if err := s.db.ProbeWrite(); err != nil {
+			s.log.ErrorContext(c, "not ready: writes fail", "err", err)
+			msg := "store writes fail"
+			if errors.Is(err, store.ErrNoSpace) {
+				msg = "store writes fail: the disk is full"
+			}
+			return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg}
+		}
+		s.log.InfoContext(c, "store writes work again")
 	}
 	return reply(c, healthJSON{Status: "ready", Version: s.version})
 }

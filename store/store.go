@@ -45,6 +45,7 @@ type DB struct {
 	now         func() time.Time
 	maxContacts int
 	dir         string
+	health      writeHealth // commit failures (diskfull.go)
 
 	// gen counts committed update transactions (not REGISTER's batches,
 	// which touch only bindings): caches of other records are valid while

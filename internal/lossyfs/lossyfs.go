@@ -18,6 +18,12 @@
 // SetFull makes every write and extension fail with ENOSPC until it is
 // cleared, for disk-full tests.
 //
+// Run the program under test as a separate process: a page fault on an mmap
+// of a file on the mount (bbolt reads its file that way), taken by the
+// process that serves the mount, deadlocks the Go runtime (the fault holds a
+// thread the garbage collector must stop). Inspect what survived through the
+// backing directory, or from another process.
+//
 // Linux only, and mounting needs root and /dev/fuse (Supported says why not).
 package lossyfs
 
