@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -62,6 +63,7 @@ type server struct {
 	blocks   BlockLister
 	announce Announcer
 	jobs     *jobRunner
+	refusals *refusalLimiter
 	requests *prometheus.CounterVec
 	promh    http.Handler
 	openapi  []byte
@@ -82,6 +84,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	}
 	s.log = s.log.With("component", "admin")
 	s.jobs = newJobRunner(s.db, s.notifier, s.log)
+	s.refusals = &refusalLimiter{m: map[string]*refusalCount{}}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -296,4 +299,54 @@ func (s *server) metrics(c *gin.Context) error {
 func (s *server) openAPIDoc(c *gin.Context) error {
 	c.Data(http.StatusOK, "application/json; charset=utf-8", s.openapi)
 	return nil
+}
+
+// Refusals are audited, but at most refusalBurst per token and
+// refusalWindow: a script hammering a route it may not use would otherwise
+// turn each 403 into a synced write. The refusals left out are counted, and
+// the count is written with the token's next audited refusal
+// (detail "suppressed_before").
+const (
+	refusalWindow = time.Minute
+	refusalBurst  = 10
+)
+
+type refusalLimiter struct {
+	mu sync.Mutex
+	m  map[string]*refusalCount // token id → its current window
+}
+
+type refusalCount struct {
+	start      time.Time
+	n          int // audited in this window
+	suppressed int // left out since the last audited one
+}
+
+// allow reports whether this refusal of token is audited, and how many of
+// its refusals were left out since the last one that was.
+func (l *refusalLimiter) allow(token string, now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rc := l.m[token]
+	if rc == nil || now.Sub(rc.start) >= refusalWindow || now.Before(rc.start) {
+		if rc != nil {
+			suppressed = rc.suppressed
+		}
+		if len(l.m) > 10000 { // forget idle tokens with nothing pending
+			for k, v := range l.m {
+				if now.Sub(v.start) >= refusalWindow && v.suppressed == 0 {
+					delete(l.m, k)
+				}
+			}
+		}
+		l.m[token] = &refusalCount{start: now, n: 1}
+		return true, suppressed
+	}
+	if rc.n < refusalBurst {
+		rc.n++
+		suppressed, rc.suppressed = rc.suppressed, 0
+		return true, suppressed
+	}
+	rc.suppressed++
+	return false, 0
 }

@@ -37,6 +37,8 @@ type config struct {
 	TimeZone         string
 	MediaIP          string
 	DebugAddr        string
+	AuditRetention   int // days; 0 keeps every audit entry
+	CallRetention    int // days; 0 keeps every call record
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -66,6 +68,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.NTPServer, "ntp-server", "", "NTP server rendered into phone configs")
 	fs.StringVar(&c.TimeZone, "timezone", "", "time zone rendered into phone configs, in Yealink's form (e.g. +1, -5)")
 	fs.DurationVar(&c.RingTimeout, "ring-timeout", 60*time.Second, "how long a routed call rings before 480")
+	fs.IntVar(&c.AuditRetention, "audit-retention-days", 400, "delete audit entries older than this many days (0: keep them all)")
+	fs.IntVar(&c.CallRetention, "call-retention-days", 90, "delete call records older than this many days (0: keep them all)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -105,6 +109,9 @@ func ifSet(isSet bool, v, def string) string {
 func (c config) tls() bool { return c.TLSCert != "" }
 
 func (c config) validate() error {
+	if c.AuditRetention < 0 || c.CallRetention < 0 {
+		return errors.New("--audit-retention-days and --call-retention-days must be 0 (keep all) or more")
+	}
 	for name, addr := range map[string]string{"--sip-addr": c.SIPAddr, "--provisioning-addr": c.ProvisioningAddr, "--admin-addr": c.AdminAddr, "--sip-tls-addr": c.SIPTLSAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("%s %q: want HOST:PORT", name, addr)

@@ -194,6 +194,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
 	g.Go(func() error { return serveHTTP(provHTTP, provLn, tlsConf != nil) })
 	g.Go(func() error { sweep(gctx, db, log); return nil })
+	g.Go(func() error {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		newRetention(db, cfg, log.With("component", "retention")).run(gctx, t.C)
+		return nil
+	})
 	if dbg != nil {
 		debugHTTP := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return serveHTTP(debugHTTP, dbg, false) })
