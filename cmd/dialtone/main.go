@@ -154,6 +154,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	if stored, err := storedAnnouncement(db, log); err != nil {
+		return err
+	} else if stored != nil {
+		announcement = stored
+	}
 	rtpMin, rtpMax, _ := cfg.rtpRange()
 	sipSrv, err := sip.New(sip.Config{
 		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires,
