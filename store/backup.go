@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -169,6 +170,18 @@ func Restore(r io.Reader, dir string) (err error) {
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	return verifyRestored(dir)
+}
+
+// verifyRestored opens a restored directory read-only and checks it. A
+// damaged file can make bbolt panic: that is reported as an error.
+func verifyRestored(dir string) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("restore: the restored database is damaged: %v", v)
+		}
+	}()
 	db, err := OpenReadOnly(dir)
 	if err != nil {
 		return fmt.Errorf("restore: the restored database does not open: %w", err)

@@ -46,6 +46,8 @@ func main() {
 		err = runBackup(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
 	case "restore":
 		err = runRestore(os.Args[2:], os.Stdout, os.Stderr)
+	case "check":
+		err = runCheck(os.Args[2:], os.Stdout, os.Stderr)
 	default:
 		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
 	}
