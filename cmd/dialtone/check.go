@@ -29,7 +29,11 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return errors.New("check: usage: dialtone check [--data DIR]")
 	}
-	db, err := store.OpenReadOnly(*dataDir)
+	// A damaged file can make bbolt panic (or fault on its mapping): that is
+	// a finding, reported like any other, not a crash.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	var db *store.DB
+	err := damaged(func() (err error) { db, err = store.OpenReadOnly(*dataDir); return err })
 	if err != nil {
 		if errors.Is(err, store.ErrLocked) {
 			return fmt.Errorf("check: %s is in use by a running dialtone; stop it, or check a backup restored into a scratch directory", *dataDir)
@@ -37,9 +41,6 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("check: %w", err)
 	}
 	defer db.Close()
-	// A damaged file can make bbolt panic (or fault on its mapping): that is
-	// a finding, reported like any other, not a crash.
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	var st store.Stats
 	if err := damaged(func() (err error) { st, err = db.Stats(); return err }); err != nil {
 		fmt.Fprintf(stdout, "data directory: %s\nconsistency: 1 problem\n  - %v\n", *dataDir, err)

@@ -54,11 +54,11 @@ func TestCheckCommand(t *testing.T) {
 		t.Error("check created a secret.key")
 	}
 
-	// A damaged file: a page of the B+tree overwritten with garbage.
+	// A damaged file: every page after the two meta pages overwritten.
 	damaged := t.TempDir()
 	bad := append([]byte(nil), before...)
-	for i := 4 * 4096; i < 5*4096 && i < len(bad); i++ {
-		bad[i] = 0xA5
+	for i := 2 * 4096; i < len(bad); i++ {
+		bad[i] = byte(i*7) ^ 0xA5
 	}
 	os.WriteFile(filepath.Join(damaged, store.FileName), bad, 0o600)
 	key, _ := os.ReadFile(filepath.Join(dir, store.KeyFile))
