@@ -25,7 +25,7 @@ func TestDiskFull(t *testing.T) {
 		t.Skipf("skipping the disk-full test: cannot mount FUSE here: %v", err)
 	}
 	t.Cleanup(func() { fsys.Unmount() })
-	p := startProcess(t, buildBinary(t), mnt)
+	p := startProcess(t, testProcessBinary(t), mnt)
 	t.Cleanup(p.kill) // runs before the unmount
 	a := &app{t: t, addrs: p.addrs}
 	code, u := a.api("POST", "/api/v1/accounts/default/users", map[string]string{"extension": "1001", "name": "Ada"})
