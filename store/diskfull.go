@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // ErrNoSpace wraps a commit that failed because the disk (or the quota) is
@@ -32,7 +32,7 @@ func (db *DB) committed(err, fnErr error) error {
 		}
 		return nil
 	}
-	if fnErr != nil || errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if fnErr != nil || errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return err
 	}
 	db.health.failures.Add(1)

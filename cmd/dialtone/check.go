@@ -68,9 +68,7 @@ func runCheck(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "records: %s\n", strings.Join(counts, ", "))
 	fmt.Fprintf(stdout, "live registrations: %d\n", st.LiveBindings)
 	if err := damaged(db.Check); err != nil {
-		for _, line := range strings.Split(err.Error(), "\n") {
-			problems = append(problems, line)
-		}
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
 	}
 	if len(problems) == 0 {
 		fmt.Fprintln(stdout, "consistency: ok")

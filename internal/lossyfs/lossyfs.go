@@ -88,13 +88,14 @@ func Mount(mnt, backing string) (*FS, error) {
 		return nil, fmt.Errorf("lossyfs: backing directory: %w", err)
 	}
 	lfs := &FS{mnt: mnt, backing: backing, pending: map[uint64]*pending{}}
-	root := &fs.LoopbackRoot{Path: backing, Dev: uint64(st.Dev)}
-	root.NewNode = func(r *fs.LoopbackRoot, _ *fs.Inode, _ string, _ *syscall.Stat_t) fs.InodeEmbedder {
-		return &node{LoopbackNode: fs.LoopbackNode{RootData: r}, lfs: lfs}
+	loop, err := fs.NewLoopbackRoot(backing)
+	if err != nil {
+		return nil, fmt.Errorf("lossyfs: %w", err)
 	}
-	root.RootNode = root.NewNode(root, nil, "", &st)
+	root := &node{LoopbackNode: loop.(*fs.LoopbackNode), lfs: lfs}
+	root.RootData.RootNode = root
 	sec := time.Second
-	server, err := fs.Mount(mnt, root.RootNode, &fs.Options{
+	server, err := fs.Mount(mnt, root, &fs.Options{
 		EntryTimeout: &sec, AttrTimeout: &sec, NegativeTimeout: &sec,
 		MountOptions: fuse.MountOptions{
 			FsName: "lossyfs", Name: "lossyfs", DirectMountStrict: true,
@@ -150,8 +151,17 @@ func (f *FS) Unmount() error {
 
 // node is a loopback node whose file contents go through FS.pending.
 type node struct {
-	fs.LoopbackNode
+	*fs.LoopbackNode
 	lfs *FS
+}
+
+// WrapChild makes every node the loopback creates (lookup, create, mkdir) a
+// lossy one.
+func (n *node) WrapChild(ctx context.Context, ops fs.InodeEmbedder) fs.InodeEmbedder {
+	if l, ok := ops.(*fs.LoopbackNode); ok {
+		return &node{LoopbackNode: l, lfs: n.lfs}
+	}
+	return ops
 }
 
 // handle is an open file: a read-write descriptor of the backing file.
@@ -169,6 +179,8 @@ var (
 	_ fs.NodeGetattrer = (*node)(nil)
 	_ fs.NodeSetattrer = (*node)(nil)
 	_ fs.NodeAllocater = (*node)(nil)
+
+	_ fs.NodeWrapChilder = (*node)(nil)
 )
 
 func (n *node) backingPath() string {
