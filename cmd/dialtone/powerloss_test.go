@@ -75,7 +75,9 @@ func TestPowerLoss(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: mount: %v", round, err)
 		}
+		t.Cleanup(func() { lfs.Unmount() }) // if the round fails; a no-op after the round's own
 		p := startProcess(t, bin, mnt)
+		t.Cleanup(p.kill)
 		api := plAPI(p.addrs.Admin)
 		if round == 0 {
 			for i := 0; i < 4; i++ {

@@ -63,8 +63,9 @@ type FS struct {
 	mnt, backing string
 	server       *fuse.Server
 
-	dead atomic.Bool // after Cut: every operation fails with EIO
-	full atomic.Bool // SetFull: writes and extensions fail with ENOSPC
+	dead      atomic.Bool // after Cut: every operation fails with EIO
+	unmounted atomic.Bool
+	full      atomic.Bool // SetFull: writes and extensions fail with ENOSPC
 
 	mu      sync.Mutex
 	pending map[uint64]*pending // backing inode → writes not yet synced
@@ -133,7 +134,11 @@ func (f *FS) Syncs() int {
 
 // Unmount unmounts the file system. Processes using it must be gone (killed
 // after a Cut); it retries briefly while the kernel releases their files.
+// Calling it again does nothing.
 func (f *FS) Unmount() error {
+	if f.unmounted.Swap(true) {
+		return nil
+	}
 	var err error
 	for i := 0; i < 50; i++ {
 		if err = f.server.Unmount(); err == nil {
