@@ -3,6 +3,8 @@ package main
 import (
 	"archive/tar"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,7 +21,7 @@ import (
 // runBackup writes a backup archive (tar of secret.key and a consistent
 // snapshot of dialtone.db):
 //
-//	dialtone backup --out FILE --admin-url http://127.0.0.1:8081 [--token-file F]   (running server)
+//	dialtone backup --out FILE --admin-url http://127.0.0.1:8081 [--token-file F] [--ca-cert PEM]   (running server)
 //	dialtone backup --out FILE --data DIR                                          (stopped server)
 //
 // The token comes from --token-file or $DIALTONE_TOKEN (never a flag value,
@@ -32,6 +34,7 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 	out := fs.String("out", "", "the archive to write (must not exist)")
 	adminURL := fs.String("admin-url", "", "admin API of a running dialtone, e.g. http://127.0.0.1:8081 (uses GET /api/v1/backup; needs a provider token)")
 	tokenFile := fs.String("token-file", "", "file holding a provider token (default: $DIALTONE_TOKEN)")
+	caFile := fs.String("ca-cert", "", "PEM certificate(s) to trust for an https --admin-url (e.g. the one from dialtone cert)")
 	dataDir := fs.String("data", "./data", "data directory of a stopped dialtone (without --admin-url)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -59,7 +62,11 @@ func runBackup(ctx context.Context, args []string, getenv func(string) string, s
 		if err != nil {
 			return err
 		}
-		if err := fetchBackup(ctx, *adminURL, token, f); err != nil {
+		cli, err := backupClient(*caFile)
+		if err != nil {
+			return err
+		}
+		if err := fetchBackup(ctx, cli, *adminURL, token, f); err != nil {
 			return err
 		}
 	} else if _, err := store.BackupDir(*dataDir, f); err != nil {
@@ -101,13 +108,32 @@ func readToken(file string, getenv func(string) string) (string, error) {
 	return "", errors.New("backup: --admin-url needs a provider token: --token-file F or $DIALTONE_TOKEN")
 }
 
-func fetchBackup(ctx context.Context, base, token string, w io.Writer) error {
+// backupClient trusts the system roots, or only caFile's certificates.
+func backupClient(caFile string) (*http.Client, error) {
+	cli := &http.Client{Timeout: time.Hour}
+	if caFile == "" {
+		return cli, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("backup: --ca-cert: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("backup: --ca-cert %s: no PEM certificate in it", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	cli.Transport = tr
+	return cli, nil
+}
+
+func fetchBackup(ctx context.Context, cli *http.Client, base, token string, w io.Writer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/api/v1/backup", nil)
 	if err != nil {
 		return fmt.Errorf("backup: --admin-url: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	cli := &http.Client{Timeout: time.Hour}
 	res, err := cli.Do(req)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)

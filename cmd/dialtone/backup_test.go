@@ -232,3 +232,39 @@ func TestBackupRestore(t *testing.T) {
 		t.Error("a foreign entry escaped the data directory")
 	}
 }
+
+// Over HTTPS, `dialtone backup --ca-cert` trusts the server's certificate;
+// without it, a self-signed admin API is refused.
+func TestBackupOverTLS(t *testing.T) {
+	certDir := t.TempDir()
+	if err := runCert([]string{"--out", certDir, "--host", "127.0.0.1"}, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	cert := filepath.Join(certDir, "cert.pem")
+	a := start(t, t.TempDir(), "--tls-cert", cert, "--tls-key", filepath.Join(certDir, "key.pem"), "--sip-tls-addr", "127.0.0.1:0")
+	getenv := func(k string) string {
+		if k == "DIALTONE_TOKEN" {
+			return testToken
+		}
+		return ""
+	}
+	out := t.TempDir()
+	url := "https://" + a.addrs.Admin
+	if err := runBackup(context.Background(), []string{"--out", filepath.Join(out, "a.tar"), "--admin-url", url}, getenv, io.Discard, io.Discard); err == nil {
+		t.Error("backup from a self-signed server without --ca-cert succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(out, "a.tar.partial")); err == nil {
+		t.Error("a failed backup left its .partial file")
+	}
+	if err := runBackup(context.Background(), []string{"--out", filepath.Join(out, "b.tar"), "--admin-url", url, "--ca-cert", cert}, getenv, io.Discard, io.Discard); err != nil {
+		t.Fatalf("backup with --ca-cert: %v", err)
+	}
+	if err := runBackup(context.Background(), []string{"--out", filepath.Join(out, "c.tar"), "--admin-url", url, "--ca-cert", cert}, func(string) string { return "" }, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "token") {
+		t.Errorf("backup without a token = %v, want a pointer to --token-file", err)
+	}
+	tokFile := filepath.Join(out, "token")
+	os.WriteFile(tokFile, []byte("wrong-token-0123456789\n"), 0o600)
+	if err := runBackup(context.Background(), []string{"--out", filepath.Join(out, "d.tar"), "--admin-url", url, "--ca-cert", cert, "--token-file", tokFile}, getenv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("backup with a wrong token = %v, want the 401", err)
+	}
+}
