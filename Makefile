@@ -75,7 +75,7 @@ fuzz:
 	done
 
 soak:
-	DIALTONE_SOAK=long $(GO) test -count=1 -timeout 60m -run 'TestCrashSafety' -v ./cmd/dialtone
+	DIALTONE_SOAK=long $(GO) test -count=1 -timeout 60m -run 'TestCrashSafety|TestPowerLoss' -v ./cmd/dialtone
 
 cert: build
 	./bin/dialtone cert --out ./data

@@ -26,7 +26,8 @@ const maxAnnouncementBody = 16 << 20
 // setAnnouncement takes the request body as a WAV file (any Content-Type;
 // the bytes decide). Refusals: an empty body or one the loader refuses →
 // 400 invalid_audio with the loader's reason; over 16 MiB → 413; no
-// announcer wired in → 503 announcer_unavailable.
+// announcer wired in → 503 announcer_unavailable. The accepted WAV is stored
+// and replaces --announcement at the next start.
 func (s *server) setAnnouncement(c *gin.Context) error {
 	data, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxAnnouncementBody))
 	if err != nil {
@@ -46,10 +47,13 @@ func (s *server) setAnnouncement(c *gin.Context) error {
 	if err := s.announce.SetAnnouncementWAV(bytes.NewReader(data)); err != nil {
 		return &apiError{Status: http.StatusBadRequest, Code: "invalid_audio", Message: err.Error()}
 	}
-	if err := s.db.RecordAudit(store.AuditEntry{AccountID: providerAudit, Actor: actor(c), Action: "announcement.set",
+	// Kept in the store (with its audit entry), so dialtone plays it again
+	// after a restart. If that write fails (507 on a full disk), the new
+	// announcement plays only until the next restart.
+	if err := s.db.SetAnnouncement(data, store.AuditEntry{AccountID: providerAudit, Actor: actor(c), Action: "announcement.set",
 		TargetKind: "announcement", TargetID: "not-recognized", TargetLabel: "Extension is not recognized",
 		Detail: map[string]string{"bytes": strconv.Itoa(len(data))}}); err != nil {
-		s.log.ErrorContext(c, "record announcement change in audit log", "err", err)
+		return err
 	}
 	return reply(c, nil)
 }

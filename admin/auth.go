@@ -3,6 +3,7 @@ package admin
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -145,6 +146,10 @@ func (s *server) auditRefusal(c *gin.Context, rt route, err error) {
 	if !ok {
 		return
 	}
+	audited, suppressed := s.refusals.allow(tok.ID, s.db.Now())
+	if !audited {
+		return
+	}
 	_, body, _ := toError(err)
 	acct := c.Param("account")
 	if acct == "" || !c.GetBool(ctxAccountOK) {
@@ -174,6 +179,9 @@ func (s *server) auditRefusal(c *gin.Context, rt route, err error) {
 		TargetLabel: label, Result: body.Error.Code, Detail: map[string]string{"message": body.Error.Message}}
 	if body.Error.Field != "" {
 		e.Detail["field"] = body.Error.Field
+	}
+	if suppressed > 0 {
+		e.Detail["suppressed_before"] = strconv.Itoa(suppressed)
 	}
 	if err := s.db.RecordAudit(e); err != nil {
 		s.log.ErrorContext(c, "record refusal in audit log", "action", rt.op, "err", err)

@@ -36,6 +36,7 @@ var errorStatus = withRuleCodes(map[string]int{
 	"invalid_audio":         http.StatusBadRequest,         // PUT /announcement: the loader refused the WAV
 	"announcer_unavailable": http.StatusServiceUnavailable, // PUT /announcement: Options.Announcer nil
 	"body_too_large":        http.StatusRequestEntityTooLarge,
+	"insufficient_storage":  http.StatusInsufficientStorage, // the disk is full: nothing was written, retry once space is freed
 	"internal":              http.StatusInternalServerError,
 	"unavailable":           http.StatusServiceUnavailable,
 })
@@ -123,6 +124,8 @@ func toError(err error) (status int, body errorBody, internal bool) {
 		if api.Field != "" {
 			d.Fields = map[string]string{api.Field: api.Message}
 		}
+	case errors.Is(err, store.ErrNoSpace):
+		status, d.Code, d.Message = http.StatusInsufficientStorage, "insufficient_storage", "the server's disk is full: nothing was changed; retry once space is freed"
 	case errors.Is(err, store.ErrNotFound):
 		d.Code, d.Message = "not_found", err.Error()
 	case errors.Is(err, store.ErrExists):

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -62,6 +63,7 @@ type server struct {
 	blocks   BlockLister
 	announce Announcer
 	jobs     *jobRunner
+	refusals *refusalLimiter
 	requests *prometheus.CounterVec
 	promh    http.Handler
 	openapi  []byte
@@ -83,6 +85,7 @@ func NewHandler(o Options) (http.Handler, error) {
 	}
 	s.log = s.log.With("component", "admin")
 	s.jobs = newJobRunner(s.db, s.notifier, s.log)
+	s.refusals = &refusalLimiter{m: map[string]*refusalCount{}}
 	if s.reg == nil {
 		s.reg = prometheus.NewRegistry()
 	}
@@ -133,6 +136,16 @@ func (s *server) registerMetrics() error {
 		}
 		// A second handler on the same registry shares the counter.
 		s.requests = are.ExistingCollector.(*prometheus.CounterVec)
+	}
+	failed := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dialtone_store_commit_failures_total",
+		Help: "Store write transactions whose commit failed (disk full, I/O error); nothing of them was written.",
+	}, func() float64 { return float64(s.db.CommitFailures()) })
+	if err := s.reg.Register(failed); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return fmt.Errorf("admin: register metrics: %w", err)
+		}
 	}
 	return nil
 }
@@ -238,10 +251,24 @@ func (s *server) healthz(c *gin.Context) error {
 	return reply(c, healthJSON{Status: "ok", Version: s.version})
 }
 
+// readyz is 200 while the store is readable and writable. After a failed
+// commit (a full disk) it probes with a tiny write on each call, so it turns
+// ready again by itself once space is freed.
 func (s *server) readyz(c *gin.Context) error {
 	if err := s.db.Ping(); err != nil {
 		s.log.ErrorContext(c, "not ready", "err", err)
 		return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: "store is not readable"}
+	}
+	if s.db.WriteError() != nil {
+		if err := s.db.ProbeWrite(); err != nil {
+			s.log.ErrorContext(c, "not ready: writes fail", "err", err)
+			msg := "store writes fail"
+			if errors.Is(err, store.ErrNoSpace) {
+				msg = "store writes fail: the disk is full"
+			}
+			return &apiError{Status: http.StatusServiceUnavailable, Code: "unavailable", Message: msg}
+		}
+		s.log.InfoContext(c, "store writes work again")
 	}
 	return reply(c, healthJSON{Status: "ready", Version: s.version})
 }
@@ -254,4 +281,54 @@ func (s *server) metrics(c *gin.Context) error {
 func (s *server) openAPIDoc(c *gin.Context) error {
 	c.Data(http.StatusOK, "application/json; charset=utf-8", s.openapi)
 	return nil
+}
+
+// Refusals are audited, but at most refusalBurst per token and
+// refusalWindow: a script hammering a route it may not use would otherwise
+// turn each 403 into a synced write. The refusals left out are counted, and
+// the count is written with the token's next audited refusal
+// (detail "suppressed_before").
+const (
+	refusalWindow = time.Minute
+	refusalBurst  = 10
+)
+
+type refusalLimiter struct {
+	mu sync.Mutex
+	m  map[string]*refusalCount // token id → its current window
+}
+
+type refusalCount struct {
+	start      time.Time
+	n          int // audited in this window
+	suppressed int // left out since the last audited one
+}
+
+// allow reports whether this refusal of token is audited, and how many of
+// its refusals were left out since the last one that was.
+func (l *refusalLimiter) allow(token string, now time.Time) (ok bool, suppressed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rc := l.m[token]
+	if rc == nil || now.Sub(rc.start) >= refusalWindow || now.Before(rc.start) {
+		if rc != nil {
+			suppressed = rc.suppressed
+		}
+		if len(l.m) > 10000 { // forget idle tokens with nothing pending
+			for k, v := range l.m {
+				if now.Sub(v.start) >= refusalWindow && v.suppressed == 0 {
+					delete(l.m, k)
+				}
+			}
+		}
+		l.m[token] = &refusalCount{start: now, n: 1}
+		return true, suppressed
+	}
+	if rc.n < refusalBurst {
+		rc.n++
+		suppressed, rc.suppressed = rc.suppressed, 0
+		return true, suppressed
+	}
+	rc.suppressed++
+	return false, 0
 }

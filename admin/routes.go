@@ -154,6 +154,8 @@ func (s *server) routes() []route {
 		{op: "security.block_lift", method: del, path: v1 + "/security/blocks/:ip", role: roleProvider, summary: "Lift every block on an address", status: http.StatusNoContent, h: s.liftBlock},
 		{op: "announcement.set", method: put, path: v1 + "/announcement", role: roleProvider, summary: "Replace the 'Extension is not recognized' announcement with a WAV (raw body, at most 16 MiB)", rawIn: "audio/wav", status: http.StatusNoContent, errs: []string{"invalid_audio", "body_too_large", "announcer_unavailable"}, h: s.setAnnouncement},
 
+		{op: "backup.download", method: get, path: v1 + "/backup", role: roleProvider, summary: "A consistent backup while serving: tar of secret.key and a dialtone.db snapshot (as secret as the data directory)", raw: "application/x-tar", h: s.backup},
+
 		{op: "token.list", method: get, path: acct + "/tokens", role: roleAdmin, summary: "List the account's tokens (never their secrets)", out: tokenList{}, h: s.listTokens},
 		{op: "token.create", method: post, path: acct + "/tokens", role: roleAdmin, summary: "Create an admin or viewer token; the secret is shown only in this response", in: tokenCreate{}, out: tokenCreated{}, status: http.StatusCreated, h: s.createToken},
 		{op: "token.revoke", method: del, path: acct + "/tokens/:id", role: roleAdmin, summary: "Revoke one of the account's tokens", status: http.StatusNoContent, h: s.revokeToken},

@@ -92,7 +92,11 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		if code == 500 && !errors.Is(err, store.ErrOutOfOrder) {
 			s.log.Error("register", "aor", aor(req), "err", err)
 		}
-		s.reply(req, tx, code, reason)
+		res := s.newResponse(req, code, reason)
+		if errors.Is(err, store.ErrNoSpace) {
+			res.AppendHeader(sip.NewHeader("Retry-After", "30")) // the phone keeps its binding and retries (§20.33)
+		}
+		s.send(req, tx, res)
 		return
 	}
 	now := s.db.Now()
@@ -137,6 +141,8 @@ func registerStatus(err error) (int, string) {
 	case errors.Is(err, store.ErrNotFound):
 		// The user was deleted between the digest check and the write.
 		return 404, "Not Found"
+	case errors.Is(err, store.ErrNoSpace):
+		return 500, "Insufficient Storage" // with Retry-After: nothing was written
 	case errors.Is(err, store.ErrOutOfOrder):
 		// §10.3 step 7 leaves the status open; 500 is what RFC 3261 uses
 		// for an out-of-order CSeq elsewhere (§12.2.2).

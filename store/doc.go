@@ -43,4 +43,16 @@
 //
 // Methods return ErrNotFound, ErrExists, *ValidationError, *InUseError or
 // *RuleError (wrapped with context); match them with errors.Is and errors.As.
+// A commit the disk had no room for returns ErrNoSpace (nothing was written;
+// retry once space is freed); [DB.CommitFailures], [DB.WriteError] and
+// [DB.ProbeWrite] report write health.
+//
+// # Operations
+//
+// [DB.WriteBackup] writes a consistent backup (tar of secret.key and a
+// snapshot of the bbolt file) while writes go on; [BackupDir] does it for a
+// stopped directory and [Restore] unpacks one into an empty directory.
+// [OpenReadOnly] opens a directory for inspection ([DB.Check], [DB.Stats])
+// without changing it. [DB.PruneAudit] and [DB.PruneCalls] delete old
+// entries in small batches (retention).
 package store

@@ -46,6 +46,7 @@ type DB struct {
 	now         func() time.Time
 	maxContacts int
 	dir         string
+	health      writeHealth // commit failures (diskfull.go)
 
 	// gen counts committed update transactions, but not the group-committed
 	// batches (REGISTER, call records, provisioning fetches), which touch

@@ -18,22 +18,27 @@ type tx struct {
 }
 
 func (db *DB) update(fn func(*tx) error) error {
+	var fnErr error
 	err := db.bolt.Update(func(btx *bolt.Tx) error {
-		return fn(&tx{Tx: btx, now: db.now(), db: db})
+		fnErr = fn(&tx{Tx: btx, now: db.now(), db: db})
+		return fnErr
 	})
 	if err == nil {
 		db.gen.Add(1) // after the commit: see identityCache
 	}
-	return err
+	return db.committed(err, fnErr)
 }
 
 // batch is update through bolt's group commit: many concurrent callers share
 // one fsync. fn may run more than once, so it must only touch the transaction
 // and overwrite (never append to) the variables it reports through.
 func (db *DB) batch(fn func(*tx) error) error {
-	return db.bolt.Batch(func(btx *bolt.Tx) error {
-		return fn(&tx{Tx: btx, now: db.now(), db: db})
+	var fnErr error // of the last run: the one whose outcome err reports
+	err := db.bolt.Batch(func(btx *bolt.Tx) error {
+		fnErr = fn(&tx{Tx: btx, now: db.now(), db: db})
+		return fnErr
 	})
+	return db.committed(err, fnErr)
 }
 
 func (db *DB) view(fn func(*tx) error) error {

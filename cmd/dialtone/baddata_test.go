@@ -99,12 +99,13 @@ func dumpRecords(t *testing.T, file []byte) string {
 	return out.String()
 }
 
-// TestDialtoneProcess is not a test: TestBadDataRefusedAtStart runs the test
+// TestDialtoneProcess is not a test: TestBadDataRefusedAtStart (and
+// testProcessBinary, for TestDiskFull) runs the test
 // binary again with DIALTONE_TEST_PROCESS=1 to get dialtone's main() in a
 // process of its own (exit status and stderr included) without a go build.
 func TestDialtoneProcess(t *testing.T) {
 	if os.Getenv("DIALTONE_TEST_PROCESS") != "1" {
-		t.Skip("run by TestBadDataRefusedAtStart")
+		t.Skip("runs only as a dialtone process started by another test")
 	}
 	args := os.Args
 	for i, a := range args {

@@ -44,6 +44,8 @@ type config struct {
 	SIPUDPSources          int
 	SIPMaxDialogs          int
 	SIPDialogMaxAge        time.Duration
+	AuditRetention         int // days; 0 keeps every audit entry
+	CallRetention          int // days; 0 keeps every call record
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -79,6 +81,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.SIPUDPSources, "sip-udp-sources", 65536, "UDP source addresses the SIP transport remembers (a bounded table)")
 	fs.IntVar(&c.SIPMaxDialogs, "sip-max-dialogs", 100000, "calls in progress remembered at once; beyond, a new call gets 503 before it rings")
 	fs.DurationVar(&c.SIPDialogMaxAge, "sip-dialog-max-age", 12*time.Hour, "a call without BYE is forgotten after this long (its in-dialog requests then get 481)")
+	fs.IntVar(&c.AuditRetention, "audit-retention-days", 400, "delete audit entries older than this many days (0: keep them all)")
+	fs.IntVar(&c.CallRetention, "call-retention-days", 90, "delete call records older than this many days (0: keep them all)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -118,6 +122,9 @@ func ifSet(isSet bool, v, def string) string {
 func (c config) tls() bool { return c.TLSCert != "" }
 
 func (c config) validate() error {
+	if c.AuditRetention < 0 || c.CallRetention < 0 {
+		return errors.New("--audit-retention-days and --call-retention-days must be 0 (keep all) or more")
+	}
 	for name, addr := range map[string]string{"--sip-addr": c.SIPAddr, "--provisioning-addr": c.ProvisioningAddr, "--admin-addr": c.AdminAddr, "--sip-tls-addr": c.SIPTLSAddr} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			return fmt.Errorf("%s %q: want HOST:PORT", name, addr)

@@ -37,9 +37,20 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "cert" {
+	sub := ""
+	if len(os.Args) > 1 {
+		sub = os.Args[1]
+	}
+	switch sub {
+	case "cert":
 		err = runCert(os.Args[2:], os.Stdout, os.Stderr)
-	} else {
+	case "backup":
+		err = runBackup(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr)
+	case "restore":
+		err = runRestore(os.Args[2:], os.Stdout, os.Stderr)
+	case "check":
+		err = runCheck(os.Args[2:], os.Stdout, os.Stderr)
+	default:
 		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
 	}
 	if err != nil && !errors.Is(err, errHelp) {
@@ -155,6 +166,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	if stored, err := storedAnnouncement(db, log); err != nil {
+		return err
+	} else if stored != nil {
+		announcement = stored
+	}
 	rtpMin, rtpMax, _ := cfg.rtpRange()
 	sipSrv, err := sip.New(sip.Config{
 		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires,
@@ -208,6 +224,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
 	g.Go(func() error { return serveHTTP(provHTTP, provLn, tlsConf != nil) })
 	g.Go(func() error { sweep(gctx, db, log); return nil })
+	g.Go(func() error {
+		t := time.NewTicker(time.Hour)
+		defer t.Stop()
+		newRetention(db, cfg, log.With("component", "retention")).run(gctx, t.C)
+		return nil
+	})
 	if dbg != nil {
 		debugHTTP := &http.Server{Handler: pprofMux(), ReadHeaderTimeout: 10 * time.Second}
 		g.Go(func() error { return serveHTTP(debugHTTP, dbg, false) })

@@ -1,0 +1,41 @@
+package store
+
+import (
+	"sort"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Stats describe a data directory for operators (dialtone check).
+type Stats struct {
+	Schema       string         // the data file's schema version
+	BuildSchema  int            // the schema this build reads
+	TxID         int            // the last committed transaction
+	FileBytes    int64          // size of dialtone.db
+	Records      map[string]int // bucket → number of records
+	Buckets      []string       // bucket names, sorted
+	LiveBindings int
+	KeyPresent   bool // secret.key is there and 32 bytes
+}
+
+// Stats counts the records of every bucket in one read transaction.
+func (db *DB) Stats() (Stats, error) {
+	st := Stats{BuildSchema: schemaVersion, Records: map[string]int{}, KeyPresent: db.aead != nil}
+	err := db.bolt.View(func(btx *bolt.Tx) error {
+		st.TxID, st.FileBytes = btx.ID(), btx.Size()
+		if m := btx.Bucket(bMeta); m != nil {
+			st.Schema = string(m.Get([]byte("schema")))
+		}
+		return btx.ForEach(func(name []byte, b *bolt.Bucket) error {
+			st.Records[string(name)] = b.Stats().KeyN
+			st.Buckets = append(st.Buckets, string(name))
+			return nil
+		})
+	})
+	if err != nil {
+		return st, err
+	}
+	sort.Strings(st.Buckets)
+	st.LiveBindings = db.LiveBindings()
+	return st, nil
+}
