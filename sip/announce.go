@@ -15,8 +15,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// announce answers a call to a disabled target (API.md, DESIGN.md
-// "Media"): 100 Trying, 183 Session Progress with the SDP answer (the
+// announce answers a call to a disabled target (docs/design.md; the
+// account rules in docs/account-model.md rule 7): 100 Trying, 183 Session Progress with the SDP answer (the
 // caller's first G.711 codec, a=sendonly, our media address and a port of
 // the range), the announcement as RTP at 20 ms pacing to the address in the
 // offer, then 486 Busy Here with the 183's To-tag. A CANCEL stops the RTP at
@@ -28,7 +28,7 @@ func (s *Server) announce(req *sip.Request, tx sip.ServerTransaction, call *call
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var cancelled atomic.Bool
-	// Register first (notes §3): false means the CANCEL already came.
+	// Register first (a CANCEL may race the INVITE): false means it already came.
 	if !tx.OnCancel(func(*sip.Request) { cancelled.Store(true); stop() }) {
 		call.finish(store.OutcomeCancelled, 487, "cancelled before the announcement")
 		return

@@ -13,7 +13,7 @@ import (
 )
 
 // Errors from ParseOffer. Answer ErrNoAudio and ErrNoG711 with 488 Not Acceptable Here (or 486 at
-// once, as DESIGN.md says for the announcement); ErrMalformedSDP with 400 or 488.
+// once, as dialtone does for the announcement); ErrMalformedSDP with 400 or 488.
 var (
 	ErrNoAudio      = errors.New("media: SDP offer has no audio stream")
 	ErrNoG711       = errors.New("media: SDP offer has no G.711 (PCMU/PCMA) audio over RTP/AVP")
