@@ -7,8 +7,31 @@
 // second, failures by kind, latency percentiles of the whole exchange, its
 // own CPU per registration and, with -target-pid, the registrar's.
 //
+// Two workloads: -workload refresh (the default: each user keeps its contact
+// and Call-ID, CSeq increasing, so after its first registration every
+// REGISTER is a pure refresh) and -workload new-contact (every REGISTER adds
+// a new contact on a new Call-ID and removes the previous one with
+// expires=0: every 200 is a change the registrar must write). -contact fixes
+// the Contact host so that successive runs refresh one binding per user.
+//
+// -ramp steps the rate up and reports the highest rate sustained. A step in
+// which sipload itself could not offer the rate (its pacer fell behind, it
+// used more than -max-gen-cpu of CPU, its own sockets dropped responses) is
+// a generator limit, not the target's failure: it is repeated once, and a
+// second one ends the ramp as "ended by the generator" (the target's max is
+// then a lower bound).
+//
+// -storm is a re-registration storm that behaves like phones: every user
+// starts at once; over UDP each transaction is retransmitted on RFC 3261
+// Timer E (T1 = 500 ms doubling to T2 = 4 s), Timer F gives up after 32 s,
+// a 503 with Retry-After is honoured (wait, then a fresh transaction); it
+// reports when every phone was registered, how many within -storm-window,
+// retransmissions and 503s.
+//
 //	sipload -target 127.0.0.1:5060 -users 1000 -user-prefix 2 -password-pattern 'pw-%s' -domain example.test -rate 2000 -duration 10s
 //	sipload -target 127.0.0.1:5060 -users-file users.csv -ramp -max-p99 50ms
+//	sipload -target 127.0.0.1:5060 -users-file users.csv -workload new-contact -ramp
+//	sipload -target 127.0.0.1:5060 -users-file users.csv -storm -transport tcp -conns 50
 //	sipload provision -admin http://127.0.0.1:8081 -token ... -users 1000 -out users.csv
 //
 // Requests are formatted from a byte template (no SIP stack) and sent on a
