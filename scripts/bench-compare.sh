@@ -178,13 +178,14 @@ sipp_steps() {
 	local tmode=(-t un -max_socket 100)
 	[ "$tr" = tcp ] && tmode=(-t t1)
 	echo "== $name $tr: SIPp at fixed rates (${SIPP_STEP}s each): $SIPP_RATES"
+	echo "   (achieved: successful calls / SIPp's wall time incl. start and drain; pass: ≤ 0.1 % failed, ≤ 1 % ≥ 100 ms; buckets in % of answered)"
 	printf '   %8s %9s %8s %8s %10s %8s %7s %7s %7s %7s %7s  %s\n' offered achieved failed "fail%" "srv µs/reg" "sipp%" "<1ms" "<10" "<50" "<100" ">=100" verdict
 	for rate in $SIPP_RATES; do
 		local f="$TMP/$name-$tr-sipp-$rate" c0 c1 t0 t1 n=$((rate * SIPP_STEP))
 		c0=$(cpu_s "$pid")
 		t0=$(date +%s.%N)
 		# bash's time reports SIPp's own user+sys CPU (taskset execs it).
-		{ TIMEFORMAT='%3U %3S'; time "${GEN_CPU[@]}" sipp "$addr" -i 127.0.0.1 -sf scripts/sipp/register.xml -inf "$inf" "${tmode[@]}" \
+		{ TIMEFORMAT='%3U %3S'; time "${GEN_CPU[@]}" sipp "$addr" -i 127.0.0.1 -sf scripts/sipp/register.xml -inf "$inf" -auth_uri "$DOMAIN" "${tmode[@]}" \
 			-r "$rate" -m "$n" -nr -recv_timeout 2000 -trace_stat -stf "$f.csv" -fd 1 >"$f.out" 2>&1 </dev/null || true; } 2>"$f.time"
 		t1=$(date +%s.%N)
 		c1=$(cpu_s "$pid")
@@ -204,20 +205,18 @@ sipp_steps() {
 		tot=$((b1 + b10 + b50 + b100 + bover))
 		local pct=() b
 		for b in "$b1" "$b10" "$b50" "$b100" "$bover"; do pct+=("$(calc "$tot > 0 ? 100 * $b / $tot : 0" %.1f)"); done
-		if awk -v p="$sipppct" 'BEGIN { exit !(p >= 90) }'; then
-			verdict="GENERATOR LIMIT (SIPp ${sipppct}% of its core, $created of $n calls created)"
+		if awk -v p="$sipppct" -v w="$wall" -v s="$SIPP_STEP" 'BEGIN { exit !(p >= 90 || w > 1.5 * s + 2) }'; then
+			verdict="GENERATOR LIMIT (SIPp ${sipppct}% of its core, took ${wall} s for a ${SIPP_STEP} s step)"
 		elif [ "$created" -lt $((n * 97 / 100)) ]; then
 			verdict="SIPP STOPPED: $created of $n calls created: $(grep -m1 -E '[a-zA-Z]+: ' "$f.out" | cut -c1-160 || true)"
 		elif awk -v f="$failpct" 'BEGIN { exit !(f > 0.1) }'; then
 			verdict="FAIL: ${failpct}% failed ($failed failed calls)"
 		elif awk -v o="${pct[4]}" 'BEGIN { exit !(o > 1) }'; then
 			verdict="FAIL: p99 > 100 ms (${pct[4]}% ≥ 100 ms)"
-		elif [ "$achieved" -lt $((rate * 95 / 100)) ]; then
-			verdict="FAIL: achieved only $achieved/s"
 		fi
 		printf '   %8s %9s %8s %8s %10s %8s %7s %7s %7s %7s %7s  %s\n' "$rate" "$achieved" "$((n - ok))" "$failpct" "$srvus" "$sipppct" \
 			"${pct[0]}" "${pct[1]}" "${pct[2]}" "${pct[3]}" "${pct[4]}" "$verdict"
-		R[$name.$tr.sipp.$rate.cpu]=$srvus
+		[ "$ok" -gt 0 ] && R[$name.$tr.sipp.$rate.cpu]=$srvus
 		R[$name.$tr.sipp.$rate.p10]=$(calc "${pct[0]} + ${pct[1]}" %.1f)
 		case $verdict in
 		pass) best=$rate; fails=0 ;;
@@ -490,10 +489,10 @@ for tr in $TRANSPORTS; do
 			[ "$(v dialtone.$tr.alive)" = yes ]
 	}
 	printf '  %-3s dialtone: %s/%s within 60 s, all after %s s, %s retransmissions, %s × 503, %s Timer F; live +%s for %s answered 200; running: %s\n' "$tr" \
-		"$(v dialtone.$tr.storm_registered_within_window)" "$STORM_USERS" "$(v dialtone.$tr.storm_all_registered_s)" "$(v dialtone.$tr.storm_retransmissions)" \
+		"$(v dialtone.$tr.storm_registered_within_window)" "$STORM_USERS" "$(num "$(v dialtone.$tr.storm_all_registered_s)" %.2f)" "$(v dialtone.$tr.storm_retransmissions)" \
 		"$(v dialtone.$tr.storm_503)" "$(v dialtone.$tr.storm_timer_f)" "$(v dialtone.$tr.livedelta)" "$(v dialtone.$tr.storm_registered)" "$(v dialtone.$tr.alive)"
 	printf '      Kamailio: %s/%s within 60 s, all after %s s, %s retransmissions, %s × 503; time to all registered dialtone/Kamailio = %s×; generator cpu %s/%s cores, drops %s/%s   %s\n' \
-		"$(v kamailio.$tr.storm_registered_within_window)" "$STORM_USERS" "$(v kamailio.$tr.storm_all_registered_s)" "$(v kamailio.$tr.storm_retransmissions)" \
+		"$(v kamailio.$tr.storm_registered_within_window)" "$STORM_USERS" "$(num "$(v kamailio.$tr.storm_all_registered_s)" %.2f)" "$(v kamailio.$tr.storm_retransmissions)" \
 		"$(v kamailio.$tr.storm_503)" "$(ratio "$(v dialtone.$tr.storm_all_registered_s)" "$(v kamailio.$tr.storm_all_registered_s)")" \
 		"$(num "$(v dialtone.$tr.generator_cpu_cores)" %.2f)" "$(num "$(v kamailio.$tr.generator_cpu_cores)" %.2f)" \
 		"$(v dialtone.$tr.generator_udp_drops)" "$(v kamailio.$tr.generator_udp_drops)" "$(met okall)"
