@@ -42,6 +42,8 @@ type ua struct {
 	txn      uint32
 	txStart  int64
 	interval int64
+	// authTries counts the challenges answered in this attempt.
+	authTries uint8
 }
 
 // lane is one UDP socket or one TCP connection with its reader goroutine.

@@ -28,6 +28,7 @@ type responder struct {
 	dropEvery     int
 	dropCopies    int      // drop the first dropCopies copies of every request (Call-ID + CSeq): the client must retransmit
 	busyOnce      bool     // answer the first authenticated REGISTER of each Call-ID 503 with Retry-After: 1
+	staleOnce     bool     // ... with a new challenge (401, stale=true) instead
 	copies        sync.Map // Call-ID + CSeq → *atomic.Int64
 	busied        sync.Map // Call-ID → true
 	busy          atomic.Uint64
@@ -89,7 +90,12 @@ func (rs *responder) answer(data []byte) []byte {
 		rs.cseqErrs.Add(1)
 	}
 	rs.lastCSeq.Store(cid, cseq)
-	if _, seen := rs.busied.LoadOrStore(cid, true); rs.busyOnce && !seen {
+	if _, seen := rs.busied.LoadOrStore(cid, true); rs.staleOnce && !seen {
+		rs.busy.Add(1)
+		n := rs.nonce.Add(1)
+		md5 := digest.Challenge{Realm: "example.test", Nonce: fmt.Sprintf("r%d", n), Algorithm: "MD5", QOP: []string{"auth"}, Stale: true}
+		return reply(req, "401 Unauthorized", "WWW-Authenticate: "+md5.String()+"\r\n")
+	} else if rs.busyOnce && !seen {
 		rs.busy.Add(1)
 		return reply(req, "503 Service Unavailable", "Retry-After: 1\r\n")
 	}
@@ -439,6 +445,17 @@ func TestStormTimerF(t *testing.T) {
 	// before Timer F at 320 ms.
 	if r.Registered != 0 || r.TimerF != 5 || r.Retx != 5*10 || r.AllSeconds != -1 {
 		t.Errorf("silent registrar: %d registered, %d Timer F, %d retransmissions; want 0, 5, 50", r.Registered, r.TimerF, r.Retx)
+	}
+}
+
+// TestStormStaleNonce: a phone answers a new challenge to its authenticated
+// REGISTER once more instead of giving up.
+func TestStormStaleNonce(t *testing.T) {
+	rs := &responder{staleOnce: true}
+	e := newTestEngine(t, "-target", rs.serveUDP(t), "-users", "20", "-storm", "-t1", "50ms", "-duration", "20s")
+	r := e.runStorm(context.Background(), nil)
+	if r.Registered != 20 || r.GaveUp != 0 || rs.busy.Load() != 20 || rs.ok.Load() < 20 {
+		t.Errorf("storm against a registrar re-challenging once: %+v; responder re-challenged %d, accepted %d", r, rs.busy.Load(), rs.ok.Load())
 	}
 }
 

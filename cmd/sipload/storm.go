@@ -21,7 +21,8 @@ import (
 //     sent once. Timer F (64×T1 = 32 s) ends an unanswered transaction;
 //     the phone then waits -retry-wait and starts over;
 //   - the 401 is answered with the authenticated REGISTER, a new
-//     transaction (CSeq + 1) with its own timers;
+//     transaction (CSeq + 1) with its own timers; a 401 to that one (a stale
+//     nonce, a replayed retransmission) is answered once more;
 //   - a 503 (or 408, 480, 500, 504) with Retry-After makes the phone wait
 //     that many seconds, then start over with a fresh transaction (no
 //     Retry-After: -retry-wait); any other final failure gives up;
@@ -195,7 +196,7 @@ func (r *stormResult) json(w io.Writer) { json.NewEncoder(w).Encode(r) }
 // stormStartLocked starts a fresh transaction with u's first (unauthenticated)
 // REGISTER, keeps its bytes for retransmission and appends them to buf.
 func (l *lane) stormStartLocked(u *ua, now int64, buf []byte) []byte {
-	u.busy, u.phase = true, 1
+	u.busy, u.phase, u.authTries = true, 1, 0
 	if u.gen == 0 {
 		u.gen = 1 // one Call-ID per phone for the whole storm
 	}
@@ -229,12 +230,16 @@ func (l *lane) stormHandleLocked(u *ua, r *response, now int64, buf []byte, rs *
 	case r.code < 200:
 		u.interval = s.t2 // Proceeding: retransmit every T2 (§17.1.2.2)
 		return buf, false
-	case u.phase == 1 && (r.code == 401 || r.code == 407):
+	case (r.code == 401 || r.code == 407) && (u.phase == 1 || u.authTries < 2):
+		// A 401 to the authenticated REGISTER is a new challenge (the
+		// nonce went stale, or a retransmission was refused as a replay
+		// after the first answer was lost): a phone answers it once more.
 		c := r.pick(l.e.cfg.algorithm)
 		if c == nil {
 			l.stormGiveUpLocked(u, strconv.Itoa(r.code)+" without a usable challenge")
 			return buf, false
 		}
+		u.authTries++
 		u.last = l.authRegister(u.last[:0], u, c, rs)
 		l.stormArmLocked(u, now)
 		return append(buf, u.last...), true
