@@ -117,6 +117,10 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 		nl = len(users)
 	}
 	ha2s := map[string][]byte{}
+	bufSize := 4 << 20
+	if cfg.storm { // every user's response may arrive in one burst
+		bufSize = 16 << 20
+	}
 	for i := 0; i < nl; i++ {
 		var c net.Conn
 		var err error
@@ -131,7 +135,7 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 			}
 			uc, err = net.DialUDP("udp", nil, raddr)
 			if err == nil {
-				setBuffers(uc, 4<<20)
+				setBuffers(uc, bufSize)
 				c = uc
 			}
 		}
