@@ -452,6 +452,7 @@ echo "(max: sipload refresh ramp, registrar CPU µs/reg there; gen cpu: sipload'
 echo " nc: new-contact workload ramp; SIPp max: highest passing fixed rate, same-contact/new-Call-ID workload)"
 for name in kamailio dialtone; do for tr in $TRANSPORTS; do
 	[ "$(v $name.$tr.end)" = generator ] && echo "note: $name $tr ramp ended by the GENERATOR's limit ($(v $name.$tr.endwhy)): its max is a lower bound"
+	[ "$(v $name.$tr.end)" = time ] && echo "note: $name $tr ramp ran out of time (BENCH_RAMP_SECONDS) before a step failed: its max is a lower bound"
 	[ -n "${R[$name.$tr.sipp.genlimit]:-}" ] && echo "note: SIPp was the limit for $name $tr at ${R[$name.$tr.sipp.genlimit]}/s"
 done; done
 echo
