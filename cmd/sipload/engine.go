@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,16 @@ type ua struct {
 	st       *stats
 	ha1Realm string
 	ha1      []byte
+
+	// -storm (storm.go): the current transaction's bytes (retransmitted
+	// as they are), its number (timers of older ones are stale), start and
+	// Timer E interval in ns.
+	last     []byte
+	txn      uint32
+	txStart  int64
+	interval int64
+	// authTries counts the challenges answered in this attempt.
+	authTries uint8
 }
 
 // lane is one UDP socket or one TCP connection with its reader goroutine.
@@ -51,6 +63,7 @@ type lane struct {
 	fifo   []pending
 	head   int
 	rng    uint64
+	timers timerHeap // -storm
 }
 
 type pending struct {
@@ -77,6 +90,10 @@ type engine struct {
 	budget  atomic.Int64
 	limited atomic.Bool
 
+	// stepFn replaces a ramp step (tests); nil: phase with -step.
+	stepFn func(ctx context.Context, rate float64) *result
+	storm  atomic.Pointer[stormState] // -storm (storm.go)
+
 	wg       sync.WaitGroup
 	closing  atomic.Bool
 	readErrs atomic.Uint64
@@ -100,6 +117,10 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 		nl = len(users)
 	}
 	ha2s := map[string][]byte{}
+	bufSize := 4 << 20
+	if cfg.storm { // every user's response may arrive in one burst
+		bufSize = 16 << 20
+	}
 	for i := 0; i < nl; i++ {
 		var c net.Conn
 		var err error
@@ -114,7 +135,7 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 			}
 			uc, err = net.DialUDP("udp", nil, raddr)
 			if err == nil {
-				setBuffers(uc, 4<<20)
+				setBuffers(uc, bufSize)
 				c = uc
 			}
 		}
@@ -127,7 +148,8 @@ func newEngine(cfg *config, users []userCred) (*engine, error) {
 			tr = "TCP"
 		}
 		l := &lane{e: e, id: i, conn: c, tcp: cfg.transport == "tcp", rng: uint64(i)*0x9e3779b97f4a7c15 + uint64(time.Now().UnixNano()) | 1,
-			p: msgParams{transport: tr, laddr: c.LocalAddr().String(), runID: e.runID, expires: cfg.expires}}
+			p: msgParams{transport: tr, laddr: c.LocalAddr().String(), runID: e.runID, expires: cfg.expires,
+				contact: cfg.contact, newContact: cfg.workload == "new-contact"}}
 		if uc, ok := c.(*net.UDPConn); ok {
 			l.pc = ipv4.NewPacketConn(uc)
 		}
@@ -323,6 +345,10 @@ func (l *lane) writeBatch(msgs []ipv4.Message, bufs [][]byte) (int, error) {
 }
 
 func (l *lane) failSend(u *ua, gen uint32) {
+	if s := l.e.storm.Load(); s != nil { // a phone's retransmission (or Timer F) follows
+		s.st.fail("send error")
+		return
+	}
 	l.mu.Lock()
 	if u.busy && u.gen == gen {
 		l.finishLocked(u, l.e.now(), "send error")
@@ -425,6 +451,17 @@ func (l *lane) handle(msg []byte, rs *readerState, out *outbox) {
 		e.cur.Load().late.Add(1)
 		return
 	}
+	if e.storm.Load() != nil {
+		u := e.users[idx]
+		buf := out.next(l.tcp)
+		l.mu.Lock()
+		buf, send := l.stormHandleLocked(u, r, e.now(), buf, rs)
+		if send {
+			out.add(l.tcp, buf, u, u.gen)
+		}
+		l.mu.Unlock()
+		return
+	}
 	if r.code < 200 {
 		return
 	}
@@ -451,26 +488,7 @@ func (l *lane) handle(msg []byte, rs *readerState, out *outbox) {
 			finished = true
 			break
 		}
-		a := authParams{username: u.name, realm: c.realm, nonce: c.nonce, uri: u.uri,
-			opaque: c.opaque, algorithm: c.algorithm, qop: c.qopAuth, nc: ncOne}
-		if u.ha1 == nil || u.ha1Realm != string(c.realm) {
-			u.ha1Realm = string(c.realm)
-			u.ha1 = ha1(e.cfg.algorithm, u.name, u.ha1Realm, u.password)
-		}
-		var qop []byte
-		if a.qop {
-			l.rng ^= l.rng << 13
-			l.rng ^= l.rng >> 7
-			l.rng ^= l.rng << 17
-			rs.cnonce = strconv.AppendUint(rs.cnonce[:0], l.rng, 16)
-			a.cnonce = rs.cnonce
-			qop = qopAuth
-		}
-		rs.dig, rs.scratch = digestResponse(rs.dig[:0], rs.scratch, e.cfg.algorithm, u.ha1, c.nonce, a.nc, a.cnonce, qop, u.ha2)
-		a.response = rs.dig
-		u.phase = 2
-		u.cseq++
-		buf = appendRegister(buf, &l.p, u, u.cseq, u.gen, e.cfg.freshCallID, &a)
+		buf = l.authRegister(buf, u, c, rs)
 		sendFor = u
 	case u.phase == 2 && r.code >= 200 && r.code < 300:
 		l.finishLocked(u, now, "")
@@ -489,6 +507,32 @@ func (l *lane) handle(msg []byte, rs *readerState, out *outbox) {
 		out.add(l.tcp, buf, sendFor, sendFor.gen)
 	}
 	l.mu.Unlock()
+}
+
+// authRegister appends u's authenticated REGISTER answering challenge c
+// (the next CSeq, phase 2); the caller holds l.mu and owns rs.
+func (l *lane) authRegister(buf []byte, u *ua, c *challenge, rs *readerState) []byte {
+	e := l.e
+	a := authParams{username: u.name, realm: c.realm, nonce: c.nonce, uri: u.uri,
+		opaque: c.opaque, algorithm: c.algorithm, qop: c.qopAuth, nc: ncOne}
+	if u.ha1 == nil || u.ha1Realm != string(c.realm) {
+		u.ha1Realm = string(c.realm)
+		u.ha1 = ha1(e.cfg.algorithm, u.name, u.ha1Realm, u.password)
+	}
+	var qop []byte
+	if a.qop {
+		l.rng ^= l.rng << 13
+		l.rng ^= l.rng >> 7
+		l.rng ^= l.rng << 17
+		rs.cnonce = strconv.AppendUint(rs.cnonce[:0], l.rng, 16)
+		a.cnonce = rs.cnonce
+		qop = qopAuth
+	}
+	rs.dig, rs.scratch = digestResponse(rs.dig[:0], rs.scratch, e.cfg.algorithm, u.ha1, c.nonce, a.nc, a.cnonce, qop, u.ha2)
+	a.response = rs.dig
+	u.phase = 2
+	u.cseq++
+	return appendRegister(buf, &l.p, u, u.cseq, u.gen, e.cfg.freshCallID, &a)
 }
 
 var (
@@ -632,9 +676,13 @@ func (e *engine) pace(ctx context.Context, rate float64) {
 		case <-t.C:
 		}
 		st := e.cur.Load()
-		due := uint64(rate * time.Since(t0).Seconds())
+		el := time.Since(t0)
+		due := uint64(rate * el.Seconds())
+		if lag := int64(el) - int64(float64(sent)/rate*1e9); lag > st.maxLag.Load() {
+			st.maxLag.Store(lag)
+		}
 		if due > sent+maxLag {
-			st.skip("generator behind schedule", due-sent-maxLag)
+			st.skip(behindKind, due-sent-maxLag)
 			sent = due - maxLag
 		}
 		for ; sent < due; sent++ {
@@ -687,4 +735,39 @@ func (e *engine) drain() {
 	for e.inflight.Load() > 0 && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// udpDrops is the number of datagrams the kernel dropped on this engine's
+// UDP sockets (the drops column of /proc/net/udp), 0 over TCP.
+func (e *engine) udpDrops() uint64 {
+	if e.cfg.transport != "udp" {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return 0
+	}
+	ports := map[string]bool{}
+	for _, l := range e.lanes {
+		if a, ok := l.conn.LocalAddr().(*net.UDPAddr); ok {
+			ports[fmt.Sprintf(":%04X", a.Port)] = true
+		}
+	}
+	return sumDrops(b, ports)
+}
+
+// sumDrops adds the drops (last column) of the /proc/net/udp lines whose
+// local address ends in one of ports (":HHHH").
+func sumDrops(b []byte, ports map[string]bool) uint64 {
+	var n uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 13 || len(f[1]) < 5 || !ports[f[1][len(f[1])-5:]] {
+			continue
+		}
+		if d, err := strconv.ParseUint(f[len(f)-1], 10, 64); err == nil {
+			n += d
+		}
+	}
+	return n
 }

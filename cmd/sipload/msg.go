@@ -61,6 +61,14 @@ type msgParams struct {
 	laddr     string // ip:port
 	runID     string
 	expires   int
+	// contact is the host:port of the Contact URI; empty: laddr. A fixed
+	// one keeps a user's contact the same across sipload runs (sockets get
+	// new ports), so runs refresh one binding instead of adding one each.
+	contact string
+	// newContact: every registration (callGen) registers a new contact
+	// and removes the previous one with expires=0 in the same REGISTER,
+	// so every 200 is a change the registrar must write.
+	newContact bool
 }
 
 // authParams is what goes into an Authorization header.
@@ -78,6 +86,7 @@ type authParams struct {
 // Call-ID is "<user index>-<run id>" (plus "-<generation>" with fresh
 // Call-IDs), so a response finds its user without a map lookup.
 func appendRegister(b []byte, p *msgParams, u *ua, cseq uint32, callGen uint32, freshCallID bool, a *authParams) []byte {
+	freshCallID = freshCallID || p.newContact
 	b = append(b, "REGISTER sip:"...)
 	b = append(b, u.domain...)
 	b = append(b, " SIP/2.0\r\nVia: SIP/2.0/"...)
@@ -106,14 +115,14 @@ func appendRegister(b []byte, p *msgParams, u *ua, cseq uint32, callGen uint32, 
 	b = appendCallID(b, p.runID, u.idx, callGen, freshCallID)
 	b = append(b, "\r\nCSeq: "...)
 	b = strconv.AppendUint(b, uint64(cseq), 10)
-	b = append(b, " REGISTER\r\nContact: <sip:"...)
-	b = append(b, u.name...)
-	b = append(b, '@')
-	b = append(b, p.laddr...)
-	if p.transport == "TCP" {
-		b = append(b, ";transport=tcp"...)
+	b = append(b, " REGISTER\r\nContact: "...)
+	b = appendContact(b, p, u, callGen)
+	if p.newContact && callGen > 1 {
+		b = append(b, "\r\nContact: "...)
+		b = appendContact(b, p, u, callGen-1)
+		b = append(b, ";expires=0"...)
 	}
-	b = append(b, ">\r\nExpires: "...)
+	b = append(b, "\r\nExpires: "...)
 	b = strconv.AppendInt(b, int64(p.expires), 10)
 	b = append(b, "\r\nUser-Agent: sipload\r\n"...)
 	if a != nil {
@@ -147,6 +156,28 @@ func appendRegister(b []byte, p *msgParams, u *ua, cseq uint32, callGen uint32, 
 	}
 	b = append(b, "Content-Length: 0\r\n\r\n"...)
 	return b
+}
+
+// appendContact appends <sip:user@host> (user-<run>-<gen> with newContact).
+func appendContact(b []byte, p *msgParams, u *ua, gen uint32) []byte {
+	b = append(b, "<sip:"...)
+	b = append(b, u.name...)
+	if p.newContact {
+		b = append(b, '-')
+		b = append(b, p.runID...)
+		b = append(b, '-')
+		b = strconv.AppendUint(b, uint64(gen), 10)
+	}
+	b = append(b, '@')
+	if p.contact != "" {
+		b = append(b, p.contact...)
+	} else {
+		b = append(b, p.laddr...)
+	}
+	if p.transport == "TCP" {
+		b = append(b, ";transport=tcp"...)
+	}
+	return append(b, '>')
 }
 
 func appendCallID(b []byte, runID string, idx int, gen uint32, fresh bool) []byte {

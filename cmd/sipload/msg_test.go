@@ -57,6 +57,38 @@ func TestAppendRegister(t *testing.T) {
 	}
 }
 
+// TestNewContactWorkload: every registration registers a new contact and
+// removes the previous one in the same REGISTER (a change the registrar must
+// write), on a new Call-ID; a fixed -contact host replaces the socket address.
+func TestNewContactWorkload(t *testing.T) {
+	p := &msgParams{transport: "UDP", laddr: "127.0.0.1:40000", runID: "r1", expires: 600, contact: "192.0.2.1:5999", newContact: true}
+	u := testUser()
+	first := string(appendRegister(nil, p, u, 1, 1, false, nil))
+	if !strings.Contains(first, "Contact: <sip:20017-r1-1@192.0.2.1:5999>\r\nExpires") || !strings.Contains(first, "Call-ID: 17-r1-1\r\n") {
+		t.Errorf("first registration:\n%s", first)
+	}
+	got := string(appendRegister(nil, p, u, 7, 4, false, nil))
+	msg, err := sip.ParseMessage([]byte(got))
+	if err != nil {
+		t.Fatalf("sipgo cannot parse it: %v\n%s", err, got)
+	}
+	req := msg.(*sip.Request)
+	var contacts []string
+	for _, h := range req.GetHeaders("Contact") {
+		contacts = append(contacts, h.Value())
+	}
+	want := []string{"<sip:20017-r1-4@192.0.2.1:5999>", "<sip:20017-r1-3@192.0.2.1:5999>;expires=0"}
+	if diff := cmp.Diff(want, contacts); diff != "" || req.CallID().Value() != "17-r1-4" {
+		t.Errorf("Call-ID %q, contacts (-want +got):\n%s", req.CallID().Value(), diff)
+	}
+
+	p.newContact = false
+	got = string(appendRegister(nil, p, u, 8, 5, false, nil))
+	if !strings.Contains(got, "Contact: <sip:20017@192.0.2.1:5999>\r\n") || !strings.Contains(got, "Call-ID: 17-r1\r\n") {
+		t.Errorf("refresh with a fixed contact host:\n%s", got)
+	}
+}
+
 func TestUserIndexRejects(t *testing.T) {
 	for _, s := range []string{"", "17", "17-r2", "17-r1x", "x-r1", "-r1", "99999999999-r1"} {
 		if idx, ok := userIndex([]byte(s), "r1"); ok {

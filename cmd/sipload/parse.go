@@ -29,14 +29,15 @@ type challenge struct {
 
 // response is the part of a SIP response sipload looks at.
 type response struct {
-	code       int
-	callID     []byte
-	cseq       uint32
-	cseqMethod []byte
-	chals      [maxChallenges]challenge
-	nchal      int
-	retryAfter bool   // a Retry-After header was present
-	scratch    []byte // for folded header values; reused
+	code        int
+	callID      []byte
+	cseq        uint32
+	cseqMethod  []byte
+	chals       [maxChallenges]challenge
+	nchal       int
+	retryAfter  bool   // a Retry-After header was present
+	retryAfterS int    // its delta-seconds (RFC 3261 §20.33), 0 if absent or unreadable
+	scratch     []byte // for folded header values; reused
 }
 
 var (
@@ -70,7 +71,7 @@ func parseKind(err error) string {
 // Bodies are ignored. Requests (a server may send OPTIONS or NOTIFY) yield
 // errNotResponse.
 func parseResponse(msg []byte, r *response) error {
-	r.code, r.callID, r.cseq, r.cseqMethod, r.nchal, r.retryAfter = 0, nil, 0, nil, 0, false
+	r.code, r.callID, r.cseq, r.cseqMethod, r.nchal, r.retryAfter, r.retryAfterS = 0, nil, 0, nil, 0, false, 0
 	r.scratch = r.scratch[:0]
 	line, rest, ok := cutLine(msg)
 	if !ok {
@@ -141,6 +142,7 @@ func parseResponse(msg []byte, r *response) error {
 			r.cseq, r.cseqMethod = n, m
 		case eqFold(name, "retry-after"):
 			r.retryAfter = true
+			r.retryAfterS = parseDeltaSeconds(value)
 		case eqFold(name, "www-authenticate"), eqFold(name, "proxy-authenticate"):
 			if r.nchal == maxChallenges {
 				continue
@@ -383,4 +385,21 @@ func (f *framer) next() ([]byte, error) {
 	msg := f.buf[:total]
 	f.buf = f.buf[total:]
 	return msg, nil
+}
+
+// parseDeltaSeconds reads the delta-seconds at the start of a Retry-After
+// value ("30", "30 (busy)", "30;duration=60"); 0 if there is none. Values
+// are capped at one day: a phone would not wait longer in a benchmark.
+func parseDeltaSeconds(v []byte) int {
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+		if n > 86400 {
+			return 86400
+		}
+	}
+	return n
 }

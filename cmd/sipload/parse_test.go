@@ -178,6 +178,7 @@ func FuzzParseResponse(f *testing.F) {
 	for _, s := range []string{kamailio401, rfc8760401, ok200,
 		"SIP/2.0 401 U\r\nCall-ID: a\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"r\\\"q\", nonce=\"x\"\r\n\r\n",
 		"SIP/2.0 401 U\r\nCall-ID: f\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"r\",\r\n\tnonce=x\r\n\r\n",
+		"SIP/2.0 503 Busy\r\nCall-ID: b\r\nCSeq: 2 REGISTER\r\nRetry-After: 17 (overload);duration=5\r\n\r\n",
 		"OPTIONS sip:x SIP/2.0\r\n\r\n", "", "\n", "SIP/2.0 200 OK\r\n"} {
 		f.Add([]byte(s))
 	}
@@ -188,6 +189,9 @@ func FuzzParseResponse(f *testing.F) {
 		}
 		if r.code < 100 || r.code > 699 {
 			t.Errorf("code %d accepted", r.code)
+		}
+		if r.retryAfterS < 0 || r.retryAfterS > 86400 || r.retryAfterS > 0 && !r.retryAfter {
+			t.Errorf("Retry-After %d s (present %v)", r.retryAfterS, r.retryAfter)
 		}
 		if len(r.callID) == 0 || len(r.cseqMethod) == 0 {
 			t.Errorf("accepted without Call-ID or CSeq method: %q %q", r.callID, r.cseqMethod)
@@ -206,4 +210,20 @@ func FuzzParseResponse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRetryAfterSeconds(t *testing.T) {
+	for _, tt := range []struct {
+		hdr  string
+		want int
+	}{{"Retry-After: 17", 17}, {"Retry-After: 5 (busy);duration=9", 5}, {"retry-after:30;x", 30}, {"Retry-After: soon", 0}, {"Retry-After: 99999999999", 86400}} {
+		var r response
+		msg := "SIP/2.0 503 Busy\r\nCall-ID: b\r\nCSeq: 2 REGISTER\r\n" + tt.hdr + "\r\n\r\n"
+		if err := parseResponse([]byte(msg), &r); err != nil {
+			t.Fatalf("%q: %v", tt.hdr, err)
+		}
+		if !r.retryAfter || r.retryAfterS != tt.want {
+			t.Errorf("%q: Retry-After %v %d s, want %d s", tt.hdr, r.retryAfter, r.retryAfterS, tt.want)
+		}
+	}
 }

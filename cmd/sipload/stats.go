@@ -93,6 +93,7 @@ type stats struct {
 	skipped atomic.Uint64 // not started: user still busy, outstanding cap, generator behind
 	late    atomic.Uint64 // responses for exchanges already over (timed out) or unknown
 	lat     hist
+	maxLag  atomic.Int64 // ns the pacer was behind its schedule at worst
 
 	mu    sync.Mutex
 	kinds map[string]uint64
