@@ -68,7 +68,7 @@ type contactSet struct {
 }
 
 // parseContacts extracts and checks every Contact of req (RFC 3261 §10.3
-// step 6). It returns an error, whose text is fit for a reason phrase, for:
+// step 6). It returns a badRequest (see reason) for:
 // a wildcard beside other contacts, more than maxContacts contacts, a
 // contact URI that is not sip/sips with a host, an oversized URI or
 // +sip.instance, a malformed q or expires parameter.
@@ -76,17 +76,17 @@ func parseContacts(req *sip.Request) (contactSet, error) {
 	var cs contactSet
 	hdrs := req.GetHeaders("Contact")
 	if len(hdrs) > maxContacts {
-		return cs, errors.New("Too Many Contacts")
+		return cs, badRequest("Too Many Contacts")
 	}
 	for _, h := range hdrs {
 		ch, ok := h.(*sip.ContactHeader)
 		if !ok || ch == nil {
-			return cs, errors.New("Malformed Contact")
+			return cs, badRequest("Malformed Contact")
 		}
 		if ch.Address.Wildcard {
 			cs.Wildcard = true
 			if len(ch.Params) > 0 {
-				return cs, errors.New("Malformed Contact")
+				return cs, badRequest("Malformed Contact")
 			}
 			continue
 		}
@@ -97,7 +97,7 @@ func parseContacts(req *sip.Request) (contactSet, error) {
 		cs.Contacts = append(cs.Contacts, c)
 	}
 	if cs.Wildcard && len(hdrs) != 1 {
-		return contactSet{}, errors.New("Wildcard Contact Not Alone")
+		return contactSet{}, badRequest("Wildcard Contact Not Alone")
 	}
 	return cs, nil
 }
@@ -108,14 +108,14 @@ func parseContact(ch *sip.ContactHeader) (contact, error) {
 	u := &ch.Address
 	scheme := strings.ToLower(u.Scheme)
 	if scheme != "sip" && scheme != "sips" {
-		return c, errors.New("Unsupported Contact URI Scheme")
+		return c, badRequest("Unsupported Contact URI Scheme")
 	}
 	if u.Host == "" || strings.ContainsAny(u.Host, " \t\r\n\x00<>\"") || u.Port < 0 || u.Port > 65535 {
-		return c, errors.New("Malformed Contact URI")
+		return c, badRequest("Malformed Contact URI")
 	}
 	c.URI = u.String()
 	if len(c.URI) > maxContactURILen || strings.ContainsAny(c.URI, " \t\r\n\x00<>") {
-		return c, errors.New("Malformed Contact URI")
+		return c, badRequest("Malformed Contact URI")
 	}
 	for _, kv := range ch.Params {
 		// sipgo keeps whitespace around '=' inside names and values; trim it.
@@ -125,18 +125,18 @@ func parseContact(ch *sip.ContactHeader) (contact, error) {
 		case "expires":
 			e, err := parseExpires(val)
 			if err != nil {
-				return c, errors.New("Invalid Contact Expires")
+				return c, badRequest("Invalid Contact Expires")
 			}
 			c.Expires = int64(e)
 		case "q":
 			if !validQ(val) {
-				return c, errors.New("Invalid Contact q")
+				return c, badRequest("Invalid Contact q")
 			}
 			c.Q = val
 		case "+sip.instance":
 			v := strings.Trim(val, `"`)
 			if len(v) > maxInstanceLen || strings.ContainsAny(v, " \t\r\n\x00\"") {
-				return c, errors.New("Invalid Contact Instance")
+				return c, badRequest("Invalid Contact Instance")
 			}
 			c.InstanceID = v
 		}
@@ -218,4 +218,21 @@ func effectivePort(p int, scheme string) int {
 		return 5061
 	}
 	return 5060
+}
+
+// badRequest is a request refused with 400; its value is the reason phrase
+// to send (SIP reason phrases are capitalised by convention, RFC 3261
+// §21.4), its Error text the same words in Go's style.
+type badRequest string
+
+func (e badRequest) Error() string { return "bad request: " + strings.ToLower(string(e)) }
+
+// reason is the reason phrase for err: a badRequest's own words, else the
+// generic one.
+func reason(err error) string {
+	var br badRequest
+	if errors.As(err, &br) {
+		return string(br)
+	}
+	return "Bad Request"
 }

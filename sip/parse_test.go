@@ -60,7 +60,7 @@ func TestParseContacts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseContacts(parseRegister(t, tc.headers))
 			if tc.wantErr != "" {
-				if err == nil || err.Error() != tc.wantErr {
+				if err == nil || reason(err) != tc.wantErr {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
 				return

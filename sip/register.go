@@ -26,7 +26,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	cs, err := parseContacts(req)
 	if err != nil {
-		s.reply(req, tx, 400, err.Error())
+		s.reply(req, tx, 400, reason(err))
 		return
 	}
 	hdrExpires := int64(-1)
