@@ -47,8 +47,9 @@ type DB struct {
 	dir         string
 
 	// gen counts committed update transactions (not REGISTER's batches,
-	// which touch only bindings): caches of other records are valid while
-	// it is unchanged.
+	// which touch only bindings, nor fetch records, except the one that
+	// confirms a device's credentials): caches of other records are valid
+	// while it is unchanged. See Generation.
 	gen        atomic.Uint64
 	identities identityCache
 }
@@ -162,6 +163,12 @@ func (db *DB) Close() error { return db.bolt.Close() }
 
 // Dir is the data directory the store lives in.
 func (db *DB) Dir() string { return db.dir }
+
+// Generation changes after every committed change to accounts, users,
+// devices, credentials or provisioning settings (not after registrations or
+// routine fetch records). A cache of what those records say is current while
+// Generation returns the value it read before reading them.
+func (db *DB) Generation() uint64 { return db.gen.Load() }
 
 // Now is the store's clock.
 func (db *DB) Now() time.Time { return db.now() }
