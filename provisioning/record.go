@@ -3,6 +3,7 @@ package provisioning
 import (
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/dialtone-voip/dialtone/store"
 )
@@ -26,7 +27,7 @@ type recorder struct {
 
 	mu      sync.Mutex
 	changed *sync.Cond // signalled after each round and when pending empties
-	pending map[string]store.Fetch
+	pending map[deviceID]store.Fetch
 	writing bool // a writer goroutine is running
 }
 
@@ -38,7 +39,7 @@ const maxRecordBacklog = 4096
 const writeParallel = 256
 
 func newRecorder(db *store.DB, log *slog.Logger) *recorder {
-	r := &recorder{db: db, log: log, pending: map[string]store.Fetch{}}
+	r := &recorder{db: db, log: log, pending: map[deviceID]store.Fetch{}}
 	r.changed = sync.NewCond(&r.mu)
 	return r
 }
@@ -46,7 +47,7 @@ func newRecorder(db *store.DB, log *slog.Logger) *recorder {
 // add queues f. Call it before the answer is written, so a Flush by anyone
 // who has seen the answer waits for the record.
 func (r *recorder) add(f store.Fetch) {
-	id := f.AccountID + "/" + f.MAC
+	id := deviceID{f.AccountID, f.MAC}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for {
@@ -67,12 +68,24 @@ func (r *recorder) add(f store.Fetch) {
 	}
 }
 
+// roundGap is the least time between the starts of two rounds: a device
+// polled faster than that is written once per gap (its latest fetch), so a
+// burst of polls costs a few commits, not one per request.
+const roundGap = 50 * time.Millisecond
+
 // write runs rounds until nothing is waiting.
 func (r *recorder) write() {
 	r.mu.Lock()
+	var last time.Time
 	for len(r.pending) > 0 {
+		if wait := roundGap - time.Since(last); !last.IsZero() && wait > 0 {
+			r.mu.Unlock()
+			time.Sleep(wait) // let the next round collect
+			r.mu.Lock()
+		}
+		last = time.Now()
 		round := r.pending
-		r.pending = make(map[string]store.Fetch, len(round))
+		r.pending = make(map[deviceID]store.Fetch, len(round))
 		r.changed.Broadcast() // room again
 		r.mu.Unlock()
 		var wg sync.WaitGroup

@@ -31,7 +31,7 @@ type snapshots struct {
 
 	mu      sync.RWMutex
 	keys    map[string]*keySnap    // by URL key (current or previous)
-	devices map[string]*deviceSnap // by account ID + "/" + MAC
+	devices map[deviceID]*deviceSnap
 }
 
 // maxSnapshots bounds each map; past it the map starts over (entries are
@@ -39,6 +39,9 @@ type snapshots struct {
 // only after valid credentials or the throttle's count, so a scanner cannot
 // fill the maps faster than it is blocked.
 const maxSnapshots = 200_000
+
+// deviceID names a device: its account and MAC.
+type deviceID struct{ acct, mac string }
 
 type keySnap struct {
 	gen   uint64
@@ -68,7 +71,7 @@ type deviceSnap struct {
 }
 
 func newSnapshots(db *store.DB) *snapshots {
-	return &snapshots{db: db, keys: map[string]*keySnap{}, devices: map[string]*deviceSnap{}}
+	return &snapshots{db: db, keys: map[string]*keySnap{}, devices: map[deviceID]*deviceSnap{}}
 }
 
 func current(gen, now uint64, until time.Time, t time.Time) bool {
@@ -101,7 +104,7 @@ func (s *snapshots) account(key string, urlOf func(string) string) (*keySnap, er
 // device returns the account's device mac as of now, building its snapshot
 // (and rendering its file) when the one kept is no longer current.
 func (s *snapshots) device(h *Handler, k *keySnap, mac string) (*deviceSnap, error) {
-	id := k.acc.Account.ID + "/" + mac
+	id := deviceID{k.acc.Account.ID, mac}
 	gen := s.db.Generation()
 	s.mu.RLock()
 	e := s.devices[id]
@@ -115,7 +118,7 @@ func (s *snapshots) device(h *Handler, k *keySnap, mac string) (*deviceSnap, err
 	}
 	s.mu.Lock()
 	if len(s.devices) >= maxSnapshots {
-		s.devices = map[string]*deviceSnap{}
+		s.devices = map[deviceID]*deviceSnap{}
 	}
 	s.devices[id] = e
 	s.mu.Unlock()
