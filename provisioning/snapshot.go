@@ -30,7 +30,7 @@ type snapshots struct {
 	db *store.DB
 
 	mu      sync.RWMutex
-	keys    map[string]*keySnap    // by URL key (current or previous)
+	keys    map[string]*keySnap // by URL key (current or previous)
 	devices map[deviceID]*deviceSnap
 }
 
