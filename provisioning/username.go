@@ -1,6 +1,9 @@
 package provisioning
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // digestUsername reads the username parameter of a Digest Authorization
 // header (RFC 7616 §3.4: `Digest username="…", realm="…", …`) without
@@ -38,7 +41,10 @@ func digestUsername(h string) string {
 			}
 			value, s = s[:end], s[end:]
 		}
-		if strings.EqualFold(name, "username") {
+		if name == "username" { // as authenticate's parser reads it: lower case
+			if !utf8.ValidString(value) {
+				return "" // no username is; the full parser would rewrite it
+			}
 			return value
 		}
 	}
