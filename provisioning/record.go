@@ -29,6 +29,7 @@ type recorder struct {
 	changed *sync.Cond // signalled after each round and when pending empties
 	pending map[deviceID]store.Fetch
 	writing bool // a writer goroutine is running
+	max     int  // maxRecordBacklog (tests lower it)
 }
 
 // maxRecordBacklog bounds the devices whose fetch is waiting to be written.
@@ -39,7 +40,7 @@ const maxRecordBacklog = 4096
 const writeParallel = 256
 
 func newRecorder(db *store.DB, log *slog.Logger) *recorder {
-	r := &recorder{db: db, log: log, pending: map[deviceID]store.Fetch{}}
+	r := &recorder{db: db, log: log, pending: map[deviceID]store.Fetch{}, max: maxRecordBacklog}
 	r.changed = sync.NewCond(&r.mu)
 	return r
 }
@@ -56,7 +57,7 @@ func (r *recorder) add(f store.Fetch) {
 			r.pending[id] = f // the same fetch again: keep the latest
 			return
 		}
-		if !waiting && len(r.pending) < maxRecordBacklog {
+		if !waiting && len(r.pending) < r.max {
 			break
 		}
 		r.changed.Wait()
