@@ -46,6 +46,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,6 +116,7 @@ type Handler struct {
 	snaps    *snapshots  // what the request path reads, kept current
 	common   sync.Map    // common file name → *commonFile
 	records  *recorder   // fetch records, written after the answer
+	date     atomic.Pointer[dateHeader]
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -238,7 +240,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
+		h.writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
 		return
 	}
 	req, ok := parsePath(r.URL.Path)
@@ -447,6 +449,7 @@ func (h *Handler) commonFile(name string) (*commonFile, error) {
 // If-None-Match names the body's ETag (RFC 9110 §13.1.2).
 func (h *Handler) serveBody(w http.ResponseWriter, r *http.Request, body []byte, etag, length []string, outcome string) {
 	hd := w.Header()
+	hd["Date"] = h.httpDate()
 	hd["Etag"] = etag
 	if inm := r.Header["If-None-Match"]; len(inm) > 0 && etagMatch(inm, etag[0]) {
 		h.outcomes[outcome].Inc()
@@ -481,6 +484,23 @@ func etagMatch(values []string, etag string) bool {
 	return false
 }
 
+// dateHeader is the Date header of answers, formatted once a second (net/http
+// would format it for every answer; the value is the same).
+type dateHeader struct {
+	sec   int64
+	value []string
+}
+
+func (h *Handler) httpDate() []string {
+	now := time.Now()
+	if d := h.date.Load(); d != nil && d.sec == now.Unix() {
+		return d.value
+	}
+	d := &dateHeader{sec: now.Unix(), value: []string{now.UTC().Format(http.TimeFormat)}}
+	h.date.Store(d)
+	return d.value
+}
+
 // Header values shared by every answer (never modified).
 var (
 	textPlain = []string{"text/plain; charset=utf-8"}
@@ -490,18 +510,19 @@ var (
 
 func (h *Handler) reply(w http.ResponseWriter, status int, body []byte, outcome string) {
 	h.outcomes[outcome].Inc()
-	writeText(w, status, body)
+	h.writeText(w, status, body)
 }
 
 func (h *Handler) internal(w http.ResponseWriter, what string, err error) {
 	h.log.Error("provisioning: "+what, "err", err)
-	writeText(w, http.StatusInternalServerError, []byte("internal error\n"))
+	h.writeText(w, http.StatusInternalServerError, []byte("internal error\n"))
 }
 
 // writeText writes a plain-text response with fixed headers, so two
 // responses with the same status and body are identical apart from Date.
-func writeText(w http.ResponseWriter, status int, body []byte) {
+func (h *Handler) writeText(w http.ResponseWriter, status int, body []byte) {
 	hd := w.Header()
+	hd["Date"] = h.httpDate()
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
 	hd.Set("Cache-Control", "no-store")
