@@ -28,6 +28,11 @@
 // credentials are checked against the device the username names, or against
 // a dummy password when it names none, so the work is the same either way.
 //
+// The request path reads no store record once a phone has been served: it
+// answers from snapshots kept current by the store's generation, queues the
+// fetch record for a writer that follows the answer, and (through Listener)
+// sends each answer in one write. See docs/provisioning.md, "Serving fast".
+//
 // HTTPS is the caller's: serve this handler from an http.Server with a TLS
 // certificate (and no plain-HTTP listener) in production; over plain HTTP the
 // files, with their SIP passwords, cross the network in clear.
