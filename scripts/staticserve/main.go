@@ -11,6 +11,8 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -48,7 +50,7 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(ln.Addr().String())
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+	srv := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
 		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
 	if *cert != "" {
