@@ -307,7 +307,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case fileMAC:
 		// Look the device up whatever the User-Agent says, so every 404
 		// costs about the same time.
-		dev, err := h.snaps.device(h, key, req.MAC)
+		dev, err := h.snaps.device(h, key, req.MAC, false)
 		if err != nil {
 			h.internal(w, "read device", err)
 			return
@@ -329,6 +329,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case !who.bootstrap && who.device.MAC != req.MAC:
 			h.refuse(w, src, "other_device", acc.Account.ID)
 			return
+		}
+		if dev.legacy {
+			// A device added before devices had their own credentials:
+			// give it a set now, so its file moves it onto them.
+			if dev, err = h.snaps.device(h, key, req.MAC, true); err != nil {
+				h.internal(w, "create device credentials", err)
+				return
+			}
 		}
 		outcome := OutcomeServed
 		if dev.cleared {
@@ -386,7 +394,7 @@ func (h *Handler) principal(r *http.Request, key *keySnap) (principal, error) {
 	if !ok {
 		return p, nil
 	}
-	dev, err := h.snaps.device(h, key, mac)
+	dev, err := h.snaps.device(h, key, mac, false)
 	switch {
 	case err != nil:
 		return p, err

@@ -56,6 +56,9 @@ type deviceSnap struct {
 	gen    uint64
 	until  time.Time
 	exists bool
+	// legacy: a device added before devices had their own credentials,
+	// not given any yet (body is empty, access has no username).
+	legacy bool
 
 	device store.Device
 	// access is the device's own credential (username, current and, within
@@ -102,17 +105,19 @@ func (s *snapshots) account(key string, urlOf func(string) string) (*keySnap, er
 }
 
 // device returns the account's device mac as of now, building its snapshot
-// (and rendering its file) when the one kept is no longer current.
-func (s *snapshots) device(h *Handler, k *keySnap, mac string) (*deviceSnap, error) {
+// (and rendering its file) when the one kept is no longer current. ensure
+// gives a legacy device its credentials (a write): only for a request that
+// has authenticated, never to resolve a username.
+func (s *snapshots) device(h *Handler, k *keySnap, mac string, ensure bool) (*deviceSnap, error) {
 	id := deviceID{k.acc.Account.ID, mac}
 	gen := s.db.Generation()
 	s.mu.RLock()
 	e := s.devices[id]
 	s.mu.RUnlock()
-	if e != nil && current(e.gen, gen, e.until, s.db.Now()) {
+	if e != nil && current(e.gen, gen, e.until, s.db.Now()) && !(e.legacy && ensure) {
 		return e, nil
 	}
-	e, err := s.build(h, k, mac, gen)
+	e, err := s.build(h, k, mac, gen, ensure)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +130,7 @@ func (s *snapshots) device(h *Handler, k *keySnap, mac string) (*deviceSnap, err
 	return e, nil
 }
 
-func (s *snapshots) build(h *Handler, k *keySnap, mac string, gen uint64) (*deviceSnap, error) {
+func (s *snapshots) build(h *Handler, k *keySnap, mac string, gen uint64, ensure bool) (*deviceSnap, error) {
 	acct := k.acc.Account.ID
 	dc, err := s.db.DeviceConfig(acct, mac)
 	if errors.Is(err, store.ErrNotFound) {
@@ -133,6 +138,10 @@ func (s *snapshots) build(h *Handler, k *keySnap, mac string, gen uint64) (*devi
 	}
 	if err != nil {
 		return nil, err
+	}
+	if dc.Credentials.Username == "" && !ensure {
+		return &deviceSnap{gen: gen, exists: true, legacy: true, device: dc.Device,
+			access: store.ProvisioningAccess{Account: k.acc.Account, Settings: k.acc.Settings}}, nil
 	}
 	if dc.Credentials.Username == "" {
 		// A device added before devices had their own credentials: give
