@@ -337,6 +337,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				h.internal(w, "create device credentials", err)
 				return
 			}
+			if !dev.exists { // deleted meanwhile
+				h.refuse(w, src, "unknown_device", acc.Account.ID)
+				return
+			}
 		}
 		outcome := OutcomeServed
 		if dev.cleared {
