@@ -38,7 +38,7 @@ type snapshots struct {
 // rebuilt on use). Unknown keys are never remembered, and unknown devices
 // only after valid credentials or the throttle's count, so a scanner cannot
 // fill the maps faster than it is blocked.
-const maxSnapshots = 200_000
+const maxSnapshots = maxCached // as the render cache: the bodies are the same slices
 
 // deviceID names a device: its account and MAC.
 type deviceID struct{ acct, mac string }
