@@ -168,8 +168,11 @@ digest_bench() {
   local name=$1 url=$2 who=$3
   local fifo="$work/$name.auth"
   mkfifo "$fifo"
-  taskset -c "$CLIENT_CPU" "$work/digestgen" -url "http://$PROV$FILE" -user "$PUSER" -pass "$PPASS" -ua "$UA" >"$fifo" &
+  # The challenges are fetched before the measurement starts.
+  taskset -c "$CLIENT_CPU" "$work/digestgen" -url "http://$PROV$FILE" -user "$PUSER" -pass "$PPASS" -ua "$UA" \
+    -out "$fifo" -ready "$work/$name.ready" &
   local gen=$!
+  for _ in $(seq 600); do [ -e "$work/$name.ready" ] && break; sleep 0.05; done
   DIGEST_AUTH="$fifo" bench "$name" "$url" "$who" -s scripts/digest.lua -H "User-Agent: $UA"
   kill "$gen" 2>/dev/null || true
   wait "$gen" 2>/dev/null || true

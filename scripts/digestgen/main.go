@@ -35,8 +35,10 @@ func main() {
 	ua := flag.String("ua", "", "User-Agent of the challenge requests")
 	n := flag.Int("nonces", 4096, "challenges to fetch; each request uses the next one in turn")
 	limit := flag.Int("count", 0, "lines to write (0: until the reader closes)")
+	out := flag.String("out", "", "write to this file (a FIFO) instead of stdout, opened once the challenges are in")
+	ready := flag.String("ready", "", "create this file once the challenges are in (before opening -out)")
 	flag.Parse()
-	if err := run(*target, *user, *pass, *ua, *n, *limit); err != nil && !errors.Is(err, syscall.EPIPE) {
+	if err := run(*target, *user, *pass, *ua, *n, *limit, *out, *ready); err != nil && !errors.Is(err, syscall.EPIPE) {
 		fmt.Fprintln(os.Stderr, "digestgen:", err)
 		os.Exit(1)
 	}
@@ -44,7 +46,7 @@ func main() {
 
 type challenge struct{ realm, nonce, opaque string }
 
-func run(target, user, pass, ua string, n, limit int) error {
+func run(target, user, pass, ua string, n, limit int, out, ready string) error {
 	u, err := url.Parse(target)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("bad -url %q", target)
@@ -68,7 +70,21 @@ func run(target, user, pass, ua string, n, limit int) error {
 		cnonce[i] = hex.EncodeToString(b[:])
 	}
 	ha2 := md5hex("GET:" + uri)
-	w := bufio.NewWriterSize(os.Stdout, 64<<10)
+	if ready != "" {
+		if err := os.WriteFile(ready, nil, 0o644); err != nil {
+			return err
+		}
+	}
+	dst := os.Stdout
+	if out != "" {
+		f, err := os.OpenFile(out, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		dst = f
+	}
+	w := bufio.NewWriterSize(dst, 64<<10)
 	line := make([]byte, 0, 512)
 	for i := 0; limit == 0 || i < limit; i++ {
 		k := i % n
