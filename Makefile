@@ -57,6 +57,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m $(PKGS)
 	@if [ -x scripts/bench-e2e.sh ]; then scripts/bench-e2e.sh; fi
 	@if [ -x scripts/bench-provisioning.sh ]; then scripts/bench-provisioning.sh; fi
+	DIALTONE_POWERUP_PHONES=2000 $(GO) test -count=1 -run '^TestPowerUp$$' -v ./cmd/dialtone
 
 bench-compare:
 	@if [ -x scripts/bench-compare.sh ]; then scripts/bench-compare.sh; else echo "bench-compare: not built yet (issue 6)"; exit 1; fi

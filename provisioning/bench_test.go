@@ -4,30 +4,42 @@ import (
 	"crypto/tls"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
+
+	"github.com/icholy/digest"
 
 	"github.com/dialtone-voip/dialtone/provisioning"
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest"
 )
 
-// BenchmarkServeMAC is one authenticated <mac>.cfg fetch through the handler
-// (key lookup, Basic over TLS, device read, render, fetch record with its
-// group-committed fsync), without the network. Compare with nginx serving
-// the same bytes as a static file (DESIGN.md: within 2x).
+// BenchmarkServeMAC is one authenticated <mac>.cfg fetch of a T54W with two
+// lines through the handler, with the device's own credentials, without the
+// network: Basic (over TLS) and Digest with a fresh nonce count per request
+// (the server refuses a replay), the fetch queued for recording. Compare
+// with scripts/bench-provisioning.sh for the whole server against nginx.
 func BenchmarkServeMAC(b *testing.B) {
 	db := storetest.Open(b, nil)
 	if _, err := db.CreateAccount("acme", "example.test", admin); err != nil {
 		b.Fatal(err)
 	}
-	u, err := db.CreateUser("acme", store.NewUser{Extension: "1001", Name: "Ada Lovelace"}, admin)
-	if err != nil {
-		b.Fatal(err)
+	var lines []store.DeviceLine
+	for i, ext := range []string{"1001", "1002"} {
+		u, err := db.CreateUser("acme", store.NewUser{Extension: ext, Name: "User " + ext}, admin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		lines = append(lines, store.DeviceLine{Line: i + 1, UserID: u.ID})
 	}
-	if _, err := db.CreateDevice("acme", store.NewDevice{MAC: t54wMAC, Model: "T54W", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, admin); err != nil {
+	if _, err := db.CreateDevice("acme", store.NewDevice{MAC: t54wMAC, Model: "T54W", Lines: lines}, admin); err != nil {
 		b.Fatal(err)
 	}
 	prov, err := db.ProvisioningSettings("acme", admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	own, err := db.DeviceProvisioningCredentials("acme", t54wMAC, admin)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -36,22 +48,79 @@ func BenchmarkServeMAC(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(h.Flush) // fetch records are written after each answer
-	req := httptest.NewRequest(http.MethodGet, "/p/"+prov.Key+"/"+t54wMAC+".cfg", nil)
-	req.TLS = &tls.ConnectionState{}
-	req.Header.Set("User-Agent", t54wUA)
-	req.SetBasicAuth(prov.Username, prov.Password)
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			w := httptest.NewRecorder()
-			h.ServeHTTP(w, req)
-			if w.Code != http.StatusOK {
-				b.Errorf("status %d", w.Code)
-				return
+	path := "/p/" + prov.Key + "/" + t54wMAC + ".cfg"
+	get := func(auth string, tls_ bool) *http.Request {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		if tls_ {
+			req.TLS = &tls.ConnectionState{}
+		}
+		req.Header.Set("User-Agent", t54wUA)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return req
+	}
+	serve := func(b *testing.B, req *http.Request) {
+		w := &discard{h: http.Header{}}
+		h.ServeHTTP(w, req)
+		if w.code != http.StatusOK {
+			b.Fatalf("status %d", w.code)
+		}
+	}
+	b.Run("Basic", func(b *testing.B) {
+		req := get("", true)
+		req.SetBasicAuth(own.Username, own.Password)
+		b.ReportAllocs()
+		for b.Loop() {
+			serve(b, req)
+		}
+	})
+	b.Run("Digest", func(b *testing.B) {
+		w := &discard{h: http.Header{}}
+		h.ServeHTTP(w, get("", false))
+		chal, err := digest.FindChallenge(w.h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// One request per Authorization (a fresh nonce count each), made in
+		// batches outside the timer.
+		nc := 0
+		batch := func() []*http.Request {
+			reqs := make([]*http.Request, 1024)
+			for i := range reqs {
+				nc++
+				cred, err := digest.Digest(chal, digest.Options{Method: http.MethodGet, URI: path, Username: own.Username, Password: own.Password, Count: nc})
+				if err != nil {
+					b.Fatal(err)
+				}
+				reqs[i] = get(cred.String(), false)
 			}
+			return reqs
+		}
+		b.ReportAllocs()
+		b.StopTimer()
+		for done := 0; done < b.N; {
+			reqs := batch()
+			runtime.GC()
+			b.StartTimer()
+			for _, req := range reqs[:min(len(reqs), b.N-done)] {
+				serve(b, req)
+				done++
+			}
+			b.StopTimer()
 		}
 	})
 }
+
+// discard is a ResponseWriter that keeps the status and headers only.
+type discard struct {
+	h    http.Header
+	code int
+}
+
+func (d *discard) Header() http.Header         { return d.h }
+func (d *discard) WriteHeader(code int)        { d.code = code }
+func (d *discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // BenchmarkWrongPassword compares a wrong password for a known device's
 // username with usernames that name no device: the handler checks the

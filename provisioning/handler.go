@@ -43,6 +43,11 @@
 // credentials are checked against the device the username names, or against
 // a dummy password when it names none, so the work is the same either way.
 //
+// The request path reads no store record once a phone has been served: it
+// answers from snapshots kept current by the store's generation, queues the
+// fetch record for a writer that follows the answer, and (through Listener)
+// sends each answer in one write. See docs/provisioning.md, "Serving fast".
+//
 // HTTPS is the caller's: serve this handler from an http.Server with a TLS
 // certificate (and no plain-HTTP listener) in production; over plain HTTP the
 // files, with their SIP passwords, cross the network in clear.
@@ -61,9 +66,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/icholy/digest"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dialtone-voip/dialtone/internal/guard"
@@ -127,32 +132,22 @@ type Handler struct {
 
 	fetches *prometheus.CounterVec
 	blocks  prometheus.Counter
+	// outcomes are fetches' counters, resolved once.
+	outcomes map[string]prometheus.Counter
 
 	rendered renderCache // the last body of each device, by its inputs
-
-	// recording counts fetch records still being written (see Flush). Not a
-	// WaitGroup: Flush may run while new fetches start.
-	recMu     sync.Mutex
-	recIdle   *sync.Cond // signalled when recording drops to 0
-	recording int
+	snaps    *snapshots  // what the request path reads, kept current
+	common   sync.Map    // common file name → *commonFile
+	records  *recorder   // fetch records, written after the answer
+	date     atomic.Pointer[dateHeader]
 }
 
 var _ http.Handler = (*Handler)(nil)
 
-// maxRecordBacklog bounds the fetch records written in the background; past
-// it a request records its fetch before returning.
-const maxRecordBacklog = 1024
-
 // Flush waits until every fetch served so far is recorded on its device.
 // Records are written after the config is sent, so a phone never waits for
 // the disk; main calls Flush at shutdown, tests before reading a device.
-func (h *Handler) Flush() {
-	h.recMu.Lock()
-	defer h.recMu.Unlock()
-	for h.recording > 0 {
-		h.recIdle.Wait()
-	}
-}
+func (h *Handler) Flush() { h.records.flush() }
 
 // NewHandler validates cfg and builds the handler. Metrics are registered
 // with reg (nil: not registered).
@@ -168,7 +163,8 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 		return nil, fmt.Errorf("provisioning: external URL %q must be http(s)://host[:port][/path] without credentials", cfg.ExternalURL)
 	}
 	h := &Handler{db: db, log: log, baseURL: strings.TrimRight(cfg.ExternalURL, "/"), ntp: cfg.NTPServer, tz: cfg.TimeZone}
-	h.recIdle = sync.NewCond(&h.recMu)
+	h.snaps = newSnapshots(db)
+	h.records = newRecorder(db, log)
 	for name, v := range map[string]string{"SIP server": cfg.SIPServer, "NTP server": cfg.NTPServer, "time zone": cfg.TimeZone} {
 		if !singleLine(v) || strings.ContainsAny(v, " \t") {
 			return nil, fmt.Errorf("provisioning: %s %q must be one word", name, v)
@@ -226,8 +222,9 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 		Name: "dialtone_provisioning_fetches_total",
 		Help: "Provisioning requests by outcome: served, cleared, not_found, throttled, unauthorized.",
 	}, []string{"outcome"})
+	h.outcomes = map[string]prometheus.Counter{}
 	for _, o := range []string{OutcomeServed, OutcomeCleared, OutcomeNotFound, OutcomeThrottled, OutcomeUnauthorized} {
-		h.fetches.WithLabelValues(o)
+		h.outcomes[o] = h.fetches.WithLabelValues(o)
 	}
 	h.blocks = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "dialtone_provisioning_blocks_total",
@@ -258,7 +255,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	src := clientIP(r)
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
+		h.writeText(w, http.StatusMethodNotAllowed, []byte("method not allowed\n"))
 		return
 	}
 	req, ok := parsePath(r.URL.Path)
@@ -268,11 +265,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.Kind == fileBoot {
 		// Phones ask for boot files first on every poll; the 404 sends them
-		// to the .cfg pair (notes §1). Not a failure.
+		// to the .cfg pair (docs/provisioning.md). Not a failure.
 		h.reply(w, http.StatusNotFound, notFoundBody, OutcomeNotFound)
 		return
 	}
-	acc, err := h.db.AccountByProvisioningKey(req.Key)
+	key, err := h.snaps.account(req.Key, h.URL)
 	if errors.Is(err, store.ErrNotFound) {
 		h.refuse(w, src, "", "unknown_key", "")
 		return
@@ -281,7 +278,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.internal(w, "look up provisioning key", err)
 		return
 	}
-	who, err := h.principal(r, acc)
+	acc := key.acc
+	who, err := h.principal(r, key)
 	if err != nil {
 		h.internal(w, "look up credentials", err)
 		return
@@ -324,18 +322,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, src, user, "other_model", acc.Account.ID)
 			return
 		}
-		body, err := renderCommon(m.CommonFile())
+		c, err := h.commonFile(m.CommonFile())
 		if err != nil {
 			h.internal(w, "render common file", err)
 			return
 		}
 		h.throttle.Succeed(src, user)
-		h.serve(w, body, OutcomeServed)
+		h.serveBody(w, r, c.body, c.etag, c.length, OutcomeServed)
 	case fileMAC:
 		// Look the device up whatever the User-Agent says, so every 404
 		// costs about the same time.
-		dc, err := h.db.DeviceConfig(acc.Account.ID, req.MAC)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
+		dev, err := h.snaps.device(h, key, req.MAC, false)
+		if err != nil {
 			h.internal(w, "read device", err)
 			return
 		}
@@ -343,12 +341,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, src, user, "ua_mismatch", acc.Account.ID)
 			return
 		}
-		if err != nil {
+		if !dev.exists {
 			h.refuse(w, src, user, "unknown_device", acc.Account.ID)
 			return
 		}
 		switch {
-		case who.bootstrap && !dc.Device.CredentialsConfirmedAt.IsZero():
+		case who.bootstrap && !dev.device.CredentialsConfirmedAt.IsZero():
 			// The phone has its own credentials already: the account's
 			// bootstrap credential no longer opens its file.
 			h.refuse(w, src, user, "bootstrap_closed", acc.Account.ID)
@@ -357,63 +355,44 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.refuse(w, src, user, "other_device", acc.Account.ID)
 			return
 		}
-		if dc.Credentials.Username == "" {
+		if dev.legacy {
 			// A device added before devices had their own credentials:
 			// give it a set now, so its file moves it onto them.
-			if err := h.db.EnsureDeviceCredentials(acc.Account.ID, req.MAC); err != nil {
+			if dev, err = h.snaps.device(h, key, req.MAC, true); err != nil {
 				h.internal(w, "create device credentials", err)
 				return
 			}
-			if dc, err = h.db.DeviceConfig(acc.Account.ID, req.MAC); err != nil {
-				h.internal(w, "read device", err)
+			if !dev.exists { // deleted meanwhile
+				h.refuse(w, src, user, "unknown_device", acc.Account.ID)
 				return
 			}
 		}
-		d, cleared := macInputs(dc, acc.Settings.Overrides, h.URL(acc.Settings.Key), h.sip, h.repeat, h.ntp, h.tz)
-		body, sum, err := h.rendered.render(&d)
-		if err != nil {
-			h.internal(w, "render device config", err)
-			return
-		}
 		h.throttle.Succeed(src, user)
 		outcome := OutcomeServed
-		if cleared {
+		if dev.cleared {
 			outcome = OutcomeCleared
 		}
-		if r.Method != http.MethodGet {
-			h.serveSum(w, body, sum, outcome)
-			return
-		}
-		// Record the fetch alongside the answer, not before it: the record is
-		// metadata for the admin (last seen, firmware, config hash), so the
-		// phone need not wait for its fsync; concurrent records share one
-		// commit. It is counted before the answer is written, so a Flush by
-		// anyone who has seen the answer waits for it.
-		f := store.Fetch{AccountID: acc.Account.ID, MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
-			Firmware: ua.Firmware, Hash: hex.EncodeToString(sum[:]), OwnCredentials: !who.bootstrap}
-		// The first fetch with the device's own credentials closes the
-		// bootstrap credential for it: record that one before answering.
-		confirm := f.OwnCredentials && dc.Device.CredentialsConfirmedAt.IsZero()
-		h.recMu.Lock()
-		backlog := h.recording
-		h.recording++
-		h.recMu.Unlock()
-		record := func() {
-			if err := h.db.RecordFetch(f); err != nil {
-				h.log.Error("record provisioning fetch", "mac", f.MAC, "err", err)
+		if r.Method == http.MethodGet {
+			// Record the fetch alongside the answer, not before it: the
+			// record is metadata for the admin (last seen, firmware, config
+			// hash), so the phone need not wait for its fsync. It is queued
+			// before the answer is written, so a Flush by anyone who has
+			// seen the answer waits for it.
+			f := store.Fetch{AccountID: acc.Account.ID, MAC: req.MAC, Source: sourceIP(r.RemoteAddr), UserAgent: r.UserAgent(),
+				Firmware: ua.Firmware, Hash: dev.hash, OwnCredentials: !who.bootstrap}
+			if f.OwnCredentials && dev.device.CredentialsConfirmedAt.IsZero() {
+				// The first fetch with the device's own credentials closes
+				// the bootstrap credential for it: record that one before
+				// answering (the store's generation moves, so the snapshot
+				// is rebuilt with the confirmation).
+				if err := h.db.RecordFetch(f); err != nil {
+					h.log.Error("record provisioning fetch", "mac", f.MAC, "err", err)
+				}
+			} else {
+				h.records.add(f)
 			}
-			h.recMu.Lock()
-			if h.recording--; h.recording == 0 {
-				h.recIdle.Broadcast()
-			}
-			h.recMu.Unlock()
 		}
-		if backlog >= maxRecordBacklog || confirm {
-			record() // the disk is behind (this request waits, so the backlog stays bounded), or the bootstrap closes now
-		} else {
-			go record()
-		}
-		h.serveSum(w, body, sum, outcome)
+		h.serveBody(w, r, dev.body, dev.etag, dev.length, outcome)
 	}
 }
 
@@ -430,7 +409,8 @@ type principal struct {
 // account. A device username names its MAC (store.DeviceUsernameMAC), so one
 // lookup finds it. When the username names nothing, no passwords are given,
 // and authenticate computes the digest against a dummy all the same.
-func (h *Handler) principal(r *http.Request, acc store.ProvisioningAccess) (principal, error) {
+func (h *Handler) principal(r *http.Request, key *keySnap) (principal, error) {
+	acc := key.acc
 	user := presentedUser(r)
 	p := principal{access: store.ProvisioningAccess{Account: acc.Account, Settings: acc.Settings, Username: user}}
 	if user == "" {
@@ -444,30 +424,26 @@ func (h *Handler) principal(r *http.Request, acc store.ProvisioningAccess) (prin
 	if !ok {
 		return p, nil
 	}
-	d, cr, err := h.db.DeviceAuth(acc.Account.ID, mac)
+	dev, err := h.snaps.device(h, key, mac, false)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return p, nil
 	case err != nil:
 		return p, err
-	case cr.Username == "" || subtle.ConstantTimeCompare([]byte(user), []byte(cr.Username)) != 1:
+	case !dev.exists || dev.access.Username == "" || subtle.ConstantTimeCompare([]byte(user), []byte(dev.access.Username)) != 1:
 		return p, nil
 	}
-	p.access.Passwords, p.device = cr.Passwords(), d
+	p.access, p.device = dev.access, dev.device
 	return p, nil
 }
 
 // presentedUser is the username of r's Basic or Digest Authorization ("" if
-// none can be read; authenticate then refuses the header itself).
+// none can be read; authenticate then refuses the header itself). It only
+// chooses whose passwords authenticate checks: a header it reads differently
+// from authenticate's parser names another username there and is refused.
 func presentedUser(r *http.Request) string {
 	if user, _, ok := r.BasicAuth(); ok {
 		return user
 	}
-	c, err := digest.ParseCredentials(r.Header.Get("Authorization"))
-	if err != nil {
-		return ""
-	}
-	return c.Username
+	return digestUsername(r.Header.Get("Authorization"))
 }
 
 // refuse answers the one 404 every refusal shares and counts a failure (for
@@ -519,30 +495,104 @@ func (h *Handler) challenge(w http.ResponseWriter, r *http.Request, acct string,
 	h.reply(w, http.StatusUnauthorized, unauthorizedBody, OutcomeUnauthorized)
 }
 
-func (h *Handler) serve(w http.ResponseWriter, body []byte, outcome string) {
-	h.serveSum(w, body, sha256.Sum256(body), outcome)
+// commonFile is a rendered common file (it depends on its name only).
+type commonFile struct {
+	body         []byte
+	etag, length []string
 }
 
-// serveSum is serve with the body's SHA-256 already known.
-func (h *Handler) serveSum(w http.ResponseWriter, body []byte, sum [sha256.Size]byte, outcome string) {
-	w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:16])+`"`)
-	h.reply(w, http.StatusOK, body, outcome)
+func (h *Handler) commonFile(name string) (*commonFile, error) {
+	if c, ok := h.common.Load(name); ok {
+		return c.(*commonFile), nil
+	}
+	body, err := renderCommon(name)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(body)
+	c := &commonFile{body: body, etag: []string{`"` + hex.EncodeToString(sum[:16]) + `"`}, length: []string{strconv.Itoa(len(body))}}
+	h.common.Store(name, c)
+	return c, nil
 }
+
+// serveBody answers 200 with body, or 304 without it when the request's
+// If-None-Match names the body's ETag (RFC 9110 §13.1.2).
+func (h *Handler) serveBody(w http.ResponseWriter, r *http.Request, body []byte, etag, length []string, outcome string) {
+	hd := w.Header()
+	hd["Date"] = h.httpDate()
+	hd["Etag"] = etag
+	if inm := r.Header["If-None-Match"]; len(inm) > 0 && etagMatch(inm, etag[0]) {
+		h.outcomes[outcome].Inc()
+		hd["Cache-Control"] = noStore
+		hd["X-Content-Type-Options"] = nosniff
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	h.outcomes[outcome].Inc()
+	hd["Content-Type"] = textPlain
+	hd["Content-Length"] = length
+	hd["Cache-Control"] = noStore
+	hd["X-Content-Type-Options"] = nosniff
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// etagMatch reports whether one of the If-None-Match values lists etag (or
+// is "*"). Weak comparison, as RFC 9110 §13.1.2 asks for If-None-Match.
+func etagMatch(values []string, etag string) bool {
+	for _, v := range values {
+		for v != "" {
+			var item string
+			item, v, _ = strings.Cut(v, ",")
+			item = strings.TrimSpace(item)
+			item = strings.TrimPrefix(item, "W/")
+			if item == etag || item == "*" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dateHeader is the Date header of answers, formatted once a second (net/http
+// would format it for every answer; the value is the same).
+type dateHeader struct {
+	sec   int64
+	value []string
+}
+
+func (h *Handler) httpDate() []string {
+	now := time.Now()
+	if d := h.date.Load(); d != nil && d.sec == now.Unix() {
+		return d.value
+	}
+	d := &dateHeader{sec: now.Unix(), value: []string{now.UTC().Format(http.TimeFormat)}}
+	h.date.Store(d)
+	return d.value
+}
+
+// Header values shared by every answer (never modified).
+var (
+	textPlain = []string{"text/plain; charset=utf-8"}
+	noStore   = []string{"no-store"}
+	nosniff   = []string{"nosniff"}
+)
 
 func (h *Handler) reply(w http.ResponseWriter, status int, body []byte, outcome string) {
-	h.fetches.WithLabelValues(outcome).Inc()
-	writeText(w, status, body)
+	h.outcomes[outcome].Inc()
+	h.writeText(w, status, body)
 }
 
 func (h *Handler) internal(w http.ResponseWriter, what string, err error) {
 	h.log.Error("provisioning: "+what, "err", err)
-	writeText(w, http.StatusInternalServerError, []byte("internal error\n"))
+	h.writeText(w, http.StatusInternalServerError, []byte("internal error\n"))
 }
 
 // writeText writes a plain-text response with fixed headers, so two
 // responses with the same status and body are identical apart from Date.
-func writeText(w http.ResponseWriter, status int, body []byte) {
+func (h *Handler) writeText(w http.ResponseWriter, status int, body []byte) {
 	hd := w.Header()
+	hd["Date"] = h.httpDate()
 	hd.Set("Content-Type", "text/plain; charset=utf-8")
 	hd.Set("Content-Length", strconv.Itoa(len(body)))
 	hd.Set("Cache-Control", "no-store")

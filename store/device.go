@@ -501,7 +501,9 @@ func (db *DB) RecordFetch(f Fetch) error {
 	if !ok {
 		return fmt.Errorf("record fetch %s: %w", f.MAC, ErrNotFound)
 	}
+	confirmed := false
 	err := db.batch(func(t *tx) error {
+		confirmed = false
 		acct := f.AccountID
 		if acct == "" {
 			var err error
@@ -515,6 +517,7 @@ func (db *DB) RecordFetch(f Fetch) error {
 		}
 		if f.OwnCredentials && d.CredentialsConfirmedAt.IsZero() {
 			d.CredentialsConfirmedAt = t.now
+			confirmed = true
 			if err := t.audit(AuditEntry{AccountID: d.AccountID, Actor: Actor{Name: "provisioning", Role: "system", Source: f.Source},
 				Action: "device.provisioning_credentials.confirmed", TargetKind: "device", TargetID: mac, TargetLabel: d.Model,
 				Detail: map[string]string{"source": f.Source}}); err != nil {
@@ -539,6 +542,11 @@ func (db *DB) RecordFetch(f Fetch) error {
 	})
 	if err != nil {
 		return fmt.Errorf("record fetch %s: %w", mac, err)
+	}
+	if confirmed {
+		// The bootstrap credential no longer opens this device: a change
+		// that caches of devices (Generation) must see.
+		db.gen.Add(1)
 	}
 	return nil
 }

@@ -49,9 +49,10 @@ type DB struct {
 	health      writeHealth // commit failures (diskfull.go)
 
 	// gen counts committed update transactions, but not the group-committed
-	// batches (REGISTER, call records, provisioning fetches), which touch
-	// nothing a cache holds: caches of other records are valid while it is
-	// unchanged.
+	// batches (REGISTER, call records, provisioning fetches — except the one
+	// that confirms a device's credentials), which touch nothing a cache
+	// holds: caches of other records are valid while it is unchanged. See
+	// Generation.
 	gen        atomic.Uint64
 	identities identityCache
 	live       *liveIndex // LiveBindings
@@ -213,6 +214,12 @@ func (db *DB) Close() error { return db.bolt.Close() }
 
 // Dir is the data directory the store lives in.
 func (db *DB) Dir() string { return db.dir }
+
+// Generation changes after every committed change to accounts, users,
+// devices, credentials or provisioning settings (not after registrations or
+// routine fetch records). A cache of what those records say is current while
+// Generation returns the value it read before reading them.
+func (db *DB) Generation() uint64 { return db.gen.Load() }
 
 // Now is the store's clock.
 func (db *DB) Now() time.Time { return db.now() }

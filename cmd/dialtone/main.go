@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/dialtone-voip/dialtone/admin"
+	"github.com/dialtone-voip/dialtone/provisioning"
 	"github.com/dialtone-voip/dialtone/sip"
 	"github.com/dialtone-voip/dialtone/store"
 )
@@ -210,8 +211,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	adminHTTP := &http.Server{Handler: adminHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf.Clone(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	// Provisioning: HTTP/1.1 only (phones speak nothing else, and
+	// provisioning.Listener sends each answer in one write, which HTTP/2's
+	// concurrent reader would stall); small requests, kept alive for polls.
 	provHTTP := &http.Server{Handler: provHandler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		IdleTimeout: 2 * time.Minute, TLSConfig: tlsConf.Clone(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		TLSConfig:    tlsConf.Clone(), ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	sipCtx, stopSIP := context.WithCancel(context.Background())
 	defer stopSIP()
@@ -222,7 +228,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		g.Go(func() error { return sipSrv.ServeTLS(sipCtx, sipTLS) })
 	}
 	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
-	g.Go(func() error { return serveHTTP(provHTTP, provLn, tlsConf != nil) })
+	g.Go(func() error { return serveHTTP(provHTTP, provisioning.Listener(provLn), tlsConf != nil) })
 	g.Go(func() error { sweep(gctx, db, log); return nil })
 	g.Go(func() error {
 		t := time.NewTicker(time.Hour)
