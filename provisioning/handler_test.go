@@ -54,7 +54,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// fixture is notes §7's: account key K, credentials U:P, device 805ec0aabbcc
+// fixture is the acceptance checks' (docs/provisioning.md): account key K, credentials U:P, device 805ec0aabbcc
 // (T54W) with line 1 → user 1001, served by a real handler over a real store.
 type fixture struct {
 	t      *testing.T
@@ -240,7 +240,7 @@ func (f *fixture) devices() []store.Device {
 	return ds
 }
 
-// TestAcceptance runs the ten checks of notes §7 against one fixture; each
+// TestAcceptance runs the ten acceptance checks of docs/provisioning.md against one fixture; each
 // check uses its own source address so failures in one never throttle another.
 func TestAcceptance(t *testing.T) {
 	f := newFixture(t, provisioning.Config{})

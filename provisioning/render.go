@@ -50,7 +50,7 @@ type sipSettings struct {
 
 // renderMAC renders a device's <mac>.cfg: one account block per slot up to
 // the model's maximum, active for lines whose user is enabled, cleared
-// (enable = 0, %NULL% values; notes §4) for every other slot, so a slot freed
+// (enable = 0, %NULL% values; docs/provisioning.md, "What Yealink handsets do") for every other slot, so a slot freed
 // by disabling, deleting or reassigning its user is reset on the phone. The
 // output depends only on its inputs: same data, same bytes. cleared reports
 // whether an assigned line was cleared or the phone has no active line.
@@ -90,7 +90,7 @@ func macInputs(c store.DeviceConfig, overrides map[string]string, url string, si
 		d.Accounts[l.Line-1] = accountData{
 			N: l.Line, Active: true,
 			// The label is the user's name; everything else is the extension,
-			// so renaming a user changes one line of the file (notes §7.7).
+			// so renaming a user changes one line of the file (acceptance check 7).
 			Label: label, DisplayName: l.SIP.Username, AuthName: l.SIP.Username, UserName: l.SIP.Username,
 			Password: l.SIP.Password,
 			Server:   c.Account.SIPDomain, Proxy: sip.Proxy,
@@ -195,8 +195,8 @@ func (c *renderCache) render(d *macData) ([]byte, [sha256.Size]byte, error) {
 }
 
 // renderCommon renders y0000000000XX.cfg: the header and a comment, nothing
-// account-specific and no credentials (notes §1: a key shared by every
-// tenant's phones cannot live in it; wazo serves none at all).
+// account-specific and no credentials (a file shared by every tenant's
+// phones of a model cannot carry a key or a password).
 func renderCommon(file string) ([]byte, error) {
 	var b bytes.Buffer
 	if err := templates.ExecuteTemplate(&b, "common.tmpl", struct{ File string }{file}); err != nil {

@@ -24,7 +24,7 @@ const checkSyncTimeout = 10 * time.Second
 const fetchPoll = 200 * time.Millisecond
 
 // CheckSync asks a Yealink phone to fetch its configuration again: NOTIFY
-// with "Event: check-sync;reboot=false" (notes/yealink.md §5) to each of
+// with "Event: check-sync;reboot=false" (docs/provisioning.md, "What Yealink handsets do") to each of
 // the device's own registrations (store.DeviceBindings: its MAC in the
 // User-Agent or +sip.instance), one per flow, sent over the flow it
 // registered on (NAT). A TCP/TLS registration whose connection is gone is
@@ -100,7 +100,8 @@ func (s *Server) notifyCheckSync(ctx context.Context, acct store.Account, b stor
 	}
 	if sip.IsReliable(tr) {
 		// sipgo would dial a new connection, which does not reach a phone
-		// behind NAT (notes/sipgo.md §5); the phone re-registers anyway.
+		// behind NAT (RFC 5626 §3: only the flow the phone opened reaches it);
+		// the phone re-registers anyway.
 		conn, err := s.ua.TransportLayer().GetConnection(tr, b.Source)
 		if err != nil {
 			result = checkSyncNoFlow

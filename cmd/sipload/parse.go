@@ -9,7 +9,7 @@ import (
 // REGISTER client needs (status code, Call-ID, CSeq, the digest challenges)
 // and never allocates for well-formed input, so the generator spends its CPU
 // on the wire and not on parsing. sipgo's full parser costs ~9 µs and ~2 KiB
-// per message on this machine (notes/sipgo.md §7), which would make the
+// per message on this machine (BENCHMARKS.md), which would make the
 // generator as expensive as the registrar it measures.
 
 // maxChallenges bounds the WWW-Authenticate headers kept per response (RFC
