@@ -46,4 +46,9 @@ for t in tcp udp; do
   alive=$(kill -0 "$DPID" 2>/dev/null && echo running || echo DIED)
   echo "live bindings $before -> $after (+$((after - before))); phones answered 200: $ok -> $([ $((after - before)) = "$ok" ] && echo 'none lost' || echo 'MISMATCH'); dialtone $alive"
 done
-echo "dialtone resident memory: $(ps -o rss= -p "$DPID") KiB"
+mem() { awk -v k="$1" '$1 == k":" { print $2 }' "/proc/$DPID/status"; }
+echo "dialtone memory: peak RSS (VmHWM) $(mem VmHWM) KiB, RSS now $(mem VmRSS) KiB"
+# Memory returned after the storm: finished UDP transactions linger 32 s in
+# sipgo (INVITEs and everything not on the REGISTER fast path); wait past it.
+sleep "${SETTLE:-60}"
+echo "dialtone memory ${SETTLE:-60} s after the storms: RSS $(mem VmRSS) KiB"
