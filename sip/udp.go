@@ -243,6 +243,9 @@ func (u *udpServer) admit(raw []byte, a net.Addr, room int) []byte {
 	if v.reply != nil {
 		u.write(v.reply, a)
 	}
+	if v.req != nil && u.s.fastPath(v.req, "UDP", a, udpReply{sock: u.sock, to: a}) {
+		return nil
+	}
 	if len(v.pass) > room {
 		return nil // only a datagram at the size limit grows this much by normalizing
 	}
