@@ -185,16 +185,18 @@ func (s *Server) challenge(req *sip.Request, rs responder, proxy bool, realm str
 	}
 	nonce := s.nonces.Issue(realm, guard.IP(req.Source()), s.db.Now())
 	res := s.newResponse(req, code, reason)
-	algs := []string{digest.SHA256, digest.MD5}
+	algs := challengeAlgs[:]
 	if s.md5Only(req) {
 		algs = algs[1:]
 	}
 	for _, alg := range algs {
-		c := digest.Challenge{Realm: realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
-		res.AppendHeader(sip.NewHeader(hdr, c.String()))
+		res.AppendHeader(sip.NewHeader(hdr, digest.ChallengeValue(realm, nonce, alg, stale)))
 	}
 	s.send(req, rs, res)
 }
+
+// challengeAlgs are the algorithms challenged with, in order of preference.
+var challengeAlgs = [...]string{digest.SHA256, digest.MD5}
 
 // md5Only reports whether req comes from a client that must be challenged
 // with MD5 alone (Config.MD5OnlyUserAgents).

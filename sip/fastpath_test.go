@@ -100,3 +100,30 @@ func TestRetransCache(t *testing.T) {
 		t.Fatalf("cache holds %d entries, want at most %d", n, 2*retransEntries)
 	}
 }
+
+// squeezed (the front door's allocation-free check) agrees with building
+// the squeezed value.
+func FuzzSqueezed(f *testing.F) {
+	for _, s := range []string{"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK1", "SIP/2.0/UDP  h ; rport", ` "A B" <sip:a@b> ;tag=1`,
+		"\"a\\\" b\" <sip:x y>", "a\tb", " a", "a ", "a, b", `"unterminated b`, "<sip:a@b>;q=0.5", "1 REGISTER", "1  REGISTER"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		for _, c := range []struct {
+			seps   string
+			angles bool
+		}{{"/;=,:", false}, {";=,", true}} {
+			if got, want := squeezed(s, c.seps, c.angles), squeezeSlow(s, c.seps, c.angles) == s; got != want {
+				t.Fatalf("squeezed(%q, %q, %v) = %v, want %v", s, c.seps, c.angles, got, want)
+			}
+		}
+		if v := normValue("cseq", s); v != s {
+			// The short cut must not have let an unnormalized CSeq through.
+			return
+		}
+		num, method, ok := strings.Cut(s, " ")
+		if ok && (strings.ContainsAny(num, "\t") || strings.Trim(method, " \t") != method) {
+			t.Fatalf("normValue(cseq, %q) left it unnormalized", s)
+		}
+	})
+}
