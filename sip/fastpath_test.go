@@ -2,9 +2,13 @@ package sip
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/google/go-cmp/cmp"
 )
 
 // A retransmitted REGISTER gets the very response the first copy got, on
@@ -126,4 +130,87 @@ func FuzzSqueezed(f *testing.F) {
 			t.Fatalf("normValue(cseq, %q) left it unnormalized", s)
 		}
 	})
+}
+
+// Both paths run the same checks and count the same: the same sequence of
+// requests gets the same answers and the same metrics with the fast path
+// on and off, over UDP and TCP.
+func TestFastPathSameChecks(t *testing.T) {
+	type outcome struct {
+		Answers  []string
+		Requests float64
+		Status   map[string]float64
+	}
+	run := func(t *testing.T, disable bool, transport string) outcome {
+		e := newEnv(t, Config{DisableFastPath: disable, MaxInFlight: 64})
+		network := strings.ToLower(transport)
+		var o outcome
+		answer := func(what string, res *sip.Response) {
+			if res == nil {
+				o.Answers = append(o.Answers, what+": none")
+				return
+			}
+			a := what + ": " + strconv.Itoa(res.StatusCode) + " " + res.Reason
+			for _, h := range []string{"Allow", "Retry-After", "WWW-Authenticate", "Contact"} {
+				if res.GetHeader(h) != nil {
+					a += " +" + h
+				}
+			}
+			o.Answers = append(o.Answers, a)
+		}
+		raw := func(what string, lines ...string) {
+			answer(what, rawExchange(t, network, e.addr(transport), rawMsg(transport, lines...), 5*time.Second))
+		}
+		raw("OPTIONS", optionsLines("Content-Length: 0")...)
+		reg := func(cseq string, extra ...string) []string {
+			l := []string{"REGISTER sip:example.test SIP/2.0", "Via: SIP/2.0/{transport} 127.0.0.1:5999;branch={branch};rport",
+				"Max-Forwards: 70", "From: <sip:1001@example.test>;tag=fp1", "To: <sip:1001@example.test>", "Call-ID: {callid}",
+				"CSeq: " + cseq, "Contact: <sip:1001@127.0.0.1:5999>"}
+			l = append(l, extra...)
+			return append(l, "Content-Length: 0", "", "")
+		}
+		raw("CSeq method mismatch", reg("1 OPTIONS")...)
+		raw("two To", reg("1 REGISTER", "To: <sip:1002@example.test>")...)
+		replace := func(lines []string, old, new string) []string {
+			for i, l := range lines {
+				if l == old {
+					lines[i] = new
+				}
+			}
+			return lines
+		}
+		raw("bad To URI", replace(reg("1 REGISTER"), "To: <sip:1001@example.test>", "To: <sips:example.test>")...)
+		raw("wildcard without Expires 0", replace(reg("1 REGISTER"), "Contact: <sip:1001@127.0.0.1:5999>", "Contact: *")...)
+		raw("no credentials", reg("1 REGISTER")...)
+		raw("brief", reg("1 REGISTER", "Expires: 5")...)
+		u := e.uac(transport, "1001", e.password)
+		answer("register", u.register("MD5", "Contact: <sip:1001@127.0.0.1:7300>"))
+		answer("wrong password", e.uac(transport, "1001", "wrong").register("MD5", "Contact: <sip:1001@127.0.0.1:7301>"))
+		answer("unknown user", e.uac(transport, "1999", "x").register("MD5", "Contact: <sip:1999@127.0.0.1:7302>"))
+		e.srv.inFlight.Add(64)
+		raw("overload", reg("1 REGISTER")...)
+		e.srv.inFlight.Add(-64)
+
+		if !disable && transport == "UDP" && e.srv.udpSources() != 0 {
+			t.Errorf("%d UDP sources reached sipgo with the fast path on", e.srv.udpSources())
+		}
+		o.Requests = counterValue(t, e.srv.metrics.requests.WithLabelValues("REGISTER"))
+		o.Status = map[string]float64{}
+		for _, code := range []string{"200", "400", "401", "423", "503"} {
+			o.Status[code] = counterValue(t, e.srv.metrics.registers.WithLabelValues(code))
+		}
+		return o
+	}
+	for _, transport := range []string{"UDP", "TCP"} {
+		t.Run(transport, func(t *testing.T) {
+			slow, fast := run(t, true, transport), run(t, false, transport)
+			if diff := cmp.Diff(slow, fast); diff != "" {
+				t.Errorf("sipgo's path (-) and the fast path (+) differ:\n%s", diff)
+			}
+			if len(fast.Answers) != 11 || fast.Status["200"] != 1 || fast.Status["503"] != 1 {
+				t.Errorf("unexpected outcome: %+v", fast)
+			}
+			t.Logf("%s", strings.Join(fast.Answers, "\n"))
+		})
+	}
 }
