@@ -214,3 +214,25 @@ func TestFastPathSameChecks(t *testing.T) {
 		})
 	}
 }
+
+// The fast path hands the front door's parse to a worker while the UDP
+// read buffer is reused: the parsed request must not alias the bytes it
+// was parsed from.
+func TestParsedRequestOwnsItsMemory(t *testing.T) {
+	msg := rawMsg("UDP", append([]string{"REGISTER sip:example.test SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.1:5999;branch={branch};rport",
+		"Max-Forwards: 70", "From: <sip:1001@example.test>;tag=fp1", "To: <sip:1001@example.test>", "Call-ID: {callid}",
+		"CSeq: 1 REGISTER", "Contact: <sip:1001@127.0.0.1:5999>;expires=60", "X-Other: value", "User-Agent: phone 1.0",
+		`Authorization: Digest username="1001", realm="example.test", nonce="n", uri="sip:example.test", response="0123456789abcdef0123456789abcdef"`,
+		"Content-Length: 4", "", "body"})...)
+	parsed, err := probeParser.ParseSIP(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := parsed.String()
+	for i := range msg {
+		msg[i] = 'x'
+	}
+	if after := parsed.String(); after != before {
+		t.Fatalf("request changed with its buffer:\n%s\nwas\n%s", after, before)
+	}
+}
