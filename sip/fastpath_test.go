@@ -219,11 +219,11 @@ func TestFastPathSameChecks(t *testing.T) {
 // read buffer is reused: the parsed request must not alias the bytes it
 // was parsed from.
 func TestParsedRequestOwnsItsMemory(t *testing.T) {
-	msg := rawMsg("UDP", append([]string{"REGISTER sip:example.test SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.1:5999;branch={branch};rport",
+	msg := rawMsg("UDP", []string{"REGISTER sip:example.test SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.1:5999;branch={branch};rport",
 		"Max-Forwards: 70", "From: <sip:1001@example.test>;tag=fp1", "To: <sip:1001@example.test>", "Call-ID: {callid}",
 		"CSeq: 1 REGISTER", "Contact: <sip:1001@127.0.0.1:5999>;expires=60", "X-Other: value", "User-Agent: phone 1.0",
 		`Authorization: Digest username="1001", realm="example.test", nonce="n", uri="sip:example.test", response="0123456789abcdef0123456789abcdef"`,
-		"Content-Length: 4", "", "body"})...)
+		"Content-Length: 4", "", "body"}...)
 	parsed, err := probeParser.ParseSIP(msg)
 	if err != nil {
 		t.Fatal(err)
