@@ -45,7 +45,7 @@ func Parse(v string, opts ParseOptions) (*Credentials, error) {
 	if len(v) > MaxLen {
 		return nil, errors.New("authorization too long")
 	}
-	cred, err := digest.ParseCredentials(strings.TrimSpace(v))
+	cred, err := parseCredentials(strings.TrimSpace(v))
 	if err != nil {
 		return nil, err
 	}
