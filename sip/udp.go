@@ -21,6 +21,9 @@ import (
 //     whose ReadFrom runs the front door first: keepalives, noise, blocked
 //     sources and messages the front door answers or drops never reach
 //     sipgo, so they are never remembered;
+//   - REGISTER and OPTIONS on the fast path (fastpath.go) are answered
+//     from here too, without reaching sipgo, so their sources are never
+//     remembered either;
 //   - every source that does reach sipgo enters the table, which has two
 //     halves of Config.UDPSources/2 addresses each. When the current half is
 //     full, the older half is forgotten (also in sipgo's pool), the current
