@@ -16,7 +16,9 @@ import (
 // BenchmarkRegister measures a full digest registration (REGISTER → 401 →
 // REGISTER → 200, the binding on disk) from many concurrent phones, over
 // UDP and TCP on loopback, through sipgo's transaction layer
-// (DisableFastPath) and through the fast path. Report: registrations/s.
+// (DisableFastPath) and through the fast path. Report: registrations/s and
+// CPU per registration (server and sipgo's client: see BenchmarkRegisterUDP
+// for a cheap client).
 func BenchmarkRegister(b *testing.B) {
 	for _, bc := range []struct {
 		transport string
@@ -38,6 +40,8 @@ func BenchmarkRegister(b *testing.B) {
 			}
 			var next atomic.Int64
 			b.SetParallelism(16)
+			b.ReportAllocs()
+			cpu0 := processCPU(b)
 			b.ResetTimer()
 			start := time.Now()
 			b.RunParallel(func(pb *testing.PB) {
@@ -53,6 +57,7 @@ func BenchmarkRegister(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "reg/s")
+			b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/reg")
 		})
 	}
 }
