@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 	"github.com/google/go-cmp/cmp"
+	"github.com/icholy/digest"
 )
 
 // A retransmitted REGISTER gets the very response the first copy got, on
@@ -235,4 +236,64 @@ func TestParsedRequestOwnsItsMemory(t *testing.T) {
 	if after := parsed.String(); after != before {
 		t.Fatalf("request changed with its buffer:\n%s\nwas\n%s", after, before)
 	}
+}
+
+// A retransmission sent right behind the first copy (which waits for the
+// store's commit on a worker) is absorbed or answered from the cache, never
+// handled again: the phone sees 200s only, and the store sees one REGISTER.
+func TestRetransmissionWhileHandled(t *testing.T) {
+	e := newEnv(t, Config{})
+	c := newRawUAC(t, e.udpAddr, e.user.Extension, e.password)
+	defer c.conn.Close()
+	if err := c.register(); err != nil {
+		t.Fatal(err)
+	}
+	// The next authenticated REGISTER, sent three times at once.
+	first := c.message("")
+	res, err := c.exchange(first)
+	if err != nil || !strings.HasPrefix(res, "SIP/2.0 401 ") {
+		t.Fatalf("REGISTER = %.60q, %v; want 401", res, err)
+	}
+	chal := findChallenge(t, mustParseResponse(t, res), "MD5")
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + testDomain, Username: c.ext, Password: c.pw, Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := c.message(cred.String())
+	for range 3 {
+		if _, err := c.conn.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.conn.Read(c.buf)
+	if err != nil || !strings.HasPrefix(string(c.buf[:n]), "SIP/2.0 200 ") {
+		t.Fatalf("REGISTER sent thrice: first answer %.60q, %v; want 200", c.buf[:n], err)
+	}
+	// Once the answer is out, a fourth copy is answered from the cache.
+	if res, err := c.exchange(msg); err != nil || !strings.HasPrefix(res, "SIP/2.0 200 ") {
+		t.Fatalf("fourth copy = %.60q, %v; want 200", res, err)
+	}
+	if got := counterValue(t, e.srv.tm.retransmissions); got != 3 {
+		t.Errorf("retransmissions absorbed or answered = %v, want 3", got)
+	}
+	if got := counterValue(t, e.srv.metrics.registers.WithLabelValues("500")); got != 0 {
+		t.Errorf("%v REGISTERs answered 500, want none", got)
+	}
+	if got := counterValue(t, e.srv.metrics.registers.WithLabelValues("200")); got != 2 {
+		t.Errorf("REGISTERs handled to a 200 = %v, want 2 (one registration, one REGISTER of the three copies)", got)
+	}
+}
+
+func mustParseResponse(t *testing.T, s string) *sip.Response {
+	t.Helper()
+	m, err := sip.ParseMessage([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, ok := m.(*sip.Response)
+	if !ok {
+		t.Fatalf("not a response: %q", s)
+	}
+	return res
 }
