@@ -40,7 +40,7 @@ const (
 //
 // It does not look at the user's status: a disabled user authenticates (so
 // a phone can still unregister); each caller decides what that user may do.
-func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy bool) (store.SIPIdentity, bool) {
+func (s *Server) authenticate(req *sip.Request, rs responder, proxy bool) (store.SIPIdentity, bool) {
 	// REGISTER authenticates the owner of the AOR in To; any other request
 	// (INVITE, …) its sender, named in From.
 	who := &req.To().Address
@@ -50,7 +50,7 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	realm := strings.ToLower(who.Host)
 	user := unescapeUser(who.User)
 	if realm == "" || user == "" {
-		s.reply(req, tx, 400, "No User to Authenticate")
+		s.reply(req, rs, 400, "No User to Authenticate")
 		return store.SIPIdentity{}, false
 	}
 	hdrName := "Authorization"
@@ -61,7 +61,7 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	guardUser := user + "@" + realm
 	if s.guard.Blocked(src, guardUser) {
 		s.metrics.blockedDrops.Inc()
-		s.reply(req, tx, 403, "Forbidden")
+		s.reply(req, rs, 403, "Forbidden")
 		return store.SIPIdentity{}, false
 	}
 	// failed logs and counts a failure in metrics; guess also counts it
@@ -95,18 +95,18 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 		}
 	}
 	if raw == "" {
-		s.challenge(req, tx, proxy, realm, false)
+		s.challenge(req, rs, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
 	if err != nil {
 		failed(authMalformed, false)
-		s.reply(req, tx, 400, "Malformed Authorization")
+		s.reply(req, rs, 400, "Malformed Authorization")
 		return store.SIPIdentity{}, false
 	}
 	if !strings.EqualFold(cred.Realm, realm) {
 		// Credentials cached for another realm: ask again for this one.
 		failed(authBadRealm, false)
-		s.challenge(req, tx, proxy, realm, false)
+		s.challenge(req, rs, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
 	now := s.db.Now()
@@ -114,19 +114,19 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	if state == digest.Bad {
 		// Not a nonce we gave this address: invented, or from elsewhere.
 		failed(authBadNonce, false)
-		s.challenge(req, tx, proxy, realm, false)
+		s.challenge(req, rs, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	}
 	guess := state == digest.Fresh
 	if unescapeUser(cred.Username) != user {
 		// RFC 3261 §10.3 step 4: this user may not touch that AOR.
 		failed(authWrongUser, guess)
-		s.reply(req, tx, 403, "Forbidden")
+		s.reply(req, rs, 403, "Forbidden")
 		return store.SIPIdentity{}, false
 	}
 	if !sameURI(cred.URI, &req.Recipient) {
 		failed(authMalformed, false)
-		s.reply(req, tx, 400, "Digest URI Mismatch")
+		s.reply(req, rs, 400, "Digest URI Mismatch")
 		return store.SIPIdentity{}, false
 	}
 
@@ -136,7 +136,7 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	if !known {
 		if !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("sip identity lookup", "user", guardUser, "err", err)
-			s.reply(req, tx, 500, "Server Internal Error")
+			s.reply(req, rs, 500, "Server Internal Error")
 			return store.SIPIdentity{}, false
 		}
 		// Same work as for a real user, against a password nobody has.
@@ -148,17 +148,17 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 	switch {
 	case !known:
 		failed(authUnknownUser, guess)
-		s.challenge(req, tx, proxy, realm, false)
+		s.challenge(req, rs, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	case !match:
 		failed(authBadPassword, guess)
-		s.challenge(req, tx, proxy, realm, false)
+		s.challenge(req, rs, proxy, realm, false)
 		return store.SIPIdentity{}, false
 	case state == digest.Stale:
 		// RFC 7616 §3.3: stale=true only when the response was right for
 		// the old nonce, so the phone retries without asking its user.
 		failed(authStale, false)
-		s.challenge(req, tx, proxy, realm, true)
+		s.challenge(req, rs, proxy, realm, true)
 		return store.SIPIdentity{}, false
 	}
 	ok, stale := s.nonces.Use(key, digest.Count(cred), now)
@@ -168,7 +168,7 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 			reason = authStale
 		}
 		failed(reason, false)
-		s.challenge(req, tx, proxy, realm, stale)
+		s.challenge(req, rs, proxy, realm, stale)
 		return store.SIPIdentity{}, false
 	}
 	s.guard.Succeed(src, guardUser)
@@ -178,23 +178,25 @@ func (s *Server) authenticate(req *sip.Request, tx sip.ServerTransaction, proxy 
 // challenge answers 401 (407 for proxy) with one challenge per algorithm,
 // SHA-256 first then MD5 (RFC 8760 §2.4: in order of preference), sharing
 // one nonce; clients listed in Config.MD5OnlyUserAgents get MD5 alone.
-func (s *Server) challenge(req *sip.Request, tx sip.ServerTransaction, proxy bool, realm string, stale bool) {
+func (s *Server) challenge(req *sip.Request, rs responder, proxy bool, realm string, stale bool) {
 	code, reason, hdr := 401, "Unauthorized", "WWW-Authenticate"
 	if proxy {
 		code, reason, hdr = 407, "Proxy Authentication Required", "Proxy-Authenticate"
 	}
 	nonce := s.nonces.Issue(realm, guard.IP(req.Source()), s.db.Now())
 	res := s.newResponse(req, code, reason)
-	algs := []string{digest.SHA256, digest.MD5}
+	algs := challengeAlgs[:]
 	if s.md5Only(req) {
 		algs = algs[1:]
 	}
 	for _, alg := range algs {
-		c := digest.Challenge{Realm: realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
-		res.AppendHeader(sip.NewHeader(hdr, c.String()))
+		res.AppendHeader(sip.NewHeader(hdr, digest.ChallengeValue(realm, nonce, alg, stale)))
 	}
-	s.send(req, tx, res)
+	s.send(req, rs, res)
 }
+
+// challengeAlgs are the algorithms challenged with, in order of preference.
+var challengeAlgs = [...]string{digest.SHA256, digest.MD5}
 
 // md5Only reports whether req comes from a client that must be challenged
 // with MD5 alone (Config.MD5OnlyUserAgents).

@@ -79,6 +79,19 @@
 //   - Load: at most Config.MaxInFlight requests are handled at once; beyond,
 //     503 with a Retry-After of 5-35 s (spread so a re-registration storm
 //     does not come back in step). While closing, every request gets 503.
+//   - REGISTER and OPTIONS take a fast path (fastpath.go): the front door's
+//     parse is kept (each message is parsed once), the request runs through
+//     the same wrapper and handlers as on sipgo's path (the same checks,
+//     metrics, 503s and recover), and the answer is written straight to the
+//     socket or connection, without a sipgo server transaction or a
+//     goroutine per message. Over UDP a retransmission (same Via branch,
+//     Call-ID, CSeq and source) gets the last final response again for 32 s
+//     (Timer J) from a bounded cache, and is absorbed while the first copy
+//     is still handled. Requests with credentials (which wait for the
+//     store's commit) run on a pool of at most MaxInFlight workers, so the
+//     socket keeps being read. Requests whose top Via lacks an RFC 3261
+//     branch, and all other methods, go through sipgo;
+//     Config.DisableFastPath sends REGISTER and OPTIONS there too.
 //   - TCP and TLS (transport_tcp.go): we frame the byte stream ourselves
 //     (RFC 3261 §18.3), so a request sipgo cannot parse is answered and the
 //     connection kept; only a stream that cannot be framed (a broken or

@@ -49,6 +49,9 @@ const maxMessage = 65535
 type verdict struct {
 	pass  []byte // hand these bytes to sipgo (nil: nothing)
 	reply []byte // write this response back (nil: nothing)
+	// req is pass as parsed, for the fast path (fastpath.go), when it is a
+	// REGISTER or OPTIONS request.
+	req *sip.Request
 }
 
 // frontDoor decides on one complete message: msg is a whole datagram
@@ -91,7 +94,8 @@ func (s *Server) frontDoor(msg []byte, datagram bool, src netip.AddrPort) verdic
 		return refuse(505, "Version Not Supported")
 	}
 	norm := v.normalize()
-	if _, err := probeParser.ParseSIP(norm); err != nil {
+	parsed, err := probeParser.ParseSIP(norm)
+	if err != nil {
 		return refuse(400, diagnose(&v, datagram))
 	}
 	if r := contentLengthProblem(&v, datagram); r != "" {
@@ -109,7 +113,11 @@ func (s *Server) frontDoor(msg []byte, datagram bool, src netip.AddrPort) verdic
 	if where := badDisplayName(&v); where != "" {
 		return refuse(400, "Bad Request (Malformed Display Name in "+where+")")
 	}
-	return verdict{pass: norm}
+	out := verdict{pass: norm}
+	if method == "REGISTER" || method == "OPTIONS" {
+		out.req, _ = parsed.(*sip.Request)
+	}
+	return out
 }
 
 // frontDoorResponse writes a response to a request the front door refuses:

@@ -43,6 +43,35 @@ var compactForms = map[string]string{
 }
 
 func canonName(name string) string {
+	// The names every REGISTER carries, as phones write them: no allocation.
+	switch name {
+	case "Via":
+		return "via"
+	case "From":
+		return "from"
+	case "To":
+		return "to"
+	case "Call-ID":
+		return "call-id"
+	case "CSeq":
+		return "cseq"
+	case "Contact":
+		return "contact"
+	case "Max-Forwards":
+		return "max-forwards"
+	case "Expires":
+		return "expires"
+	case "User-Agent":
+		return "user-agent"
+	case "Authorization":
+		return "authorization"
+	case "Content-Length":
+		return "content-length"
+	case "Allow":
+		return "allow"
+	case "Supported":
+		return "supported"
+	}
 	l := strings.ToLower(name)
 	if long, ok := compactForms[l]; ok {
 		return long
@@ -106,7 +135,7 @@ func splitMessage(msg []byte) (v msgView, ok bool) {
 			continue
 		}
 		f := field{name: trimmedName, canon: canonName(trimmedName), value: strings.Trim(value, " \t")}
-		if len(trimmedName) != len(name) || (value != "" && value != " "+f.value) || normValue(f.canon, f.value) != f.value {
+		if len(trimmedName) != len(name) || (value != "" && (value[0] != ' ' || value[1:] != f.value)) || normValue(f.canon, f.value) != f.value {
 			v.canonical = false
 		}
 		v.fields = append(v.fields, f)
@@ -250,6 +279,10 @@ func normValue(canon, value string) string {
 		"p-asserted-identity", "p-preferred-identity":
 		return squeeze(value, ";=,", true)
 	case "cseq":
+		if i := strings.IndexByte(value, ' '); i > 0 && i < len(value)-1 && value[i+1] != ' ' &&
+			!strings.ContainsRune(value, '\t') && strings.IndexByte(value[i+1:], ' ') < 0 {
+			return value // already "number method"
+		}
 		num, method, ok := strings.Cut(value, " ")
 		if i := strings.IndexByte(value, '\t'); i >= 0 && (!ok || i < len(num)) {
 			num, method, ok = value[:i], value[i+1:], true
@@ -265,9 +298,14 @@ func normValue(canon, value string) string {
 // drops blanks next to any of seps. With angles, text inside <...> is left
 // alone (a URI has no blanks; one with them stays invalid).
 func squeeze(s, seps string, angles bool) string {
-	if !strings.ContainsAny(s, " \t") {
+	if squeezed(s, seps, angles) {
 		return s
 	}
+	return squeezeSlow(s, seps, angles)
+}
+
+// squeezeSlow is squeeze building the result.
+func squeezeSlow(s, seps string, angles bool) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	inQuote, inAngle, pendingSpace := false, false, false
@@ -313,6 +351,44 @@ func squeeze(s, seps string, angles bool) string {
 		}
 	}
 	return b.String()
+}
+
+// squeezed reports whether squeeze would return s unchanged: every run of
+// blanks outside quoted strings (and angle brackets with angles) is one
+// space between two characters that are not separators.
+func squeezed(s, seps string, angles bool) bool {
+	inQuote, inAngle := false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case inQuote:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inQuote = false
+			}
+			continue
+		case inAngle:
+			if c == '>' {
+				inAngle = false
+			}
+			continue
+		}
+		switch {
+		case c == '\t':
+			return false
+		case c == ' ':
+			if i == 0 || i == len(s)-1 || s[i-1] == 0 || s[i+1] == ' ' || s[i+1] == '\t' ||
+				strings.IndexByte(seps, s[i-1]) >= 0 || strings.IndexByte(seps, s[i+1]) >= 0 {
+				return false
+			}
+		case c == '"':
+			inQuote = true
+		case c == '<' && angles:
+			inAngle = true
+		}
+	}
+	return true
 }
 
 // envelope is what the front door copies into a response it writes itself.

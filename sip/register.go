@@ -18,36 +18,36 @@ import (
 // (423) after it, and the store applies the change in one transaction that
 // also enforces "disabled users cannot add bindings" and the Call-ID/CSeq
 // ordering.
-func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+func (s *Server) onRegister(req *sip.Request, rs responder) {
 	to := req.To()
 	if scheme := strings.ToLower(to.Address.Scheme); scheme != "sip" && scheme != "sips" || to.Address.User == "" || to.Address.Host == "" {
-		s.reply(req, tx, 400, "Invalid To URI")
+		s.reply(req, rs, 400, "Invalid To URI")
 		return
 	}
 	cs, err := parseContacts(req)
 	if err != nil {
-		s.reply(req, tx, 400, reason(err))
+		s.reply(req, rs, 400, reason(err))
 		return
 	}
 	hdrExpires := int64(-1)
 	if hs := req.GetHeaders("Expires"); len(hs) > 1 {
-		s.reply(req, tx, 400, "Duplicate Expires")
+		s.reply(req, rs, 400, "Duplicate Expires")
 		return
 	} else if len(hs) == 1 {
 		e, err := parseExpires(hs[0].Value())
 		if err != nil {
-			s.reply(req, tx, 400, "Invalid Expires")
+			s.reply(req, rs, 400, "Invalid Expires")
 			return
 		}
 		hdrExpires = int64(e)
 	}
 	if cs.Wildcard && hdrExpires != 0 {
 		// §10.3 step 6: "*" is only valid with Expires: 0.
-		s.reply(req, tx, 400, "Wildcard Contact Needs Expires 0")
+		s.reply(req, rs, 400, "Wildcard Contact Needs Expires 0")
 		return
 	}
 
-	id, ok := s.authenticate(req, tx, false)
+	id, ok := s.authenticate(req, rs, false)
 	if !ok {
 		return
 	}
@@ -82,7 +82,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	if tooBrief {
 		res := s.newResponse(req, 423, "Interval Too Brief")
 		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(s.cfg.MinExpires)))
-		s.send(req, tx, res)
+		s.send(req, rs, res)
 		return
 	}
 
@@ -96,7 +96,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		if errors.Is(err, store.ErrNoSpace) {
 			res.AppendHeader(sip.NewHeader("Retry-After", "30")) // the phone keeps its binding and retries (§20.33)
 		}
-		s.send(req, tx, res)
+		s.send(req, rs, res)
 		return
 	}
 	now := s.db.Now()
@@ -105,7 +105,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		res.AppendHeader(sip.NewHeader("Contact", bindingContact(b, now)))
 	}
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(http.TimeFormat)))
-	s.send(req, tx, res)
+	s.send(req, rs, res)
 }
 
 // bindingContact is a binding as a Contact value of a 200 to REGISTER, with

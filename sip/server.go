@@ -90,6 +90,11 @@ type Config struct {
 	// RingTimeout is how long a routed call rings its contacts before every
 	// branch is cancelled and the caller gets 480 [60 s].
 	RingTimeout time.Duration
+
+	// DisableFastPath hands REGISTER and OPTIONS to sipgo's transaction
+	// layer like every other request, instead of answering them statelessly
+	// from the front door (fastpath.go). For comparison and as a fallback.
+	DisableFastPath bool
 }
 
 // DefaultMD5OnlyUserAgents are the clients known to fail on a SHA-256
@@ -184,6 +189,10 @@ type Server struct {
 
 	inFlight atomic.Int64
 
+	// The fast path (fastpath.go).
+	retrans  *retransCache
+	fastPool *workerPool
+
 	// calls is the call-handling state (invite.go), set up by routes.
 	calls *calls
 
@@ -241,7 +250,8 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		return nil, fmt.Errorf("sip: metrics: %w", err)
 	}
 	s := &Server{cfg: cfg, db: db, log: log, metrics: m, tm: tm, nonces: n, dummyPassword: hex.EncodeToString(dummy), guard: cfg.Guard,
-		conns: newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP)}
+		conns:   newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
+		retrans: newRetransCache(), fastPool: newWorkerPool(cfg.MaxInFlight)}
 	if s.guard == nil {
 		s.guard = guard.New(guard.Config{Now: db.Now, OnBlock: func(b guard.Block) {
 			m.blocks.Inc()
@@ -286,11 +296,11 @@ const allowed = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS"
 // routes registers every request handler. Call handling (invite*.go) plugs
 // in here: OnInvite, OnCancel, OnBye and OnAck.
 func (s *Server) routes() {
-	s.srv.OnRegister(s.handle(s.onRegister))
-	s.srv.OnOptions(s.handle(s.onOptions))
+	s.srv.OnRegister(s.handleR(s.onRegister))
+	s.srv.OnOptions(s.handleR(s.onOptions))
 
-	// Calls (invite.go, proxy.go). OnAck must always be registered (sipgo
-	// notes §8.1): without it, on TCP the ACK for a non-2xx final response
+	// Calls (invite.go, fork.go, indialog.go). OnAck must always be
+	// registered: in sipgo, without it, on TCP the ACK for a non-2xx final response
 	// would reach the no-route handler and get a 405. ACKs are never
 	// answered. A CANCEL that matches a live INVITE transaction is handled
 	// inside sipgo's transaction layer; one that reaches OnCancel is relayed
@@ -307,66 +317,85 @@ func (s *Server) routes() {
 	s.srv.OnNoRoute(s.handle(s.onNoRoute))
 }
 
-// handle wraps every handler: it counts the request, refuses work while
-// closing or when MaxInFlight requests are already running (503 with
-// Retry-After), checks what every request must carry, and recovers from a
-// panic so that one bad message can never take the process down.
+// responder is where a handler's answer goes: a sipgo server transaction,
+// or the fast path's stateless fastResponder (fastpath.go).
+type responder interface {
+	Respond(res *sip.Response) error
+}
+
+// handle wraps every handler sipgo routes (see guarded).
 func (s *Server) handle(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		s.metrics.requests.WithLabelValues(methodLabel(req.Method)).Inc()
-		s.mu.RLock()
-		if s.closing {
-			s.mu.RUnlock()
-			s.overload(req, tx)
-			return
-		}
-		s.wg.Add(1)
-		s.mu.RUnlock()
-		defer s.wg.Done()
-
-		n := s.inFlight.Add(1)
-		s.metrics.inFlight.Inc()
-		defer func() {
-			s.inFlight.Add(-1)
-			s.metrics.inFlight.Dec()
-		}()
-		if n > int64(s.cfg.MaxInFlight) {
-			s.metrics.overloaded.Inc()
-			s.overload(req, tx)
-			return
-		}
-		defer func() {
-			if p := recover(); p != nil {
-				s.metrics.handlerPanics.Inc()
-				s.log.Error("sip handler panic", "method", methodLabel(req.Method), "source", req.Source(), "panic", fmt.Sprint(p))
-				func() {
-					defer func() { _ = recover() }()
-					s.reply(req, tx, 500, "Server Internal Error")
-				}()
-			}
-		}()
-		if code, reason := checkRequest(req); code != 0 {
-			s.reply(req, tx, code, reason)
-			return
-		}
-		// A blocked source gets a short refusal: no challenge, no nonce, no
-		// store lookup. ACKs are absorbed as usual.
-		if req.Method != sip.ACK && s.guard.Blocked(guard.IP(req.Source()), "") {
-			s.metrics.blockedDrops.Inc()
-			s.reply(req, tx, 403, "Forbidden")
-			return
-		}
-		h(req, tx)
+		s.guarded(req, tx, func(req *sip.Request, _ responder) { h(req, tx) })
 	}
 }
 
-func (s *Server) overload(req *sip.Request, tx sip.ServerTransaction) {
+// handleR is handle for a handler that only answers (the ones the fast
+// path shares with sipgo: onRegister, onOptions).
+func (s *Server) handleR(h func(*sip.Request, responder)) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) { s.guarded(req, tx, h) }
+}
+
+// guarded runs h on req, answering through rs: it counts the request,
+// refuses work while closing or when MaxInFlight requests are already
+// running (503 with Retry-After), checks what every request must carry, and
+// recovers from a panic so that one bad message can never take the process
+// down. Both sipgo's handlers (handle) and the fast path (fastpath.go) run
+// through it, so both make exactly the same checks.
+func (s *Server) guarded(req *sip.Request, rs responder, h func(*sip.Request, responder)) {
+	s.metrics.requests.WithLabelValues(methodLabel(req.Method)).Inc()
+	s.mu.RLock()
+	if s.closing {
+		s.mu.RUnlock()
+		s.overload(req, rs)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.RUnlock()
+	defer s.wg.Done()
+
+	n := s.inFlight.Add(1)
+	s.metrics.inFlight.Inc()
+	defer func() {
+		s.inFlight.Add(-1)
+		s.metrics.inFlight.Dec()
+	}()
+	if n > int64(s.cfg.MaxInFlight) {
+		s.metrics.overloaded.Inc()
+		s.overload(req, rs)
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.metrics.handlerPanics.Inc()
+			s.log.Error("sip handler panic", "method", methodLabel(req.Method), "source", req.Source(), "panic", fmt.Sprint(p))
+			func() {
+				defer func() { _ = recover() }()
+				s.reply(req, rs, 500, "Server Internal Error")
+			}()
+		}
+	}()
+	if code, reason := checkRequest(req); code != 0 {
+		s.reply(req, rs, code, reason)
+		return
+	}
+	// A blocked source gets a short refusal: no challenge, no nonce, no
+	// store lookup. ACKs are absorbed as usual.
+	if req.Method != sip.ACK && s.guard.Blocked(guard.IP(req.Source()), "") {
+		s.metrics.blockedDrops.Inc()
+		s.reply(req, rs, 403, "Forbidden")
+		return
+	}
+	h(req, rs)
+}
+
+func (s *Server) overload(req *sip.Request, rs responder) {
 	res := s.newResponse(req, 503, "Service Unavailable")
 	// Spread the retries of a re-registration storm over 5-35 s.
 	var b [1]byte
 	_, _ = rand.Read(b[:])
 	res.AppendHeader(sip.NewHeader("Retry-After", strconv.Itoa(5+int(b[0])%31)))
-	s.send(req, tx, res)
+	s.send(req, rs, res)
 }
 
 // checkRequest checks what sipgo lets through and every handler relies on:
@@ -428,11 +457,11 @@ func checkRequest(req *sip.Request) (int, string) {
 	return 0, ""
 }
 
-func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+func (s *Server) onOptions(req *sip.Request, rs responder) {
 	res := s.newResponse(req, 200, "OK")
 	res.AppendHeader(sip.NewHeader("Allow", allowed))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
-	s.send(req, tx, res)
+	s.send(req, rs, res)
 }
 
 func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
@@ -454,16 +483,17 @@ func (s *Server) newResponse(req *sip.Request, code int, reason string) *sip.Res
 }
 
 // reply answers req with a bodiless response.
-func (s *Server) reply(req *sip.Request, tx sip.ServerTransaction, code int, reason string) {
-	s.send(req, tx, s.newResponse(req, code, reason))
+func (s *Server) reply(req *sip.Request, rs responder, code int, reason string) {
+	s.send(req, rs, s.newResponse(req, code, reason))
 }
 
-// send sends res on tx. ACKs are never answered. Over UDP the response goes
+// send sends res through rs (a sipgo server transaction, or the fast
+// path's stateless responder). ACKs are never answered. Over UDP the response goes
 // to the packet's source address and port (symmetric response, RFC 3581
 // behaviour for everyone): a phone behind NAT without rport still hears us,
 // and a Via whose sent-by was forged or parsed empty cannot aim our answer
 // at a third party.
-func (s *Server) send(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) {
+func (s *Server) send(req *sip.Request, rs responder, res *sip.Response) {
 	if req.IsAck() {
 		return
 	}
@@ -474,7 +504,7 @@ func (s *Server) send(req *sip.Request, tx sip.ServerTransaction, res *sip.Respo
 		s.metrics.registers.WithLabelValues(strconv.Itoa(res.StatusCode)).Inc()
 		s.logRegister(req, res.StatusCode)
 	}
-	if err := tx.Respond(res); err != nil {
+	if err := rs.Respond(res); err != nil {
 		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
 	}
 }
@@ -535,6 +565,7 @@ func (s *Server) Close() error {
 	case <-time.After(5 * time.Second):
 		s.log.Warn("sip close: handlers still running after 5 s")
 	}
+	s.fastPool.stop()
 	return s.ua.Close()
 }
 

@@ -5,13 +5,14 @@ import "github.com/prometheus/client_golang/prometheus"
 // transportMetrics are the SIP transport's own metrics: connections, the
 // accept loop, the UDP source table and the front door.
 type transportMetrics struct {
-	connsOpen    *prometheus.GaugeVec   // by transport
-	connsRefused *prometheus.CounterVec // by reason: global, per_ip
-	acceptErrors prometheus.Counter
-	streamClosed *prometheus.CounterVec // by reason
-	udpSources   prometheus.Gauge
-	udpRotations prometheus.Counter
-	frontDoor    *prometheus.CounterVec // by result: 400, 501, 513, drop
+	connsOpen       *prometheus.GaugeVec   // by transport
+	connsRefused    *prometheus.CounterVec // by reason: global, per_ip
+	acceptErrors    prometheus.Counter
+	streamClosed    *prometheus.CounterVec // by reason
+	udpSources      prometheus.Gauge
+	udpRotations    prometheus.Counter
+	frontDoor       *prometheus.CounterVec // by result: 400, 501, 513, drop
+	retransmissions prometheus.Counter     // fast path (fastpath.go)
 }
 
 func newTransportMetrics(reg prometheus.Registerer) (*transportMetrics, error) {
@@ -44,8 +45,12 @@ func newTransportMetrics(reg prometheus.Registerer) (*transportMetrics, error) {
 			Name: "dialtone_sip_frontdoor_total",
 			Help: "Messages answered or dropped before reaching the SIP stack, by result (400, 501, 513: answered with that status; drop: unanswerable).",
 		}, []string{"result"}),
+		retransmissions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dialtone_sip_retransmissions_total",
+			Help: "Retransmitted REGISTER and OPTIONS requests over UDP answered from the last response (or absorbed while the first copy was handled).",
+		}),
 	}
-	if err := registerAll(reg, m.connsOpen, m.connsRefused, m.acceptErrors, m.streamClosed, m.udpSources, m.udpRotations, m.frontDoor); err != nil {
+	if err := registerAll(reg, m.connsOpen, m.connsRefused, m.acceptErrors, m.streamClosed, m.udpSources, m.udpRotations, m.frontDoor, m.retransmissions); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -84,10 +84,12 @@ func (l *streamListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.s.tm.connsOpen.WithLabelValues(l.transport).Inc()
-		return l.s.newStreamConn(c, func() {
+		sc := l.s.newStreamConn(c, func() {
 			release()
 			l.s.tm.connsOpen.WithLabelValues(l.transport).Dec()
-		}), nil
+		})
+		sc.transport = l.transport
+		return sc, nil
 	}
 }
 
@@ -209,9 +211,10 @@ type streamConn struct {
 	release   func()
 	closeOnce sync.Once
 
-	firstBy time.Time // deadline for the first complete message
-	started bool      // a complete message passed the front door
-	src     netip.AddrPort
+	transport string    // "TCP" or "TLS"
+	firstBy   time.Time // deadline for the first complete message
+	started   bool      // a complete message passed the front door
+	src       netip.AddrPort
 
 	in      []byte // bytes read, not yet framed
 	scanned int    // c.in[:scanned] holds no end of headers
@@ -391,7 +394,9 @@ func (c *streamConn) frame() {
 			// Only a message the SIP stack gets ends the first-request
 			// deadline: junk answered with 400 does not buy an hour.
 			c.started = true
-			c.out = append(c.out, v.pass...)
+			if v.req == nil || !c.s.fastPath(v.req, c.transport, c.RemoteAddr(), c) {
+				c.out = append(c.out, v.pass...)
+			}
 		}
 	}
 }

@@ -299,7 +299,8 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 // remembered.
 func TestUDPSourceTableBounded(t *testing.T) {
 	const limit = 64
-	e := newEnv(t, Config{UDPSources: limit})
+	// OPTIONS must reach sipgo here: the fast path never enters the table.
+	e := newEnv(t, Config{UDPSources: limit, DisableFastPath: true})
 	pool := e.srv.ua.TransportLayer().Pool("udp")
 	base := pool.Size()
 	for i := 0; i < 300; i++ {
@@ -354,7 +355,7 @@ func TestUDPSourceTableBounded(t *testing.T) {
 // concurrent requests stay below a half: a source is only forgotten after
 // a half of newer sources arrived, and no request can be that old here.
 func TestUDPRotationKeepsAnswering(t *testing.T) {
-	e := newEnv(t, Config{UDPSources: 128})
+	e := newEnv(t, Config{UDPSources: 128, DisableFastPath: true}) // OPTIONS via sipgo
 	const clients, each = 40, 5
 	errs := make(chan error, clients)
 	for i := 0; i < clients; i++ {

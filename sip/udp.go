@@ -21,6 +21,9 @@ import (
 //     whose ReadFrom runs the front door first: keepalives, noise, blocked
 //     sources and messages the front door answers or drops never reach
 //     sipgo, so they are never remembered;
+//   - REGISTER and OPTIONS on the fast path (fastpath.go) are answered
+//     from here too, without reaching sipgo, so their sources are never
+//     remembered either;
 //   - every source that does reach sipgo enters the table, which has two
 //     halves of Config.UDPSources/2 addresses each. When the current half is
 //     full, the older half is forgotten (also in sipgo's pool), the current
@@ -242,6 +245,9 @@ func (u *udpServer) admit(raw []byte, a net.Addr, room int) []byte {
 	v := u.s.frontDoor(raw, true, src)
 	if v.reply != nil {
 		u.write(v.reply, a)
+	}
+	if v.req != nil && u.s.fastPath(v.req, "UDP", a, udpReply{sock: u.sock, to: a}) {
+		return nil
 	}
 	if len(v.pass) > room {
 		return nil // only a datagram at the size limit grows this much by normalizing

@@ -45,7 +45,7 @@ func Parse(v string, opts ParseOptions) (*Credentials, error) {
 	if len(v) > MaxLen {
 		return nil, errors.New("authorization too long")
 	}
-	cred, err := digest.ParseCredentials(strings.TrimSpace(v))
+	cred, err := parseCredentials(strings.TrimSpace(v))
 	if err != nil {
 		return nil, err
 	}
@@ -154,3 +154,42 @@ type Challenge = digest.Challenge
 
 // IsDigest reports whether an Authorization value is of the Digest scheme.
 func IsDigest(v string) bool { return digest.IsDigest(strings.TrimSpace(v)) }
+
+// ChallengeValue is the value of a WWW-Authenticate (or Proxy-Authenticate)
+// header offering alg with qop "auth": the same text as [Challenge.String]
+// for such a challenge, built without its per-parameter allocations when
+// realm and nonce need no escaping (the usual case: a domain name and one
+// of our nonces).
+func ChallengeValue(realm, nonce, alg string, stale bool) string {
+	if !plainQuoted(realm) || !plainQuoted(nonce) {
+		c := Challenge{Realm: realm, Nonce: nonce, Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+		return c.String()
+	}
+	var b strings.Builder
+	b.Grow(len(realm) + len(nonce) + len(alg) + 64)
+	b.WriteString(`Digest realm="`)
+	b.WriteString(realm)
+	b.WriteString(`", nonce="`)
+	b.WriteString(nonce)
+	b.WriteString(`", `)
+	if stale {
+		b.WriteString("stale=true, ")
+	}
+	if alg != "" {
+		b.WriteString("algorithm=")
+		b.WriteString(alg)
+		b.WriteString(", ")
+	}
+	b.WriteString(`qop="auth"`)
+	return b.String()
+}
+
+// plainQuoted reports whether strconv.Quote would only add the quotes.
+func plainQuoted(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
+}

@@ -109,3 +109,18 @@ func TestParseRefuses(t *testing.T) {
 		}
 	}
 }
+
+// ChallengeValue writes what Challenge.String writes, for plain and for
+// escaped realms.
+func TestChallengeValue(t *testing.T) {
+	for _, realm := range []string{"example.test", "", `we"ird\realm`, "tab\there", "ünïcode"} {
+		for _, alg := range []string{SHA256, MD5, ""} {
+			for _, stale := range []bool{false, true} {
+				c := Challenge{Realm: realm, Nonce: "GOqg-q8RoAACaHdI4zYmFh", Algorithm: alg, QOP: []string{"auth"}, Stale: stale}
+				if got, want := ChallengeValue(realm, c.Nonce, alg, stale), c.String(); got != want {
+					t.Errorf("ChallengeValue(%q, %q, %v) = %q, want %q", realm, alg, stale, got, want)
+				}
+			}
+		}
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/icholy/digest"
 )
 
 // FuzzParse: no input panics, and whatever Parse accepts has the shape
@@ -67,6 +69,32 @@ func FuzzCheck(f *testing.F) {
 		st, _ := n.Check(s, "r", src, now)
 		if st != Bad && s != good {
 			t.Fatalf("Check(%q) = %v for a nonce never issued", s, st)
+		}
+	})
+}
+
+// FuzzParseCredentials: wherever the fast reader answers, it answers what
+// the library does.
+func FuzzParseCredentials(f *testing.F) {
+	for _, s := range []string{
+		`Digest username="1001", realm="r", nonce="n", uri="sip:r", response="0123456789abcdef0123456789abcdef", qop=auth, nc=00000001, cnonce="c"`,
+		`Digest username="1001",realm="r" , nonce = "n", uri="sip:r", response="ab", algorithm=MD5, opaque="", x-y=z`,
+		`Digest username="a\"b", realm="r"`, `Digest nc=1ffffffff`, `Digest nc=zz`, `Digest ,,,=`, `Digest username=`, "", "Digest",
+		`Digest realm="\`, `digest realm="ü"`, `Digest userhash=true`, `Digest realm="a", realm="b"`, `Digest =x`, `Digest a="b`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		fast, ok := parseCredentialsFast(s)
+		if !ok {
+			return
+		}
+		lib, err := digest.ParseCredentials(s)
+		if err != nil {
+			t.Fatalf("fast reader accepted %q, library: %v", s, err)
+		}
+		if *fast != *lib {
+			t.Fatalf("%q: fast reader %+v, library %+v", s, *fast, *lib)
 		}
 	})
 }
