@@ -294,7 +294,7 @@ func TestPlayNoLeaks(t *testing.T) {
 			defer conn.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%4)*15*time.Millisecond)
 			defer cancel()
-			if _, err := Play(ctx, conn, dst.LocalAddr().(*net.UDPAddr), PayloadPCMU, a); !errors.Is(err, context.DeadlineExceeded) {
+			if _, err := Play(ctx, conn.UDPConn, dst.LocalAddr().(*net.UDPAddr), PayloadPCMU, a); !errors.Is(err, context.DeadlineExceeded) {
 				mu.Lock()
 				failures = append(failures, err)
 				mu.Unlock()
@@ -315,6 +315,9 @@ func TestPlayNoLeaks(t *testing.T) {
 		t.Errorf("%d goroutines after 100 cancelled plays, %d before", n, base)
 	}
 	// Every port is free again.
+	if n := p.InUse(); n != 0 {
+		t.Errorf("%d ports still in use after the plays", n)
+	}
 	conns, err := allocateAll(p)
 	if err != nil {
 		t.Fatalf("whole range not free after the plays: %v", err)
