@@ -219,10 +219,17 @@ func TestNoLeaksAfterAnnouncedCalls(t *testing.T) {
 	run(60, 100, true)
 
 	ports := e.srv.calls.ports
+	var state string
 	idle := func() bool {
-		return e.srv.inFlight.Load() == 0 && e.metric("dialtone_sip_active_calls", "") == 0 &&
-			ports.InUse() == 0 && e.srv.calls.dialogs.len() == 0
+		state = fmt.Sprintf("%d handlers running, %v active calls, %d RTP ports open, %d dialogs",
+			e.srv.inFlight.Load(), e.metric("dialtone_sip_active_calls", ""), ports.InUse(), e.srv.calls.dialogs.len())
+		return state == "0 handlers running, 0 active calls, 0 RTP ports open, 0 dialogs"
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server state: %s", state)
+		}
+	})
 	waitFor(t, "the server idle after 100 calls", idle)
 	if got := e.metric("dialtone_sip_invites_total", store.OutcomeCancelled); got != 40 {
 		t.Errorf("invites_total{cancelled} = %v, want 40", got)
