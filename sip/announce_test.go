@@ -17,7 +17,7 @@ import (
 func awaitProgress(t *testing.T, cl *call) *sip.Response {
 	t.Helper()
 	for {
-		r := cl.next(5 * time.Second)
+		r := cl.next(within)
 		if r == nil {
 			t.Fatal("transaction ended before 183")
 		}
@@ -80,7 +80,7 @@ func TestAnnouncementToDisabledExtension(t *testing.T) {
 		t.Error("183 without To-tag")
 	}
 
-	final := cl.waitFinal(10 * time.Second)
+	final := cl.waitFinal(within)
 	if final.StatusCode != 486 {
 		t.Fatalf("final = %d %s, want 486", final.StatusCode, final.Reason)
 	}
@@ -163,7 +163,7 @@ func TestAnnouncementCancel(t *testing.T) {
 	if res := cl.cancel(); res.StatusCode != 200 {
 		t.Fatalf("CANCEL → %d, want 200", res.StatusCode)
 	}
-	if final := cl.waitFinal(10 * time.Second); final.StatusCode != 487 {
+	if final := cl.waitFinal(within); final.StatusCode != 487 {
 		t.Fatalf("final = %d, want 487", final.StatusCode)
 	}
 	atFinal := sink.mark(t)
@@ -230,7 +230,7 @@ func TestAnnouncementOffers(t *testing.T) {
 			if len(formats) != 1 || formats[0] != "8" {
 				t.Errorf("answer formats = %v, want [8]", formats)
 			}
-			if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+			if f := cl.waitFinal(within); f.StatusCode != 486 {
 				t.Fatalf("final %d, want 486", f.StatusCode)
 			}
 			pkts := sink.packets()
@@ -251,7 +251,7 @@ func TestAnnouncementOffers(t *testing.T) {
 		t.Run(transport+"/no SDP", func(t *testing.T) {
 			cl := c.start("1002", nil, false)
 			for {
-				r := cl.next(5 * time.Second)
+				r := cl.next(within)
 				if r.StatusCode == 183 {
 					t.Fatal("183 for an INVITE without SDP")
 				}
@@ -269,7 +269,7 @@ func TestAnnouncementOffers(t *testing.T) {
 		t.Run(transport+"/opus only", func(t *testing.T) {
 			sink := newRTPSink(t)
 			cl := c.start("1002", offer(sink.port(), "111"), false)
-			f := cl.waitFinal(5 * time.Second)
+			f := cl.waitFinal(within)
 			if f.StatusCode != 488 {
 				t.Fatalf("final %d, want 488", f.StatusCode)
 			}

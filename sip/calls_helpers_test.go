@@ -23,6 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// within bounds the wait for something the code under test does (a
+// response, a request reaching a phone): it only ends a failing test, so it
+// is generous for a loaded machine; a passing test waits as long as the
+// code takes.
+const within = 20 * time.Second
+
 // callEnv is env with call handling observable: the registry New got, which
 // holds the call metrics too.
 type callEnv struct {

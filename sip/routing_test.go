@@ -31,9 +31,9 @@ func (e *callEnv) numberOn(number string, step store.Step) {
 // caller gets that 486.
 func expectRinging(t *testing.T, cl *call, p *phone) {
 	t.Helper()
-	in := p.nextInvite(5 * time.Second)
+	in := p.nextInvite(within)
 	in.respond(t, 486, "Busy Here", "")
-	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+	if f := cl.waitFinal(within); f.StatusCode != 486 {
 		t.Fatalf("final %d, want the phone's 486", f.StatusCode)
 	}
 }
@@ -88,7 +88,7 @@ func TestRoutingNumbersQueuesGroups(t *testing.T) {
 		sink := newRTPSink(t)
 		cl := a.start("+442079460003", offer(sink.port(), "0"), false)
 		awaitProgress(t, cl)
-		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+		if f := cl.waitFinal(within); f.StatusCode != 486 {
 			t.Fatalf("final %d, want 486", f.StatusCode)
 		}
 		if len(sink.packets()) < 20 {
@@ -99,12 +99,12 @@ func TestRoutingNumbersQueuesGroups(t *testing.T) {
 		}
 	})
 	t.Run("number with an enabled unregistered user", func(t *testing.T) {
-		if f := a.start("+442079460005", offer(4000, "0"), false).waitFinal(5 * time.Second); f.StatusCode != 480 {
+		if f := a.start("+442079460005", offer(4000, "0"), false).waitFinal(within); f.StatusCode != 480 {
 			t.Fatalf("final %d, want 480", f.StatusCode)
 		}
 	})
 	t.Run("available number", func(t *testing.T) {
-		if f := a.start("+442079460009", offer(4000, "0"), false).waitFinal(5 * time.Second); f.StatusCode != 404 {
+		if f := a.start("+442079460009", offer(4000, "0"), false).waitFinal(within); f.StatusCode != 404 {
 			t.Fatalf("final %d, want 404", f.StatusCode)
 		}
 	})
@@ -115,14 +115,14 @@ func TestRoutingNumbersQueuesGroups(t *testing.T) {
 		expectRinging(t, a.start("700", offer(4000, "0"), false), b)
 	})
 	t.Run("queue of disabled members", func(t *testing.T) {
-		if f := a.start("601", offer(4000, "0"), false).waitFinal(5 * time.Second); f.StatusCode != 480 {
+		if f := a.start("601", offer(4000, "0"), false).waitFinal(within); f.StatusCode != 480 {
 			t.Fatalf("final %d, want 480", f.StatusCode)
 		}
 	})
 	t.Run("disabled group announces", func(t *testing.T) {
 		cl := a.start("701", offer(4000, "0"), false)
 		awaitProgress(t, cl)
-		if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+		if f := cl.waitFinal(within); f.StatusCode != 486 {
 			t.Fatalf("final %d, want 486", f.StatusCode)
 		}
 	})
@@ -134,7 +134,7 @@ func TestCallRecordsSurviveUserDeletion(t *testing.T) {
 	u, _ := e.addUser("1002")
 	e.disable(u)
 	cl := e.caller(nil, "TCP", "1001", e.password).start("1002", nil, false)
-	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
+	if f := cl.waitFinal(within); f.StatusCode != 486 {
 		t.Fatalf("final %d", f.StatusCode)
 	}
 	e.waitRecord(cl.callID)
@@ -283,7 +283,7 @@ func TestCheckSync(t *testing.T) {
 				if n.Transport() != transport {
 					t.Errorf("arrived over %s", n.Transport())
 				}
-			case <-time.After(5 * time.Second):
+			case <-time.After(within):
 				t.Fatal("the phone got no NOTIFY")
 			}
 			select {
