@@ -207,8 +207,9 @@ func TestStrayACKNotAnswered(t *testing.T) {
 	if _, err := s.c.Write(ack); err != nil {
 		t.Fatal(err)
 	}
-	acks := e.srv.metrics.requests.WithLabelValues("ACK")
-	waitFor(t, "the ACK handled", func() bool { return counterValue(t, acks) == 1 && e.srv.inFlight.Load() == 0 })
+	waitFor(t, "the ACK handled", func() bool {
+		return e.metric("dialtone_sip_requests_total", "ACK") == 1 && e.metric("dialtone_sip_in_flight_requests", "") == 0
+	})
 	res := s.exchange(options())
 	if res == nil || res.CSeq() == nil || res.CSeq().MethodName != sip.OPTIONS || res.StatusCode != 200 {
 		t.Fatalf("after a stray ACK, got %v; want only the OPTIONS' 200", res)

@@ -221,8 +221,8 @@ func TestNoLeaksAfterAnnouncedCalls(t *testing.T) {
 	ports := e.srv.calls.ports
 	var state string
 	idle := func() bool {
-		state = fmt.Sprintf("%d handlers running, %v active calls, %d RTP ports open, %d dialogs",
-			e.srv.inFlight.Load(), e.metric("dialtone_sip_active_calls", ""), ports.InUse(), e.srv.calls.dialogs.len())
+		state = fmt.Sprintf("%v handlers running, %v active calls, %d RTP ports open, %d dialogs",
+			e.metric("dialtone_sip_in_flight_requests", ""), e.metric("dialtone_sip_active_calls", ""), ports.InUse(), e.srv.calls.dialogs.len())
 		return state == "0 handlers running, 0 active calls, 0 RTP ports open, 0 dialogs"
 	}
 	t.Cleanup(func() {
