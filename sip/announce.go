@@ -102,7 +102,7 @@ func (s *Server) announce(req *sip.Request, tx sip.ServerTransaction, call *call
 
 	a := c.ann.Load()
 	if offer.RTP != nil {
-		st, err := media.Play(ctx, conn, offer.RTP, offer.PayloadType, a)
+		st, err := media.Play(ctx, conn.UDPConn, offer.RTP, offer.PayloadType, a)
 		c.m.rtpPackets.Add(float64(st.Packets))
 		if err != nil && ctx.Err() == nil {
 			s.log.Info("announcement: RTP stopped", "call_id", call.rec.CallID, "err", err)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,12 @@ import (
 	"github.com/pion/rtp"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// within bounds the wait for something the code under test does (a
+// response, a request reaching a phone): it only ends a failing test, so it
+// is generous for a loaded machine; a passing test waits as long as the
+// code takes.
+const within = 20 * time.Second
 
 // callEnv is env with call handling observable: the registry New got, which
 // holds the call metrics too.
@@ -393,12 +400,15 @@ func (cl *call) inDialog(method sip.RequestMethod, ok *sip.Response, seq uint32)
 	return r
 }
 
-// rtpSink is a caller's RTP socket.
+// rtpSink is a caller's RTP socket. Its reader signals every datagram it
+// records, so tests wait for packets as events, not for time to pass.
 type rtpSink struct {
-	conn *net.UDPConn
-	mu   sync.Mutex
-	pkts []rtpRecv
-	done chan struct{}
+	conn    *net.UDPConn
+	mu      sync.Mutex
+	pkts    []rtpRecv
+	marks   map[string]int // mark → RTP packets read before it
+	arrived chan struct{}  // signalled (never blocking) after each datagram
+	done    chan struct{}
 }
 
 type rtpRecv struct {
@@ -407,13 +417,17 @@ type rtpRecv struct {
 	src *net.UDPAddr
 }
 
+// sinkMark starts the datagrams rtpSink.mark sends (never valid RTP: the
+// version bits of 'd' are 01).
+const sinkMark = "dialtone-test-mark "
+
 func newRTPSink(t testing.TB) *rtpSink {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &rtpSink{conn: c, done: make(chan struct{})}
+	s := &rtpSink{conn: c, marks: map[string]int{}, arrived: make(chan struct{}, 1), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		buf := make([]byte, 2048)
@@ -422,13 +436,20 @@ func newRTPSink(t testing.TB) *rtpSink {
 			if err != nil {
 				return
 			}
-			var p rtp.Packet
-			if err := p.Unmarshal(append([]byte(nil), buf[:n]...)); err != nil {
-				continue
-			}
 			s.mu.Lock()
-			s.pkts = append(s.pkts, rtpRecv{at: time.Now(), pkt: p, src: src})
+			if m, ok := strings.CutPrefix(string(buf[:n]), sinkMark); ok {
+				s.marks[m] = len(s.pkts)
+			} else {
+				var p rtp.Packet
+				if err := p.Unmarshal(append([]byte(nil), buf[:n]...)); err == nil {
+					s.pkts = append(s.pkts, rtpRecv{at: time.Now(), pkt: p, src: src})
+				}
+			}
 			s.mu.Unlock()
+			select {
+			case s.arrived <- struct{}{}:
+			default:
+			}
 		}
 	}()
 	t.Cleanup(func() { c.Close(); <-s.done })
@@ -441,6 +462,62 @@ func (s *rtpSink) packets() []rtpRecv {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]rtpRecv(nil), s.pkts...)
+}
+
+// waitUntil returns as soon as cond (called with the sink locked) holds
+// after a datagram arrived; it fails the test after d (a bound for a
+// failing test, not a wait: a passing test never sleeps).
+func (s *rtpSink) waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		s.mu.Lock()
+		ok := cond()
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-s.arrived:
+		case <-timeout.C:
+			t.Fatalf("RTP sink: timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// waitPackets waits until the sink has read n RTP packets.
+func (s *rtpSink) waitPackets(t testing.TB, n int) {
+	t.Helper()
+	s.waitUntil(t, 20*time.Second, fmt.Sprintf("%d RTP packets", n), func() bool { return len(s.pkts) >= n })
+}
+
+var markSeq atomic.Uint64
+
+// mark sends a datagram to the sink from a socket of its own, waits until
+// the sink has read it and returns how many RTP packets the sink had read
+// before it. A socket's receive queue is first in, first out, and on the
+// loopback interface a datagram is queued on the receiving socket by the
+// sending system call: every packet sent to the sink before mark was called
+// has been read by the time it returns, so the sink is drained.
+func (s *rtpSink) mark(t testing.TB) int {
+	t.Helper()
+	c, err := net.DialUDP("udp4", nil, s.conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	m := fmt.Sprint(markSeq.Add(1))
+	if _, err := c.Write([]byte(sinkMark + m)); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	s.waitUntil(t, 20*time.Second, "the mark", func() bool {
+		var ok bool
+		n, ok = s.marks[m]
+		return ok
+	})
+	return n
 }
 
 // offer is an SDP offer for an audio stream at port with the given formats
@@ -517,20 +594,30 @@ func (e *callEnv) callRecords() []store.CallRecord {
 	return rs
 }
 
-// waitRecord polls for a call record of callID (records are written after
-// the response).
+// waitRecord waits for the call record of callID (written after the final
+// response, on the INVITE handler's goroutine) and returns it.
 func (e *callEnv) waitRecord(callID string) store.CallRecord {
 	e.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	var rec store.CallRecord
+	waitFor(e.t, "call record of "+callID, func() bool {
 		for _, r := range e.callRecords() {
 			if r.CallID == callID {
-				return r
+				rec = r
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("no call record for %s", callID)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	})
+	return rec
+}
+
+// longAnnouncement is a tone of media.MaxDuration: a call cancelled during
+// it is cancelled long before its end, however slow the machine.
+func longAnnouncement(t testing.TB) *media.Announcement {
+	t.Helper()
+	a, err := media.LoadWAV(bytes.NewReader(toneWAV(media.MaxDuration)))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return a
 }

@@ -60,24 +60,18 @@ func TestBaresipCallsDisabledExtension(t *testing.T) {
 				}
 			}()
 			var rec store.CallRecord
-			deadline := time.Now().Add(15 * time.Second)
-			for rec.ID == "" && time.Now().Before(deadline) {
+			waitFor(t, "a call from baresip recorded", func() bool {
 				for _, r := range e.callRecords() {
 					if r.From == "3101" && r.Transport == strings.ToLower(transport) {
 						rec = r
 					}
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			if rec.ID == "" {
-				t.Fatal("no call from baresip recorded within 15 s")
-			}
+				return rec.ID != ""
+			})
 			if rec.Outcome != store.OutcomeAnnouncedBusy || rec.Status != 486 || rec.FromUserID != u.ID {
 				t.Errorf("record %+v, want announced_busy 486", rec)
 			}
-			waitFor(t, "baresip reports the busy response", func() bool {
-				return strings.Contains(out.String(), "486 Busy Here")
-			})
+			out.awaitText(t, 20*time.Second, "baresip reports the busy response", "486 Busy Here")
 			if s := out.String(); !strings.Contains(s, "183 Session Progress") || !strings.Contains(s, "incoming rtp for 'audio' established") {
 				t.Errorf("baresip did not report the 183 Session Progress and the early media")
 			}
@@ -133,18 +127,8 @@ func TestBaresipCallsBaresip(t *testing.T) {
 		t.Fatal("callee did not register")
 	}
 	outA, cmdA, doneA := start("caller", "3201", pwA, "", "-e", "/dial sip:3202@"+testDomain)
-	waitLong := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting: %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitLong("caller's call established", func() bool { return strings.Contains(outA.String(), "Call established") })
-	waitLong("callee's call established", func() bool { return strings.Contains(outB.String(), "Call established") })
+	outA.awaitText(t, 20*time.Second, "caller's call established", "Call established")
+	outB.awaitText(t, 20*time.Second, "callee's call established", "Call established")
 	// On SIGTERM the caller hangs up (BYE through dialtone) and unregisters.
 	cmdA.Process.Signal(syscall.SIGTERM)
 	select {
@@ -153,9 +137,9 @@ func TestBaresipCallsBaresip(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("caller did not exit")
 	}
-	waitLong("callee sees the hang-up", func() bool { return strings.Contains(outB.String(), "session closed") })
+	outB.awaitText(t, 20*time.Second, "callee sees the hang-up", "session closed")
 	// The BYE went through dialtone: the dialog is forgotten.
-	waitLong("dialog ended in dialtone", func() bool { return e.srv.calls.dialogs.len() == 0 })
+	waitFor(t, "dialog ended in dialtone", func() bool { return e.srv.calls.dialogs.len() == 0 })
 	var rec store.CallRecord
 	for _, r := range e.callRecords() {
 		if r.From == "3201" {

@@ -40,15 +40,32 @@ type env struct {
 
 func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		w := &tWriter{t: t}
+		// sipgo logs from its own goroutines (timers, ACK hand-offs) after
+		// the test may have ended; t.Log then would race with the testing
+		// package. Stop logging when the test cleans up.
+		t.Cleanup(func() {
+			w.mu.Lock()
+			w.ended = true
+			w.mu.Unlock()
+		})
+		return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
 }
 
-type tWriter struct{ t testing.TB }
+type tWriter struct {
+	t     testing.TB
+	mu    sync.Mutex
+	ended bool
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.ended {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 

@@ -111,20 +111,59 @@ func waitBinding(t *testing.T, e *env, u store.User, timeout time.Duration, exit
 }
 
 type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu    sync.Mutex
+	b     bytes.Buffer
+	wrote chan struct{} // signalled (never blocking) after each Write; made on first use
+}
+
+func (l *lockedBuffer) wroteLocked() chan struct{} {
+	if l.wrote == nil {
+		l.wrote = make(chan struct{}, 1)
+	}
+	return l.wrote
 }
 
 func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
+	n, err := l.b.Write(p)
+	ch := l.wroteLocked()
+	l.mu.Unlock()
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+	return n, err
 }
 
 func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// await returns as soon as cond holds on the output, checked now and after
+// each write; it fails the test after d (a bound for a failing test: a
+// passing one never sleeps).
+func (l *lockedBuffer) await(t testing.TB, d time.Duration, what string, cond func(string) bool) {
+	t.Helper()
+	l.mu.Lock()
+	ch := l.wroteLocked()
+	l.mu.Unlock()
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for !cond(l.String()) {
+		select {
+		case <-ch:
+		case <-timeout.C:
+			t.Fatalf("timed out after %v waiting: %s", d, what)
+		}
+	}
+}
+
+// awaitText waits until the output contains text (see await).
+func (l *lockedBuffer) awaitText(t testing.TB, d time.Duration, what, text string) {
+	t.Helper()
+	l.await(t, d, what, func(s string) bool { return strings.Contains(s, text) })
 }
 
 // baresipBinary returns the path of Debian's baresip, skipping the test when

@@ -63,10 +63,10 @@ func TestLinphoneInterop(t *testing.T) {
 			callee1 := "sip:" + callee.Extension + "@" + testDomain
 			lp.send("call " + callee1)
 			lp.waitOutput(t, "linphone's call to baresip connected", regexp.MustCompile(`Call \d+ with `+regexp.QuoteMeta(callee1)+` connected`))
-			pollUntil(t, 10*time.Second, "baresip reports the call established", func() bool { return strings.Contains(bout.String(), "Call established") })
+			bout.awaitText(t, 20*time.Second, "baresip reports the call established", "Call established")
 			lp.send("terminate")
-			pollUntil(t, 10*time.Second, "baresip sees linphone's BYE", func() bool { return strings.Contains(bout.String(), "session closed") })
-			pollUntil(t, 5*time.Second, "dialtone forgets the dialog", func() bool { return e.srv.calls.dialogs.len() == 0 })
+			bout.awaitText(t, 20*time.Second, "baresip sees linphone's BYE", "session closed")
+			waitFor(t, "dialtone forgets the dialog", func() bool { return e.srv.calls.dialogs.len() == 0 })
 			rec := lastCallFrom(t, e, caller.Extension, callee.Extension)
 			if rec.Outcome != store.OutcomeAnswered || rec.Transport != strings.ToLower(transport) {
 				t.Errorf("call record %+v, want answered over %s", rec, strings.ToLower(transport))
@@ -219,17 +219,18 @@ func (lp *linphone) log() string {
 	return string(b)
 }
 
-// waitOutput polls linphonec's stdout for re (10 s at most).
+// waitOutput waits until linphonec's stdout matches re (checked on each
+// write; 20 s at most).
 func (lp *linphone) waitOutput(t *testing.T, what string, re *regexp.Regexp) {
 	t.Helper()
-	pollUntil(t, 10*time.Second, what, func() bool {
+	lp.out.await(t, 20*time.Second, what, func(out string) bool {
 		select {
 		case err := <-lp.done:
 			lp.done <- err
 			t.Fatalf("linphonec exited while waiting for: %s (%v)", what, err)
 		default:
 		}
-		return re.MatchString(lp.out.String())
+		return re.MatchString(out)
 	})
 }
 
@@ -289,7 +290,7 @@ func startBaresipCallee(t *testing.T, bin string, e *callEnv, ext, password stri
 func lastCallFrom(t *testing.T, e *callEnv, from, to string) store.CallRecord {
 	t.Helper()
 	var rec store.CallRecord
-	pollUntil(t, 5*time.Second, "call record "+from+" → "+to, func() bool {
+	waitFor(t, "call record "+from+" → "+to, func() bool {
 		for _, r := range e.callRecords() { // newest first
 			if r.From == from && r.To == to && r.Outcome != "" {
 				rec = r
@@ -299,18 +300,6 @@ func lastCallFrom(t *testing.T, e *callEnv, from, to string) store.CallRecord {
 		return false
 	})
 	return rec
-}
-
-// pollUntil checks cond every 50 ms until it holds or d passes (then fails).
-func pollUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting: %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 var rtpReceivedRE = regexp.MustCompile(`ortp-message-received\s+(\d+) packets`)

@@ -47,7 +47,7 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if o.RTP != nil {
-		st, err := media.Play(ctx, conn, o.RTP, o.PayloadType, media.Default())
+		st, err := media.Play(ctx, conn.UDPConn, o.RTP, o.PayloadType, media.Default())
 		_, _ = st, err // err == nil: played to the end; then 486 Busy Here
 	}
 	// Output:

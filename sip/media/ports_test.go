@@ -30,8 +30,8 @@ func freeRange(t *testing.T, n int) *PortRange {
 	return nil
 }
 
-func allocateAll(p *PortRange) ([]*net.UDPConn, error) {
-	var conns []*net.UDPConn
+func allocateAll(p *PortRange) ([]*Port, error) {
+	var conns []*Port
 	for range p.Size() {
 		c, err := p.Allocate(loopback)
 		if err != nil {
@@ -43,13 +43,13 @@ func allocateAll(p *PortRange) ([]*net.UDPConn, error) {
 	return conns, nil
 }
 
-func closeAll(conns []*net.UDPConn) {
+func closeAll(conns []*Port) {
 	for _, c := range conns {
 		c.Close()
 	}
 }
 
-func port(c *net.UDPConn) int { return c.LocalAddr().(*net.UDPAddr).Port }
+func port(c interface{ LocalAddr() net.Addr }) int { return c.LocalAddr().(*net.UDPAddr).Port }
 
 func TestNewPortsValidation(t *testing.T) {
 	for _, r := range [][2]int{{0, 100}, {100, 99}, {60000, 70000}, {-2, 10}, {11, 11}} {
@@ -95,6 +95,14 @@ func TestPortsAllocateExhaustRelease(t *testing.T) {
 		t.Fatalf("after release: %v, %v; want port %d", c, err, freed)
 	}
 	conns[2] = c
+	if got := p.InUse(); got != n {
+		t.Errorf("InUse = %d with the whole range allocated, want %d", got, n)
+	}
+	c.Close()
+	c.Close() // a second Close does not count twice
+	if got := p.InUse(); got != n-1 {
+		t.Errorf("InUse = %d after closing one Port twice, want %d", got, n-1)
+	}
 }
 
 func TestPortsRoundRobinAndSkipsForeign(t *testing.T) {
