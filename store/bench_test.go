@@ -97,6 +97,53 @@ func BenchmarkRegisterParallel(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
 }
 
+// BenchmarkRefreshParallel is the steady state of a registrar: every
+// REGISTER refreshes the one binding its phone already has (same contact,
+// Call-ID, source and user agent, higher CSeq), 64 callers per CPU.
+func BenchmarkRefreshParallel(b *testing.B) {
+	db := storetest.Open(b, storetest.NewClock())
+	b.SetParallelism(64)
+	users := benchUsers(b, db, 64*runtime.GOMAXPROCS(0))
+	for _, u := range users {
+		if _, err := db.Register(registerReq(u, 1, contactOf(u, 0))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		u := users[next.Add(1)-1]
+		for cseq := uint32(2); pb.Next(); cseq++ {
+			if _, err := db.Register(registerReq(u, cseq, contactOf(u, 0))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+}
+
+// BenchmarkNewContactParallel is the opposite: every REGISTER adds a contact
+// the AOR has not seen (past MaxContacts, the oldest is evicted), so every
+// one must be on disk before its answer. 64 callers per CPU.
+func BenchmarkNewContactParallel(b *testing.B) {
+	db := storetest.Open(b, storetest.NewClock())
+	b.SetParallelism(64)
+	users := benchUsers(b, db, 64*runtime.GOMAXPROCS(0))
+	var next atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		u := users[next.Add(1)-1]
+		for i := 0; pb.Next(); i++ {
+			if _, err := db.Register(registerReq(u, uint32(i+1), contactOf(u, i))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+}
+
 // BenchmarkSIPIdentity is the digest check's lookup: domain → account,
 // extension → user, and the decryption of the stored SIP password.
 func BenchmarkSIPIdentity(b *testing.B) {

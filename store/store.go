@@ -30,11 +30,10 @@ type Options struct {
 	// MaxContacts is the per-AOR binding limit. When a REGISTER would add one
 	// more, the binding that expires soonest is evicted. Zero means 10.
 	MaxContacts int
-	// BatchDelay is how long a group-committed write (a REGISTER, a call
-	// record, a provisioning fetch) waits for others to share its commit (one
-	// fsync for many). While a commit is on disk the next batch
-	// fills up anyway, so a short delay keeps latency low without losing the
-	// sharing. Zero means 2 ms.
+	// BatchDelay is ignored: group-committed writes (a REGISTER, a call
+	// record, a provisioning fetch) no longer wait for company. The commit
+	// loop starts the next group as soon as the previous commit ends, so a
+	// group fills while the previous one is on disk (see commitLoop).
 	BatchDelay time.Duration
 }
 
@@ -54,6 +53,7 @@ type DB struct {
 	gen        atomic.Uint64
 	identities identityCache
 	live       *liveIndex // LiveBindings
+	loop       commitLoop // batch
 }
 
 // FileName is the bbolt file inside the data directory; KeyFile holds the
@@ -100,9 +100,6 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.MaxContacts <= 0 {
 		opts.MaxContacts = 10
 	}
-	if opts.BatchDelay <= 0 {
-		opts.BatchDelay = 2 * time.Millisecond
-	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
@@ -128,8 +125,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	bdb.MaxBatchDelay = opts.BatchDelay
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
+	db.loop.init()
+	go db.runCommitLoop()
+	fail := func() { db.stopCommitLoop(); bdb.Close() }
 	if err := bdb.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -147,15 +146,15 @@ func Open(dir string, opts Options) (*DB, error) {
 		}
 		return meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion)))
 	}); err != nil {
-		bdb.Close()
+		fail()
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
 	}
 	if err := db.loadLive(); err != nil {
-		bdb.Close()
+		fail()
 		return nil, fmt.Errorf("count bindings in %s: %w", dir, err)
 	}
 	if _, err := db.PruneExpired(); err != nil {
-		bdb.Close()
+		fail()
 		return nil, err
 	}
 	return db, nil
@@ -165,8 +164,12 @@ func Open(dir string, opts Options) (*DB, error) {
 // (devices, queues, …), created with the others.
 var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs}
 
-// Close closes the data file.
-func (db *DB) Close() error { return db.bolt.Close() }
+// Close commits what is queued for the group commit, stops its writer and
+// closes the data file. Closing twice is harmless.
+func (db *DB) Close() error {
+	db.stopCommitLoop()
+	return db.bolt.Close()
+}
 
 // Dir is the data directory the store lives in.
 func (db *DB) Dir() string { return db.dir }

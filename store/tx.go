@@ -1,9 +1,11 @@
 package store
 
 import (
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // tx wraps a bbolt transaction with the time fixed at its start, so every rule
@@ -27,13 +29,111 @@ func (db *DB) update(fn func(*tx) error) error {
 	return err
 }
 
-// batch is update through bolt's group commit: many concurrent callers share
-// one fsync. fn may run more than once, so it must only touch the transaction
-// and overwrite (never append to) the variables it reports through.
+// batch is update through the group commit (commitLoop): many concurrent
+// callers share one commit and its fsync, and a nil return means the change
+// is on disk. fn may run more than once, so it must only touch the
+// transaction and overwrite (never append to) the variables it reports
+// through. An error from fn fails only its own call.
 func (db *DB) batch(fn func(*tx) error) error {
-	return db.bolt.Batch(func(btx *bolt.Tx) error {
-		return fn(&tx{Tx: btx, now: db.now(), db: db})
-	})
+	c := &batchCall{fn: fn, done: make(chan error, 1)}
+	l := &db.loop
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return berrors.ErrDatabaseNotOpen
+	}
+	l.queue = append(l.queue, c)
+	l.mu.Unlock()
+	l.kick()
+	return <-c.done
+}
+
+// commitLoop is the group commit: one writer goroutine that, as soon as a
+// commit ends, takes everything queued meanwhile and runs it in the next
+// write transaction, with one commit (and fsync) for all. Under load the next
+// group fills while the previous one is on disk; a lone request starts at
+// once instead of waiting for company.
+type commitLoop struct {
+	mu      sync.Mutex
+	queue   []*batchCall
+	closed  bool
+	wake    chan struct{} // capacity 1: "there is work"
+	stopped chan struct{} // closed when run returns
+}
+
+type batchCall struct {
+	fn   func(*tx) error
+	done chan error // capacity 1
+}
+
+func (l *commitLoop) init() {
+	l.wake = make(chan struct{}, 1)
+	l.stopped = make(chan struct{})
+}
+
+func (l *commitLoop) kick() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the writer goroutine; it returns once Close has been asked and
+// everything queued before has been committed.
+func (db *DB) runCommitLoop() {
+	l := &db.loop
+	defer close(l.stopped)
+	for {
+		<-l.wake
+		l.mu.Lock()
+		calls, closed := l.queue, l.closed
+		l.queue = nil
+		l.mu.Unlock()
+		if len(calls) > 0 {
+			db.commitGroup(calls)
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+// stopCommitLoop commits what is queued and stops the writer; later batches
+// fail as on a closed bbolt file.
+func (db *DB) stopCommitLoop() {
+	l := &db.loop
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.kick()
+	<-l.stopped
+}
+
+// commitGroup runs calls in one write transaction and reports the commit's
+// outcome to each. If one fn fails, the transaction is rolled back, that
+// call gets its error (as it would have running alone after the ones before
+// it), and the others run again without it.
+func (db *DB) commitGroup(calls []*batchCall) {
+	for len(calls) > 0 {
+		failed, failErr := -1, error(nil)
+		err := db.bolt.Update(func(btx *bolt.Tx) error {
+			for i, c := range calls {
+				if err := c.fn(&tx{Tx: btx, now: db.now(), db: db}); err != nil {
+					failed, failErr = i, err
+					return err
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, c := range calls {
+				c.done <- err
+			}
+			return
+		}
+		calls[failed].done <- failErr
+		calls = append(calls[:failed:failed], calls[failed+1:]...)
+	}
 }
 
 func (db *DB) view(fn func(*tx) error) error {
