@@ -2,6 +2,7 @@ package store
 
 import (
 	"container/heap"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -120,18 +121,22 @@ func (t *tx) bindingChange(expires time.Time, delta int) {
 // removes one); rows already expired are taken out at once.
 func (db *DB) loadLive() error {
 	var cs []bindingChange
+	var maxRev uint64
 	err := db.view(func(t *tx) error {
 		return t.Bucket(bBindings).ForEach(func(_, v []byte) error {
-			var b struct {
-				ExpiresAt time.Time `json:"expires_at"`
+			if e, err := bindingExpiry(v); err == nil {
+				cs = append(cs, bindingChange{expires: e, delta: +1})
 			}
-			if decode(v, &b) == nil {
-				cs = append(cs, bindingChange{expires: b.ExpiresAt.UnixNano(), delta: +1})
+			if len(v) > 9 && v[0] == encodingBindingV2 {
+				if rev, n := binary.Uvarint(v[9:]); n > 0 && rev > maxRev {
+					maxRev = rev
+				}
 			}
 			return nil
 		})
 	})
 	db.live.apply(cs, db.now())
+	db.rev.Store(maxRev)
 	return err
 }
 

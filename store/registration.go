@@ -25,6 +25,11 @@ type Binding struct {
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 	ExpiresAt    time.Time `json:"expires_at"`
+
+	// rev identifies one write of the row by a REGISTER that changed it (a
+	// new rev each time; a flushed refresh keeps it): a pending refresh
+	// applies only to the row it was checked against (see refreshOverlay).
+	rev uint64
 }
 
 // Live reports whether the binding is unexpired at now.
@@ -93,7 +98,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		current := map[string]Binding{}
 		if err := each(b, prefix, func(key, v []byte) error {
 			var bd Binding
-			if err := decode(v, &bd); err != nil {
+			if err := decodeBinding(v, &bd); err != nil {
 				return err
 			}
 			if !bd.Live(t.now) {
@@ -122,7 +127,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			nb := Binding{AccountID: r.AccountID, UserID: r.UserID, Contact: c.URI, InstanceID: c.InstanceID, Q: c.Q,
 				Source: r.Source, Transport: strings.ToLower(r.Transport), UserAgent: r.UserAgent, MAC: mac,
 				CallID: r.CallID, CSeq: r.CSeq, RegisteredAt: t.now, UpdatedAt: t.now,
-				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second)}
+				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second), rev: t.db.nextRev()}
 			key := nb.key()
 			old, exists := current[key]
 			if exists {
@@ -156,7 +161,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
-			if err := put(b, k(prefix, key), nb); err != nil {
+			if err := b.Put([]byte(k(prefix, key)), encodeBinding(&nb)); err != nil {
 				return err
 			}
 			if exists {
@@ -192,7 +197,7 @@ func (t *tx) liveBindings(acct, userID string) []Binding {
 	var out []Binding
 	_ = each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
 		var b Binding
-		if decode(v, &b) == nil && b.Live(t.now) {
+		if decodeBinding(v, &b) == nil && b.Live(t.now) {
 			out = append(out, b)
 		}
 		return nil
@@ -206,9 +211,8 @@ func (t *tx) deleteBindings(acct, userID string) error {
 	var expires []time.Time
 	_ = each(b, k(acct, userID), func(key, v []byte) error {
 		keys = append(keys, append([]byte(nil), key...))
-		var bd Binding
-		if decode(v, &bd) == nil {
-			expires = append(expires, bd.ExpiresAt)
+		if e, err := bindingExpiry(v); err == nil {
+			expires = append(expires, time.Unix(0, e))
 		}
 		return nil
 	})
@@ -245,7 +249,7 @@ func (db *DB) AccountBindings(accountID string) ([]Binding, error) {
 		}
 		return each(t.Bucket(bBindings), accountID, func(_, v []byte) error {
 			var b Binding
-			if err := decode(v, &b); err != nil {
+			if err := decodeBinding(v, &b); err != nil {
 				return err
 			}
 			if b.Live(t.now) {
@@ -289,16 +293,13 @@ func (db *DB) PruneExpired() (int, error) {
 		b := t.Bucket(bBindings)
 		c := b.Cursor()
 		for key, v := c.First(); key != nil; {
-			var bd struct {
-				ExpiresAt time.Time `json:"expires_at"`
-			}
-			decErr := decode(v, &bd)
-			if decErr != nil || !bd.ExpiresAt.After(t.now) {
+			e, decErr := bindingExpiry(v)
+			if decErr != nil || e <= t.now.UnixNano() {
 				if err := c.Delete(); err != nil {
 					return err
 				}
 				if decErr == nil { // an unreadable row was never counted
-					t.bindingRemoved(bd.ExpiresAt)
+					t.bindingRemoved(time.Unix(0, e))
 				}
 				n++
 				key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key

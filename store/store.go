@@ -52,9 +52,14 @@ type DB struct {
 	// unchanged.
 	gen        atomic.Uint64
 	identities identityCache
-	live       *liveIndex // LiveBindings
-	loop       commitLoop // batch
+	live       *liveIndex    // LiveBindings
+	loop       commitLoop    // batch
+	rev        atomic.Uint64 // the newest Binding.rev (see nextRev)
 }
+
+// nextRev is a Binding.rev no row has: one more than any on disk at Open or
+// handed out since.
+func (db *DB) nextRev() uint64 { return db.rev.Add(1) }
 
 // FileName is the bbolt file inside the data directory; KeyFile holds the
 // 32-byte key that encrypts SIP passwords at rest.
