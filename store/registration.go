@@ -82,8 +82,13 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			adds = true
 		}
 	}
+	if out, ok := db.tryRefresh(r); ok {
+		return out, nil
+	}
 	mac := MACFromUserAgent(r.UserAgent)
+	prefix := k(r.AccountID, r.UserID)
 	var out []Binding
+	db.refresh.begin(prefix)
 	err := db.batch(func(t *tx) error {
 		out = nil // fn may run more than once
 		u, err := t.user(r.AccountID, r.UserID)
@@ -94,21 +99,29 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			return ErrDisabled
 		}
 		b := t.Bucket(bBindings)
-		prefix := k(r.AccountID, r.UserID)
-		current := map[string]Binding{}
+		var rows []Binding
 		if err := each(b, prefix, func(key, v []byte) error {
 			var bd Binding
 			if err := decodeBinding(v, &bd); err != nil {
 				return err
 			}
-			if !bd.Live(t.now) {
-				t.bindingRemoved(bd.ExpiresAt)
-				return b.Delete(key) // prune the AOR's expired bindings as we go
-			}
-			current[bd.key()] = bd
+			rows = append(rows, bd)
 			return nil
 		}); err != nil {
 			return err
+		}
+		t.db.refresh.apply(prefix, rows) // acknowledged refreshes not yet on disk
+		current := make(map[string]Binding, len(rows)+len(r.Contacts))
+		for _, bd := range rows {
+			if !bd.Live(t.now) {
+				// Prune the AOR's expired bindings as we go.
+				if err := b.Delete([]byte(k(prefix, bd.key()))); err != nil {
+					return err
+				}
+				t.bindingRemoved(bd.ExpiresAt)
+				continue
+			}
+			current[bd.key()] = bd
 		}
 		if r.RemoveAll {
 			for key, bd := range current {
@@ -173,6 +186,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		out = sortedBindings(current)
 		return nil
 	})
+	db.refresh.end(prefix)
 	if err != nil {
 		if errors.Is(err, ErrDisabled) || errors.Is(err, ErrOutOfOrder) {
 			return nil, err
@@ -193,15 +207,27 @@ func sortedBindings(m map[string]Binding) []Binding {
 	return out
 }
 
+// liveBindings are the user's live bindings, with the acknowledged
+// refreshes not yet on disk applied.
 func (t *tx) liveBindings(acct, userID string) []Binding {
-	var out []Binding
+	var all []Binding
 	_ = each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
 		var b Binding
-		if decodeBinding(v, &b) == nil && b.Live(t.now) {
-			out = append(out, b)
+		if decodeBinding(v, &b) == nil {
+			all = append(all, b)
 		}
 		return nil
 	})
+	t.db.refresh.apply(k(acct, userID), all)
+	out := all[:0]
+	for _, b := range all {
+		if b.Live(t.now) {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
 
@@ -211,8 +237,10 @@ func (t *tx) deleteBindings(acct, userID string) error {
 	var expires []time.Time
 	_ = each(b, k(acct, userID), func(key, v []byte) error {
 		keys = append(keys, append([]byte(nil), key...))
-		if e, err := bindingExpiry(v); err == nil {
-			expires = append(expires, time.Unix(0, e))
+		var bd Binding
+		if decodeBinding(v, &bd) == nil {
+			t.db.refresh.applyOne(&bd) // the live count has its acknowledged expiry
+			expires = append(expires, bd.ExpiresAt)
 		}
 		return nil
 	})
@@ -252,6 +280,7 @@ func (db *DB) AccountBindings(accountID string) ([]Binding, error) {
 			if err := decodeBinding(v, &b); err != nil {
 				return err
 			}
+			t.db.refresh.applyOne(&b)
 			if b.Live(t.now) {
 				out = append(out, b)
 			}
@@ -283,8 +312,9 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 	return removed, nil
 }
 
-// PruneExpired deletes every expired binding and reports how many. Open calls
-// it, and cmd/dialtone's sweeper once a minute. Correctness never depends on
+// PruneExpired deletes every expired binding and reports how many (a binding
+// whose acknowledged refresh is not yet on disk is live). Open calls it, and
+// cmd/dialtone's sweeper once a minute. Correctness never depends on
 // it: reads and LiveBindings ignore expired rows whether or not they are gone.
 func (db *DB) PruneExpired() (int, error) {
 	n := 0
@@ -294,6 +324,14 @@ func (db *DB) PruneExpired() (int, error) {
 		c := b.Cursor()
 		for key, v := c.First(); key != nil; {
 			e, decErr := bindingExpiry(v)
+			if decErr == nil && e <= t.now.UnixNano() {
+				// Expired on disk; a refresh not yet written may keep it.
+				var bd Binding
+				if decodeBinding(v, &bd) == nil {
+					t.db.refresh.applyOne(&bd)
+					e = bd.ExpiresAt.UnixNano()
+				}
+			}
 			if decErr != nil || e <= t.now.UnixNano() {
 				if err := c.Delete(); err != nil {
 					return err

@@ -21,3 +21,43 @@ func BindingEncodingsForTest(db *DB, acct, userID string) ([]byte, error) {
 	})
 	return out, err
 }
+
+// CrashCloseForTest closes db as a crash would leave it: what the group
+// commit has acknowledged is on disk, the pure refreshes not yet written are
+// dropped.
+func CrashCloseForTest(db *DB) error {
+	db.stopCommitLoop(false)
+	return db.bolt.Close()
+}
+
+// FlushRefreshesForTest writes every pending pure refresh now and returns
+// once it is on disk.
+func FlushRefreshesForTest(db *DB) error {
+	db.loop.flushDue()
+	return db.batch(func(*tx) error { return nil })
+}
+
+// PendingRefreshesForTest is the number of pure refreshes acknowledged but
+// not yet known to be on disk.
+func PendingRefreshesForTest(db *DB) int {
+	db.refresh.mu.Lock()
+	defer db.refresh.mu.Unlock()
+	return db.refresh.n
+}
+
+// DiskBindingsForTest returns the user's binding rows as stored, without
+// the pending refreshes, live or not.
+func DiskBindingsForTest(db *DB, acct, userID string) ([]Binding, error) {
+	var out []Binding
+	err := db.view(func(t *tx) error {
+		return each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
+			var b Binding
+			if err := decodeBinding(v, &b); err != nil {
+				return err
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	return out, err
+}

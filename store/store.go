@@ -35,6 +35,12 @@ type Options struct {
 	// loop starts the next group as soon as the previous commit ends, so a
 	// group fills while the previous one is on disk (see commitLoop).
 	BatchDelay time.Duration
+	// RefreshWriteDelay bounds how long a pure refresh (a REGISTER that only
+	// moves an expiry) is answered ahead of its write to disk; the commit
+	// loop writes every waiting refresh this long after the first one.
+	// Zero means 250 ms (docs/design.md promises at most 1 s); negative
+	// writes every refresh before its answer, like any other REGISTER.
+	RefreshWriteDelay time.Duration
 }
 
 // DB is dialtone's store: one bbolt file plus the encryption key for SIP
@@ -52,9 +58,10 @@ type DB struct {
 	// unchanged.
 	gen        atomic.Uint64
 	identities identityCache
-	live       *liveIndex    // LiveBindings
-	loop       commitLoop    // batch
-	rev        atomic.Uint64 // the newest Binding.rev (see nextRev)
+	live       *liveIndex     // LiveBindings
+	loop       commitLoop     // batch
+	refresh    refreshOverlay // pure refreshes not yet on disk
+	rev        atomic.Uint64  // the newest Binding.rev (see nextRev)
 }
 
 // nextRev is a Binding.rev no row has: one more than any on disk at Open or
@@ -132,8 +139,13 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
 	db.loop.init()
+	db.refresh.aors = map[string]*aorOverlay{}
+	db.refresh.delay = opts.RefreshWriteDelay
+	if db.refresh.delay == 0 {
+		db.refresh.delay = 250 * time.Millisecond
+	}
 	go db.runCommitLoop()
-	fail := func() { db.stopCommitLoop(); bdb.Close() }
+	fail := func() { db.stopCommitLoop(false); bdb.Close() }
 	if err := bdb.Update(func(tx *bolt.Tx) error {
 		for _, name := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -169,10 +181,10 @@ func Open(dir string, opts Options) (*DB, error) {
 // (devices, queues, …), created with the others.
 var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs}
 
-// Close commits what is queued for the group commit, stops its writer and
-// closes the data file. Closing twice is harmless.
+// Close commits what is queued for the group commit and every pure refresh
+// not yet written, stops the writer and closes the data file. Closing twice is harmless.
 func (db *DB) Close() error {
-	db.stopCommitLoop()
+	db.stopCommitLoop(true)
 	return db.bolt.Close()
 }
 

@@ -2,6 +2,7 @@ package store
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -19,7 +20,12 @@ type tx struct {
 	changes *[]bindingChange
 }
 
+// update runs fn in its own write transaction and commit. It holds the
+// refresh gate until the commit, so no pure refresh is checked against a
+// state it is changing (see refreshOverlay).
 func (db *DB) update(fn func(*tx) error) error {
+	db.refresh.gate.Lock()
+	defer db.refresh.gate.Unlock()
 	err := db.bolt.Update(func(btx *bolt.Tx) error {
 		return fn(&tx{Tx: btx, now: db.now(), db: db})
 	})
@@ -57,6 +63,8 @@ type commitLoop struct {
 	mu      sync.Mutex
 	queue   []*batchCall
 	closed  bool
+	noFlush bool          // closing as in a crash: pending refreshes are dropped
+	due     atomic.Bool   // the refresh overlay's flush timer fired
 	wake    chan struct{} // capacity 1: "there is work"
 	stopped chan struct{} // closed when run returns
 }
@@ -64,11 +72,20 @@ type commitLoop struct {
 type batchCall struct {
 	fn   func(*tx) error
 	done chan error // capacity 1
+	// committed, if set, runs once fn's changes are on disk, before any
+	// call of the group is told.
+	committed func()
 }
 
 func (l *commitLoop) init() {
 	l.wake = make(chan struct{}, 1)
 	l.stopped = make(chan struct{})
+}
+
+// flushDue asks the loop to write the refresh overlay's entries.
+func (l *commitLoop) flushDue() {
+	l.due.Store(true)
+	l.kick()
 }
 
 func (l *commitLoop) kick() {
@@ -78,7 +95,7 @@ func (l *commitLoop) kick() {
 	}
 }
 
-// run is the writer goroutine; it returns once Close has been asked and
+// runCommitLoop is the writer goroutine; it returns once Close has been asked and
 // everything queued before has been committed.
 func (db *DB) runCommitLoop() {
 	l := &db.loop
@@ -86,23 +103,39 @@ func (db *DB) runCommitLoop() {
 	for {
 		<-l.wake
 		l.mu.Lock()
-		calls, closed := l.queue, l.closed
+		calls, closed, noFlush := l.queue, l.closed, l.noFlush
 		l.queue = nil
 		l.mu.Unlock()
+		var flush *batchCall
+		if l.due.Swap(false) || closed && !noFlush {
+			if snap := db.refresh.flushSnapshot(); snap != nil {
+				flush = &batchCall{fn: flushFn(snap), done: make(chan error, 1),
+					committed: func() { db.refresh.flushed(snap) }}
+				calls = append([]*batchCall{flush}, calls...)
+			}
+		}
 		if len(calls) > 0 {
 			db.commitGroup(calls)
 		}
+		if flush != nil && <-flush.done != nil {
+			db.refresh.armTimer(db.loop.flushDue) // try again later
+		}
 		if closed {
+			db.refresh.stopTimer()
 			return
 		}
 	}
 }
 
-// stopCommitLoop commits what is queued and stops the writer; later batches
-// fail as on a closed bbolt file.
-func (db *DB) stopCommitLoop() {
+// stopCommitLoop commits what is queued (and, if flush, the pending
+// refreshes) and stops the writer; later batches fail as on a closed bbolt
+// file.
+func (db *DB) stopCommitLoop(flush bool) {
 	l := &db.loop
 	l.mu.Lock()
+	if !l.closed {
+		l.noFlush = !flush
+	}
 	l.closed = true
 	l.mu.Unlock()
 	l.kick()
@@ -126,6 +159,11 @@ func (db *DB) commitGroup(calls []*batchCall) {
 			return nil
 		})
 		if failed < 0 {
+			for _, c := range calls {
+				if err == nil && c.committed != nil {
+					c.committed()
+				}
+			}
 			for _, c := range calls {
 				c.done <- err
 			}
