@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,10 +30,11 @@ import (
 //     registered" and "a disabled user cannot refresh" are exactly as strong
 //     as when every refresh went through the writer.
 //   - mu: the entries, and the group-committed REGISTERs queued or in flight
-//     per AOR. A refresh holds it across its check, so a REGISTER that
-//     changes the AOR either committed before the check (and the check read
-//     it) or reads the refresh's entry in its own transaction; while one is
-//     in flight for the AOR, refreshes of that AOR take the slow path.
+//     per AOR. A refresh reads the AOR, then checks and records under mu
+//     only if no such REGISTER (nor a flush) began meanwhile; so a REGISTER
+//     that changes the AOR either committed before the read or reads the
+//     refresh's entry in its own transaction. While one is in flight for the
+//     AOR, refreshes of that AOR take the slow path.
 //
 // Lock order: gate, then bbolt's writer lock, then mu; mu is never held
 // while waiting for the writer.
@@ -40,7 +42,13 @@ type refreshOverlay struct {
 	gate sync.RWMutex
 	mu   sync.Mutex
 	aors map[string]*aorOverlay // "acct/user" → pending state
-	n    int                    // entries in aors
+	// hints: "acct/user\x00binding key" → fingerprint (see hintedLocked).
+	hints map[string]uint64
+	n     atomic.Int64 // entries in aors; changed under mu, read without it
+	// changes counts, per slot of AORs (aorSlot), the group-committed
+	// REGISTERs begun and the flushes done: a refresh that read the AOR
+	// while it moved takes the slow path.
+	changes [changeSlots]uint64
 	// timer is armed when the first entry waits; when it fires the commit
 	// loop flushes every waiting entry.
 	timer *time.Timer
@@ -82,11 +90,11 @@ func (o *refreshOverlay) applyLocked(aor string, b *Binding) {
 
 // apply is applyLocked for every binding in bs, of the AOR "acct/user".
 func (o *refreshOverlay) apply(aor string, bs []Binding) {
+	if o.n.Load() == 0 {
+		return // nothing pending: no lock
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.aors) == 0 {
-		return
-	}
 	for i := range bs {
 		o.applyLocked(aor, &bs[i])
 	}
@@ -94,28 +102,39 @@ func (o *refreshOverlay) apply(aor string, bs []Binding) {
 
 // applyOne is apply for a binding whose AOR is its own.
 func (o *refreshOverlay) applyOne(b *Binding) {
+	if o.n.Load() == 0 {
+		return
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.aors) > 0 {
-		o.applyLocked(k(b.AccountID, b.UserID), b)
-	}
+	o.applyLocked(k(b.AccountID, b.UserID), b)
 }
 
 // begin and end bracket a group-committed REGISTER of the AOR.
 func (o *refreshOverlay) begin(aor string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.beginLocked(aor)
+}
+
+func (o *refreshOverlay) beginLocked(aor string) {
 	st := o.aors[aor]
 	if st == nil {
 		st = &aorOverlay{}
 		o.aors[aor] = st
 	}
 	st.inflight++
+	o.changes[aorSlot(aor)]++
 }
 
-func (o *refreshOverlay) end(aor string) {
+// end also records the bindings the REGISTER left (see hintedLocked), if it
+// succeeded.
+func (o *refreshOverlay) end(aor string, left []Binding, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if ok {
+		o.hintedLocked(aor, left)
+	}
 	st := o.aors[aor]
 	st.inflight--
 	if st.inflight == 0 && len(st.entries) == 0 {
@@ -126,65 +145,89 @@ func (o *refreshOverlay) end(aor string) {
 // tryRefresh answers r without a write if it is a pure refresh (see above);
 // ok false means Register must take the slow path, which also gives every
 // error its proper answer.
-func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok bool) {
+//
+// It reads the user and the AOR's rows without holding mu, then checks under
+// mu that no group-committed REGISTER of the AOR and no flush began since
+// (changes counts both): if one did, what it read may be stale and Register
+// takes the slow path.
+func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 	o := &db.refresh
 	if o.delay < 0 || r.RemoveAll || len(r.Contacts) == 0 {
-		return nil, false
+		return nil, false, false
 	}
 	for _, c := range r.Contacts {
 		if c.Expires <= 0 {
-			return nil, false
+			return nil, false, false
 		}
 	}
 	aor := k(r.AccountID, r.UserID)
+	slot := aorSlot(aor)
 	transport := strings.ToLower(r.Transport)
 	o.gate.RLock()
 	defer o.gate.RUnlock()
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	st := o.aors[aor]
-	if st != nil && st.inflight > 0 {
-		return nil, false
+	if st := o.aors[aor]; st != nil && st.inflight > 0 {
+		o.beginLocked(aor)
+		o.mu.Unlock()
+		return nil, false, true
 	}
+	seen := o.changes[slot]
+	for _, c := range r.Contacts {
+		if o.hints[hintKey(aor, c.URI, c.InstanceID)] != fingerprint(c.URI, c.Q, r.Source, transport, r.UserAgent, r.CallID) {
+			// Not a binding this process wrote as it is: no read needed.
+			o.beginLocked(aor)
+			o.mu.Unlock()
+			return nil, false, true
+		}
+	}
+	o.mu.Unlock()
+
 	var now time.Time
-	var olds []Binding
+	var rows []Binding
 	err := db.view(func(t *tx) error {
 		now = t.now
 		u, err := t.user(r.AccountID, r.UserID)
 		if err != nil || u.Status != StatusEnabled {
 			return errSlowPath
 		}
-		current := map[string]Binding{}
-		if err := each(t.Bucket(bBindings), aor, func(_, v []byte) error {
+		return each(t.Bucket(bBindings), aor, func(_, v []byte) error {
 			var b Binding
 			if err := decodeBinding(v, &b); err != nil {
 				return err
 			}
-			o.applyLocked(aor, &b)
-			if b.Live(t.now) {
-				current[b.key()] = b
-			}
+			rows = append(rows, b)
 			return nil
-		}); err != nil {
-			return err
-		}
-		for _, c := range r.Contacts {
-			key := Binding{Contact: c.URI, InstanceID: c.InstanceID}.key()
-			b, exists := current[key]
-			if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport ||
-				b.UserAgent != r.UserAgent || b.CallID != r.CallID || r.CSeq <= b.CSeq {
-				return errSlowPath
-			}
-			olds = append(olds, b)
-			b.CSeq, b.UpdatedAt, b.ExpiresAt = r.CSeq, t.now, t.now.Add(time.Duration(c.Expires)*time.Second)
-			current[key] = b
-		}
-		out = sortedBindings(current)
-		return nil
+		})
 	})
 	if err != nil {
-		return nil, false
+		return nil, false, false
 	}
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.changes[slot] != seen {
+		return nil, false, false
+	}
+	current := make(map[string]Binding, len(rows))
+	for _, b := range rows {
+		o.applyLocked(aor, &b)
+		if b.Live(now) {
+			current[b.key()] = b
+		}
+	}
+	olds := make([]Binding, 0, len(r.Contacts))
+	for _, c := range r.Contacts {
+		key := Binding{Contact: c.URI, InstanceID: c.InstanceID}.key()
+		b, exists := current[key]
+		if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport ||
+			b.UserAgent != r.UserAgent || b.CallID != r.CallID || r.CSeq <= b.CSeq {
+			return nil, false, false
+		}
+		olds = append(olds, b)
+		b.CSeq, b.UpdatedAt, b.ExpiresAt = r.CSeq, now, now.Add(time.Duration(c.Expires)*time.Second)
+		current[key] = b
+	}
+	st := o.aors[aor]
 	if st == nil {
 		st = &aorOverlay{}
 		o.aors[aor] = st
@@ -197,15 +240,59 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok bool) {
 		old := olds[i]
 		e := refreshEntry{rev: old.rev, callID: r.CallID, cseq: r.CSeq, updated: now, expires: now.Add(time.Duration(c.Expires) * time.Second)}
 		if _, had := st.entries[old.key()]; !had {
-			o.n++
+			o.n.Add(1)
 		}
 		st.entries[old.key()] = e
 		changes = append(changes, bindingChange{expires: old.ExpiresAt.UnixNano(), delta: -1}, bindingChange{expires: e.expires.UnixNano(), delta: +1})
 	}
 	db.live.apply(changes, now)
 	o.armTimerLocked(db.loop.flushDue)
-	return out, true
+	return sortedBindings(current), true, false
 }
+
+// hintedLocked records the bindings a group-committed REGISTER left in the AOR,
+// so that tryRefresh reads the store only for a REGISTER that may be a pure
+// refresh of one of them. A hint is only a hint: a stale one costs a read.
+func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
+	if len(o.hints) >= maxHints {
+		o.hints = map[string]uint64{}
+	}
+	for _, b := range bs {
+		o.hints[hintKey(aor, b.Contact, b.InstanceID)] = fingerprint(b.Contact, b.Q, b.Source, b.Transport, b.UserAgent, b.CallID)
+	}
+}
+
+const maxHints = 1 << 20
+
+func hintKey(aor, contact, instance string) string {
+	return aor + "\x00" + Binding{Contact: contact, InstanceID: instance}.key()
+}
+
+// fingerprint is FNV-1a over what a pure refresh must repeat.
+func fingerprint(parts ...string) uint64 {
+	h := uint64(14695981039346656037)
+	for _, p := range parts {
+		for i := 0; i < len(p); i++ {
+			h ^= uint64(p[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	return h | 1 // never 0, the value of a missing hint
+}
+
+// aorSlot spreads AORs over refreshOverlay.changes (FNV-1a).
+func aorSlot(aor string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(aor); i++ {
+		h ^= uint32(aor[i])
+		h *= 16777619
+	}
+	return int(h % changeSlots)
+}
+
+const changeSlots = 1024
 
 // errSlowPath ends tryRefresh's check: not a pure refresh.
 var errSlowPath = errors.New("not a pure refresh")
@@ -219,7 +306,7 @@ func (o *refreshOverlay) flushSnapshot() map[string]map[string]refreshEntry {
 		o.timer.Stop()
 		o.timer = nil
 	}
-	if o.n == 0 {
+	if o.n.Load() == 0 {
 		return nil
 	}
 	snap := make(map[string]map[string]refreshEntry, len(o.aors))
@@ -270,6 +357,7 @@ func (o *refreshOverlay) flushed(snap map[string]map[string]refreshEntry) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for aor, entries := range snap {
+		o.changes[aorSlot(aor)]++
 		st := o.aors[aor]
 		if st == nil {
 			continue
@@ -277,7 +365,7 @@ func (o *refreshOverlay) flushed(snap map[string]map[string]refreshEntry) {
 		for key, e := range entries {
 			if cur, ok := st.entries[key]; ok && cur == e {
 				delete(st.entries, key)
-				o.n--
+				o.n.Add(-1)
 			}
 		}
 		if st.inflight == 0 && len(st.entries) == 0 {
@@ -303,7 +391,7 @@ func (o *refreshOverlay) armTimer(due func()) {
 }
 
 func (o *refreshOverlay) armTimerLocked(due func()) {
-	if o.timer == nil && o.n > 0 {
+	if o.timer == nil && o.n.Load() > 0 {
 		o.timer = time.AfterFunc(o.delay, due)
 	}
 }

@@ -82,13 +82,15 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			adds = true
 		}
 	}
-	if out, ok := db.tryRefresh(r); ok {
+	out, ok, begun := db.tryRefresh(r)
+	if ok {
 		return out, nil
 	}
 	mac := MACFromUserAgent(r.UserAgent)
 	prefix := k(r.AccountID, r.UserID)
-	var out []Binding
-	db.refresh.begin(prefix)
+	if !begun {
+		db.refresh.begin(prefix)
+	}
 	err := db.batch(func(t *tx) error {
 		out = nil // fn may run more than once
 		u, err := t.user(r.AccountID, r.UserID)
@@ -186,7 +188,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		out = sortedBindings(current)
 		return nil
 	})
-	db.refresh.end(prefix)
+	db.refresh.end(prefix, out, err == nil)
 	if err != nil {
 		if errors.Is(err, ErrDisabled) || errors.Is(err, ErrOutOfOrder) {
 			return nil, err

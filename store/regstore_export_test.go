@@ -40,9 +40,7 @@ func FlushRefreshesForTest(db *DB) error {
 // PendingRefreshesForTest is the number of pure refreshes acknowledged but
 // not yet known to be on disk.
 func PendingRefreshesForTest(db *DB) int {
-	db.refresh.mu.Lock()
-	defer db.refresh.mu.Unlock()
-	return db.refresh.n
+	return int(db.refresh.n.Load())
 }
 
 // DiskBindingsForTest returns the user's binding rows as stored, without

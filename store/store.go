@@ -140,6 +140,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
 	db.loop.init()
 	db.refresh.aors = map[string]*aorOverlay{}
+	db.refresh.hints = map[string]uint64{}
 	db.refresh.delay = opts.RefreshWriteDelay
 	if db.refresh.delay == 0 {
 		db.refresh.delay = 250 * time.Millisecond
