@@ -159,6 +159,29 @@ func BenchmarkSIPIdentity(b *testing.B) {
 	}
 }
 
+// BenchmarkSIPIdentityAfterWrites is the lookup as a real phone meets it:
+// between two REGISTERs of one phone (10-60 minutes) other writes commit
+// (the expiry sweep every minute, other users' changes). Each lookup here
+// follows one such write (untimed; fsync off for it).
+func BenchmarkSIPIdentityAfterWrites(b *testing.B) {
+	db := storetest.Open(b, storetest.NewClock())
+	store.NoSyncForTest(db)
+	users := benchUsers(b, db, 100)
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := db.PruneExpired(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		id, err := db.SIPIdentity(benchDomain, users[i%len(users)].Extension)
+		if err != nil || id.Password == "" {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
 // The 100k benchmarks share one prepared data directory: 1,000 users with
 // 100 bindings each (MaxContacts raised to 100), 100,000 bindings in all.
 // CreateUser is one write transaction with its own commit (two fsyncs, ~10 ms

@@ -59,3 +59,10 @@ func DiskBindingsForTest(db *DB, acct, userID string) ([]Binding, error) {
 	})
 	return out, err
 }
+
+// IdentityCachedForTest reports whether SIPIdentity would answer
+// extension@domain from its cache.
+func IdentityCachedForTest(db *DB, domain, extension string) bool {
+	_, _, ok := db.identities.get(domain + "\x00" + extension)
+	return ok
+}

@@ -52,11 +52,6 @@ type DB struct {
 	maxContacts int
 	dir         string
 
-	// gen counts committed update transactions, but not the group-committed
-	// batches (REGISTER, call records, provisioning fetches), which touch
-	// nothing a cache holds: caches of other records are valid while it is
-	// unchanged.
-	gen        atomic.Uint64
 	identities identityCache
 	live       *liveIndex     // LiveBindings
 	loop       commitLoop     // batch

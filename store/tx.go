@@ -26,13 +26,9 @@ type tx struct {
 func (db *DB) update(fn func(*tx) error) error {
 	db.refresh.gate.Lock()
 	defer db.refresh.gate.Unlock()
-	err := db.bolt.Update(func(btx *bolt.Tx) error {
+	return db.bolt.Update(func(btx *bolt.Tx) error {
 		return fn(&tx{Tx: btx, now: db.now(), db: db})
 	})
-	if err == nil {
-		db.gen.Add(1) // after the commit: see identityCache
-	}
-	return err
 }
 
 // batch is update through the group commit (commitLoop): many concurrent
