@@ -1,6 +1,8 @@
 package store
 
 import (
+	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,8 +98,15 @@ func (l *commitLoop) kick() {
 func (db *DB) runCommitLoop() {
 	l := &db.loop
 	defer close(l.stopped)
+	last := 0 // size of the previous group
 	for {
 		<-l.wake
+		if last > 1 {
+			// The previous commit just woke its callers; let them queue
+			// their next requests before taking the group (no timer: one
+			// turn of the scheduler).
+			runtime.Gosched()
+		}
 		l.mu.Lock()
 		calls, closed, noFlush := l.queue, l.closed, l.noFlush
 		l.queue = nil
@@ -110,6 +119,7 @@ func (db *DB) runCommitLoop() {
 				calls = append([]*batchCall{flush}, calls...)
 			}
 		}
+		last = len(calls)
 		if len(calls) > 0 {
 			db.commitGroup(calls)
 		}
@@ -147,7 +157,7 @@ func (db *DB) commitGroup(calls []*batchCall) {
 		failed, failErr := -1, error(nil)
 		err := db.bolt.Update(func(btx *bolt.Tx) error {
 			for i, c := range calls {
-				if err := c.fn(&tx{Tx: btx, now: db.now(), db: db}); err != nil {
+				if err := runFn(c.fn, &tx{Tx: btx, now: db.now(), db: db}); err != nil {
 					failed, failErr = i, err
 					return err
 				}
@@ -168,6 +178,17 @@ func (db *DB) commitGroup(calls []*batchCall) {
 		calls[failed].done <- failErr
 		calls = append(calls[:failed:failed], calls[failed+1:]...)
 	}
+}
+
+// runFn runs one group-committed fn; a panic fails that call alone instead
+// of the writer every other caller waits for.
+func runFn(fn func(*tx) error, t *tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("write transaction failed: %v", p)
+		}
+	}()
+	return fn(t)
 }
 
 func (db *DB) view(fn func(*tx) error) error {
