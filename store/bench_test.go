@@ -267,6 +267,22 @@ func Benchmark100kBindings(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/open")
 	})
 
+	// Sweep: one PruneExpired with nothing expired, as cmd/dialtone's
+	// sweeper runs it every minute.
+	b.Run("Sweep", func(b *testing.B) {
+		db, err := store.Open(dir, store.Options{Now: clock.Now})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		for b.Loop() {
+			if n, err := db.PruneExpired(); err != nil || n != 0 {
+				b.Fatalf("PruneExpired() = %d, %v", n, err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/sweep")
+	})
+
 	b.Run("HeapPerBinding", func(b *testing.B) {
 		var before, after runtime.MemStats
 		runtime.GC()

@@ -56,7 +56,7 @@ func TestCommitLoopFailsOnlyTheFailingCall(t *testing.T) {
 	}
 	err = db.view(func(tx *tx) error {
 		for i := 0; i < n; i++ {
-			got := tx.Bucket(bMeta).Get([]byte("test-" + string(rune('a'+i)))) != nil
+			got := tx.Bucket(bMeta).Get([]byte("test-"+string(rune('a'+i)))) != nil
 			if want := i%10 != 3 && i%10 != 7; got != want {
 				t.Errorf("call %d's write on disk = %v, want %v", i, got, want)
 			}

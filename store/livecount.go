@@ -3,6 +3,7 @@ package store
 import (
 	"container/heap"
 	"encoding/binary"
+	"math"
 	"sync"
 	"time"
 
@@ -118,15 +119,20 @@ func (t *tx) bindingChange(expires time.Time, delta int) {
 }
 
 // loadLive counts the binding rows already on disk (at Open, before anything
-// removes one); rows already expired are taken out at once.
+// removes one), and fills the sweep index; rows already expired are taken
+// out of the count at once.
 func (db *DB) loadLive() error {
 	var cs []bindingChange
 	var maxRev uint64
 	err := db.view(func(t *tx) error {
-		return t.Bucket(bBindings).ForEach(func(_, v []byte) error {
-			if e, err := bindingExpiry(v); err == nil {
+		return t.Bucket(bBindings).ForEach(func(key, v []byte) error {
+			e, err := bindingExpiry(v)
+			if err == nil {
 				cs = append(cs, bindingChange{expires: e, delta: +1})
+			} else {
+				e = math.MinInt64 // unreadable: the first sweep removes it
 			}
+			db.sweep.lowerTo(aorOf(key), e)
 			if len(v) > 9 && v[0] == encodingBindingV2 {
 				if rev, n := binary.Uvarint(v[9:]); n > 0 && rev > maxRev {
 					maxRev = rev

@@ -247,7 +247,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 	}
 	db.live.apply(changes, now)
 	o.armTimerLocked(db.loop.flushDue)
-	return sortedBindings(current), true, false
+	out = sortedBindings(current)
+	db.sweep.lower(aor, out)
+	return out, true, false
 }
 
 // hintedLocked records the bindings a group-committed REGISTER left in the AOR,

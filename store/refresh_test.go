@@ -391,3 +391,45 @@ func TestRefreshDeleteRaceNotDisabledFirst(t *testing.T) {
 		t.Fatal("no delete of a disabled user was refused while a refresh was pending: the race was not exercised")
 	}
 }
+
+// TestSweepVisitsWhatExpires: the sweep index sends PruneExpired to every
+// AOR with an expired row, again after an earlier sweep of the same AOR
+// left a later-expiring binding, and after a restart.
+func TestSweepVisitsWhatExpires(t *testing.T) {
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	db := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, db)
+	u := mustUser(t, db, "1002")
+	v := mustUser(t, db, "1003")
+	for _, r := range []store.RegisterRequest{
+		reg(u, "a", 1, "sip:1002@192.0.2.1", 60),
+		reg(u, "b", 1, "sip:1002@192.0.2.2", 600),
+		reg(v, "c", 1, "sip:1003@192.0.2.3", 120),
+	} {
+		if _, err := db.Register(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prune := func(want int) {
+		t.Helper()
+		if n, err := db.PruneExpired(); err != nil || n != want {
+			t.Fatalf("PruneExpired() = %d, %v; want %d", n, err, want)
+		}
+		if n, err := store.ScanLiveBindings(db); err != nil || n != db.LiveBindings() {
+			t.Fatalf("scan %d, live %d", n, db.LiveBindings())
+		}
+	}
+	prune(0)
+	clock.Advance(61 * time.Second)
+	prune(1)
+	clock.Advance(60 * time.Second)
+	prune(1)
+	db.Close()
+	clock.Advance(10 * time.Minute) // expired while closed: Open's sweep removes it
+	db = storetest.OpenDir(t, dir, clock)
+	if rows, _ := store.DiskBindingsForTest(db, u.AccountID, u.ID); len(rows) != 0 {
+		t.Fatalf("rows left after Open: %+v", rows)
+	}
+	prune(0)
+}

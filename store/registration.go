@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -189,6 +191,9 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		return nil
 	})
 	db.refresh.end(prefix, out, err == nil)
+	if err == nil {
+		db.sweep.lower(prefix, out)
+	}
 	if err != nil {
 		if errors.Is(err, ErrDisabled) || errors.Is(err, ErrOutOfOrder) {
 			return nil, err
@@ -316,42 +321,55 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 
 // PruneExpired deletes every expired binding and reports how many (a binding
 // whose acknowledged refresh is not yet on disk is live). Open calls it, and
-// cmd/dialtone's sweeper once a minute. Correctness never depends on
+// cmd/dialtone's sweeper once a minute. It reads only the AORs the sweep
+// index says may hold an expired row (see sweepIndex), not every binding. Correctness never depends on
 // it: reads and LiveBindings ignore expired rows whether or not they are gone.
 func (db *DB) PruneExpired() (int, error) {
 	n := 0
+	var seen, kept map[string]int64
 	err := db.update(func(t *tx) error {
 		n = 0
+		now := t.now.UnixNano()
+		seen, kept = t.db.sweep.due(now), map[string]int64{}
 		b := t.Bucket(bBindings)
 		c := b.Cursor()
-		for key, v := c.First(); key != nil; {
-			e, decErr := bindingExpiry(v)
-			if decErr == nil && e <= t.now.UnixNano() {
-				// Expired on disk; a refresh not yet written may keep it.
-				var bd Binding
-				if decodeBinding(v, &bd) == nil {
-					t.db.refresh.applyOne(&bd)
-					e = bd.ExpiresAt.UnixNano()
+		for aor := range seen {
+			p := []byte(aor + "/")
+			next, left := int64(math.MaxInt64), false
+			for key, v := c.Seek(p); key != nil && bytes.HasPrefix(key, p); {
+				e, decErr := bindingExpiry(v)
+				if decErr == nil && e <= now {
+					// Expired on disk; a refresh not yet written may keep it.
+					var bd Binding
+					if decodeBinding(v, &bd) == nil {
+						t.db.refresh.applyOne(&bd)
+						e = bd.ExpiresAt.UnixNano()
+					}
 				}
+				if decErr != nil || e <= now {
+					if err := c.Delete(); err != nil {
+						return err
+					}
+					if decErr == nil { // an unreadable row was never counted
+						t.bindingRemoved(time.Unix(0, e))
+					}
+					n++
+					key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key
+					continue
+				}
+				next, left = min(next, e), true
+				key, v = c.Next()
 			}
-			if decErr != nil || e <= t.now.UnixNano() {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-				if decErr == nil { // an unreadable row was never counted
-					t.bindingRemoved(time.Unix(0, e))
-				}
-				n++
-				key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key
-				continue
+			if left {
+				kept[aor] = next
 			}
-			key, v = c.Next()
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
+	db.sweep.settle(seen, kept)
 	return n, nil
 }
 

@@ -3,6 +3,7 @@ package store
 // PutLegacyBindingForTest writes b as a release before the binary encoding
 // did (version byte 1 and JSON), with the live count told as Register would.
 func PutLegacyBindingForTest(db *DB, b Binding) error {
+	db.sweep.lower(k(b.AccountID, b.UserID), []Binding{b})
 	return db.update(func(t *tx) error {
 		t.bindingAdded(b.ExpiresAt)
 		return put(t.Bucket(bBindings), k(b.AccountID, b.UserID, b.key()), b)

@@ -56,6 +56,7 @@ type DB struct {
 	live       *liveIndex     // LiveBindings
 	loop       commitLoop     // batch
 	refresh    refreshOverlay // pure refreshes not yet on disk
+	sweep      sweepIndex     // PruneExpired
 	rev        atomic.Uint64  // the newest Binding.rev (see nextRev)
 }
 
@@ -136,6 +137,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	db.loop.init()
 	db.refresh.aors = map[string]*aorOverlay{}
 	db.refresh.hints = map[string]uint64{}
+	db.sweep.next = map[string]int64{}
 	db.refresh.delay = opts.RefreshWriteDelay
 	if db.refresh.delay == 0 {
 		db.refresh.delay = 250 * time.Millisecond
