@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"time"
@@ -26,6 +27,16 @@ const encodingBindingV2 = 2
 // (its first byte names a known encoding).
 func bindingVersionOK(v []byte) bool {
 	return len(v) >= 2 && (v[0] == encodingV1 || v[0] == encodingBindingV2)
+}
+
+// recordVersionOK is what a check of every record's version at Open must
+// accept in bucket: the binding encodings in bindings, version 1 (JSON)
+// elsewhere.
+func recordVersionOK(bucket, v []byte) bool {
+	if bytes.Equal(bucket, bBindings) {
+		return bindingVersionOK(v)
+	}
+	return len(v) >= 2 && v[0] == encodingV1
 }
 
 var errBadBinding = errors.New("binding record is malformed")

@@ -53,6 +53,10 @@ func TestBindingCodecReadsJSON(t *testing.T) {
 	if !bindingVersionOK(v) || !bindingVersionOK(encodeBinding(&b)) || bindingVersionOK([]byte{3, 0}) {
 		t.Fatal("bindingVersionOK")
 	}
+	if !recordVersionOK(bBindings, encodeBinding(&b)) || !recordVersionOK(bBindings, v) ||
+		recordVersionOK(bUsers, encodeBinding(&b)) || !recordVersionOK(bUsers, v) {
+		t.Fatal("recordVersionOK")
+	}
 }
 
 // FuzzDecodeBinding: no input makes the decoder panic, and whatever it
