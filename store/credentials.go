@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"hash"
 	"strings"
 	"sync"
 )
@@ -129,10 +128,11 @@ func (id SIPIdentity) HA1(algorithm, username, realm string) string {
 			return v
 		}
 	}
-	var h hash.Hash = md5.New()
+	newHash := md5.New
 	if sha {
-		h = sha256.New()
+		newHash = sha256.New
 	}
+	h := newHash()
 	h.Write([]byte(username + ":" + realm + ":" + id.Password))
 	v := hex.EncodeToString(h.Sum(nil))
 	if id.ha1 != nil {
