@@ -79,6 +79,7 @@ func (t *tx) createAccount(id, domain string) (Account, error) {
 	if err := put(t.Bucket(bAccounts), id, a); err != nil {
 		return Account{}, err
 	}
+	t.accountChanged(id)
 	if err := t.Bucket(bDomains).Put([]byte(domain), []byte(id)); err != nil {
 		return Account{}, err
 	}
@@ -209,6 +210,7 @@ func (db *DB) UpdateAccount(id string, p AccountPatch, actor Actor) (Account, er
 		if err := put(t.Bucket(bAccounts), id, a); err != nil {
 			return err
 		}
+		t.accountChanged(id)
 		return t.audit(AuditEntry{AccountID: id, Actor: actor, Action: "account.update", TargetKind: "account", TargetID: id, TargetLabel: a.SIPDomain, Detail: detail})
 	})
 	if err != nil {

@@ -42,6 +42,10 @@ func (db *DB) WriteBackup(w io.Writer) (BackupInfo, error) {
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("backup: read %s: %w", KeyFile, err)
 	}
+	// Pure refreshes answered but not yet written belong in the backup.
+	if err := db.flushRefreshes(); err != nil {
+		return BackupInfo{}, fmt.Errorf("backup: write pending refreshes: %w", err)
+	}
 	var info BackupInfo
 	err = db.bolt.View(func(btx *bolt.Tx) error {
 		return writeArchive(w, key, btx, &info, db.now())
@@ -100,6 +104,7 @@ func OpenReadOnly(dir string) (*DB, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	db := &DB{bolt: bdb, now: time.Now, maxContacts: 10, dir: dir, live: newLiveIndex()}
+	db.initMemory()
 	if err := guard("count bindings in "+path, db.loadLive); err != nil {
 		guard("close", bdb.Close)
 		return nil, err

@@ -97,6 +97,53 @@ func BenchmarkRegisterParallel(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
 }
 
+// BenchmarkRefreshParallel is the steady state of a registrar: every
+// REGISTER refreshes the one binding its phone already has (same contact,
+// Call-ID, source and user agent, higher CSeq), 64 callers per CPU.
+func BenchmarkRefreshParallel(b *testing.B) {
+	db := storetest.Open(b, storetest.NewClock())
+	b.SetParallelism(64)
+	users := benchUsers(b, db, 64*runtime.GOMAXPROCS(0))
+	for _, u := range users {
+		if _, err := db.Register(registerReq(u, 1, contactOf(u, 0))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var next atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		u := users[next.Add(1)-1]
+		for cseq := uint32(2); pb.Next(); cseq++ {
+			if _, err := db.Register(registerReq(u, cseq, contactOf(u, 0))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+}
+
+// BenchmarkNewContactParallel is the opposite: every REGISTER adds a contact
+// the AOR has not seen (past MaxContacts, the oldest is evicted), so every
+// one must be on disk before its answer. 64 callers per CPU.
+func BenchmarkNewContactParallel(b *testing.B) {
+	db := storetest.Open(b, storetest.NewClock())
+	b.SetParallelism(64)
+	users := benchUsers(b, db, 64*runtime.GOMAXPROCS(0))
+	var next atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		u := users[next.Add(1)-1]
+		for i := 0; pb.Next(); i++ {
+			if _, err := db.Register(registerReq(u, uint32(i+1), contactOf(u, i))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reg/s")
+}
+
 // BenchmarkSIPIdentity is the digest check's lookup: domain → account,
 // extension → user, and the decryption of the stored SIP password.
 func BenchmarkSIPIdentity(b *testing.B) {
@@ -104,6 +151,29 @@ func BenchmarkSIPIdentity(b *testing.B) {
 	users := benchUsers(b, db, 100)
 	i := 0
 	for b.Loop() {
+		id, err := db.SIPIdentity(benchDomain, users[i%len(users)].Extension)
+		if err != nil || id.Password == "" {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkSIPIdentityAfterWrites is the lookup as a real phone meets it:
+// between two REGISTERs of one phone (10-60 minutes) other writes commit
+// (the expiry sweep every minute, other users' changes). Each lookup here
+// follows one such write (untimed; fsync off for it).
+func BenchmarkSIPIdentityAfterWrites(b *testing.B) {
+	db := storetest.Open(b, storetest.NewClock())
+	store.NoSyncForTest(db)
+	users := benchUsers(b, db, 100)
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		if _, err := db.PruneExpired(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
 		id, err := db.SIPIdentity(benchDomain, users[i%len(users)].Extension)
 		if err != nil || id.Password == "" {
 			b.Fatal(err)
@@ -211,6 +281,22 @@ func Benchmark100kBindings(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/check")
+	})
+
+	// Sweep: one PruneExpired with nothing expired, as cmd/dialtone's
+	// sweeper runs it every minute.
+	b.Run("Sweep", func(b *testing.B) {
+		db, err := store.Open(dir, store.Options{Now: clock.Now})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer db.Close()
+		for b.Loop() {
+			if n, err := db.PruneExpired(); err != nil || n != 0 {
+				b.Fatalf("PruneExpired() = %d, %v", n, err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "us/sweep")
 	})
 
 	b.Run("HeapPerBinding", func(b *testing.B) {

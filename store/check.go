@@ -74,7 +74,7 @@ func (db *DB) check(out *[]error) error {
 		}
 		if err := t.Bucket(bBindings).ForEach(func(k, v []byte) error {
 			var b Binding
-			if err := decode(v, &b); err != nil {
+			if err := decodeBinding(v, &b); err != nil {
 				problems = append(problems, fmt.Errorf("binding %s: %w", k, err))
 				return nil
 			}

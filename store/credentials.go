@@ -1,7 +1,11 @@
 package store
 
 import (
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 )
 
@@ -83,6 +87,7 @@ func (db *DB) RotateSIPCredentials(accountID, userID string, actor Actor) (SIPCr
 		if err := t.Bucket(bSecrets).Put([]byte(k(accountID, userID)), sealed); err != nil {
 			return err
 		}
+		t.identityChanged(accountID, userID)
 		if c, _, err = t.credentials(accountID, userID); err != nil {
 			return err
 		}
@@ -100,21 +105,63 @@ type SIPIdentity struct {
 	Account  Account
 	User     User
 	Password string
+
+	ha1 *ha1Cache // shared by the copies of one cached answer
+}
+
+type ha1Cache struct {
+	mu sync.Mutex
+	m  map[string]string // algorithm\x00username\x00realm → HA1
+}
+
+// HA1 is the digest's H(username:realm:password) in lower-case hex (RFC 7616
+// §3.4.2), with SHA-256 for algorithm "SHA-256" or "SHA-256-sess" and MD5
+// otherwise. It is computed once per cached identity, realm and algorithm.
+func (id SIPIdentity) HA1(algorithm, username, realm string) string {
+	sha := strings.HasPrefix(strings.ToUpper(algorithm), "SHA-256")
+	key := "md5\x00" + username + "\x00" + realm
+	if sha {
+		key = "sha256\x00" + username + "\x00" + realm
+	}
+	if id.ha1 != nil {
+		id.ha1.mu.Lock()
+		v, ok := id.ha1.m[key]
+		id.ha1.mu.Unlock()
+		if ok {
+			return v
+		}
+	}
+	newHash := md5.New
+	if sha {
+		newHash = sha256.New
+	}
+	h := newHash()
+	h.Write([]byte(username + ":" + realm + ":" + id.Password))
+	v := hex.EncodeToString(h.Sum(nil))
+	if id.ha1 != nil {
+		id.ha1.mu.Lock()
+		if len(id.ha1.m) < 8 { // a handful of realms and algorithms per user
+			id.ha1.m[key] = v
+		}
+		id.ha1.mu.Unlock()
+	}
+	return v
 }
 
 // SIPIdentity looks up extension@domain for authentication. Not audited (it is
 // the registrar's hot path); the password never leaves the process. Answers
-// are cached until the next committed write that could change them (any
-// update transaction; REGISTER's binding writes do not count), so a
-// re-registering phone costs a map lookup, and a disabled user, a rotated
-// password or a deleted user is seen by the very next request.
+// are cached per user until a committed change of that user (status,
+// extension, password, deletion) or of their account (SIP domain, …)
+// invalidates them, so a re-registering phone costs a map lookup, and a
+// disabled user, a rotated password or a deleted user is seen by the very
+// next request. Other writes (REGISTERs, the expiry sweep, other users)
+// leave the cache alone.
 func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
 	key := domain + "\x00" + extension
-	gen := db.gen.Load()
-	if id, ok := db.identities.get(gen, key); ok {
+	id, epoch, ok := db.identities.get(key)
+	if ok {
 		return id, nil
 	}
-	var id SIPIdentity
 	err := db.view(func(t *tx) error {
 		acctID := t.Bucket(bDomains).Get([]byte(domain))
 		if acctID == nil {
@@ -136,44 +183,90 @@ func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
 		if err != nil {
 			return fmt.Errorf("password of %s: %w", u.ID, err)
 		}
-		id = SIPIdentity{Account: a, User: u, Password: pw}
+		id = SIPIdentity{Account: a, User: u, Password: pw, ha1: &ha1Cache{m: map[string]string{}}}
 		return nil
 	})
 	if err != nil {
 		return SIPIdentity{}, err
 	}
-	// Keep it only if no write committed while we read: otherwise what we
+	// Kept only if nothing was invalidated while we read: otherwise what we
 	// read may already be stale.
-	if db.gen.Load() == gen {
-		db.identities.put(gen, key, id)
-	}
+	db.identities.put(epoch, key, id)
 	return id, nil
 }
 
-// identityCache holds SIPIdentity answers for one write generation.
+// identityCache holds SIPIdentity answers by domain and extension.
 type identityCache struct {
-	mu  sync.Mutex
-	gen uint64
-	m   map[string]SIPIdentity
+	mu sync.Mutex
+	// epoch counts invalidations; an answer read while one happened is not
+	// kept.
+	epoch  uint64
+	m      map[string]SIPIdentity
+	byUser map[string]string // "acct/user" → key in m
 }
 
 const maxCachedIdentities = 200_000
 
-func (c *identityCache) get(gen uint64, key string) (SIPIdentity, bool) {
+// get returns the cached answer, or the epoch to pass to put.
+func (c *identityCache) get(key string) (SIPIdentity, uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != gen {
-		return SIPIdentity{}, false
-	}
 	id, ok := c.m[key]
-	return id, ok
+	return id, c.epoch, ok
 }
 
-func (c *identityCache) put(gen uint64, key string, id SIPIdentity) {
+func (c *identityCache) put(epoch uint64, key string, id SIPIdentity) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.gen != gen || c.m == nil || len(c.m) >= maxCachedIdentities {
-		c.gen, c.m = gen, map[string]SIPIdentity{}
+	if c.epoch != epoch {
+		return
+	}
+	if c.m == nil || len(c.m) >= maxCachedIdentities {
+		c.m, c.byUser = map[string]SIPIdentity{}, map[string]string{}
+	}
+	userKey := k(id.Account.ID, id.User.ID)
+	if old, ok := c.byUser[userKey]; ok && old != key {
+		delete(c.m, old)
 	}
 	c.m[key] = id
+	c.byUser[userKey] = key
+}
+
+// forgetUser drops the user's cached answer.
+func (c *identityCache) forgetUser(acct, userID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	userKey := k(acct, userID)
+	if key, ok := c.byUser[userKey]; ok {
+		delete(c.m, key)
+		delete(c.byUser, userKey)
+	}
+}
+
+// forgetAccount drops every cached answer of the account.
+func (c *identityCache) forgetAccount(acct string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	for key, id := range c.m {
+		if id.Account.ID == acct {
+			delete(c.m, key)
+			delete(c.byUser, k(acct, id.User.ID))
+		}
+	}
+}
+
+// identityChanged and accountChanged report, inside a write transaction, a
+// change SIPIdentity answers depend on: the user's record or password, or
+// the account's. The cache forgets them once t commits, before the write
+// returns to its caller.
+func (t *tx) identityChanged(acct, userID string) {
+	c := &t.db.identities
+	t.OnCommit(func() { c.forgetUser(acct, userID) })
+}
+
+func (t *tx) accountChanged(acct string) {
+	c := &t.db.identities
+	t.OnCommit(func() { c.forgetAccount(acct) })
 }

@@ -718,7 +718,10 @@ func (db *DB) DeviceBindings(accountID, mac string) ([]Binding, error) {
 		}
 		return each(t.Bucket(bBindings), accountID, func(_, v []byte) error {
 			var b Binding
-			if err := decode(v, &b); err != nil || !b.Live(t.now) {
+			if err := decodeBinding(v, &b); err != nil {
+				return nil
+			}
+			if t.db.refresh.applyOne(&b); !b.Live(t.now) {
 				return nil
 			}
 			host, _, err := net.SplitHostPort(b.Source)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"container/heap"
+	"encoding/binary"
+	"math"
 	"sync"
 	"time"
 
@@ -117,21 +119,30 @@ func (t *tx) bindingChange(expires time.Time, delta int) {
 }
 
 // loadLive counts the binding rows already on disk (at Open, before anything
-// removes one); rows already expired are taken out at once.
+// removes one), and fills the sweep index; rows already expired are taken
+// out of the count at once.
 func (db *DB) loadLive() error {
 	var cs []bindingChange
+	var maxRev uint64
 	err := db.view(func(t *tx) error {
-		return t.Bucket(bBindings).ForEach(func(_, v []byte) error {
-			var b struct {
-				ExpiresAt time.Time `json:"expires_at"`
+		return t.Bucket(bBindings).ForEach(func(key, v []byte) error {
+			e, err := bindingExpiry(v)
+			if err == nil {
+				cs = append(cs, bindingChange{expires: e, delta: +1})
+			} else {
+				e = math.MinInt64 // unreadable: the first sweep removes it
 			}
-			if decode(v, &b) == nil {
-				cs = append(cs, bindingChange{expires: b.ExpiresAt.UnixNano(), delta: +1})
+			db.sweep.lowerTo(aorOf(key), e)
+			if len(v) > 9 && v[0] == encodingBindingV2 {
+				if rev, n := binary.Uvarint(v[9:]); n > 0 && rev > maxRev {
+					maxRev = rev
+				}
 			}
 			return nil
 		})
 	})
 	db.live.apply(cs, db.now())
+	db.rev.Store(maxRev)
 	return err
 }
 

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -25,6 +27,11 @@ type Binding struct {
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 	ExpiresAt    time.Time `json:"expires_at"`
+
+	// rev identifies one write of the row by a REGISTER that changed it (a
+	// new rev each time; a flushed refresh keeps it): a pending refresh
+	// applies only to the row it was checked against (see refreshOverlay).
+	rev uint64
 }
 
 // Live reports whether the binding is unexpired at now.
@@ -77,8 +84,15 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			adds = true
 		}
 	}
+	out, ok, begun := db.tryRefresh(r)
+	if ok {
+		return out, nil
+	}
 	mac := MACFromUserAgent(r.UserAgent)
-	var out []Binding
+	prefix := k(r.AccountID, r.UserID)
+	if !begun {
+		db.refresh.begin(prefix)
+	}
 	err := db.batch(func(t *tx) error {
 		out = nil // fn may run more than once
 		u, err := t.user(r.AccountID, r.UserID)
@@ -89,21 +103,29 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			return ErrDisabled
 		}
 		b := t.Bucket(bBindings)
-		prefix := k(r.AccountID, r.UserID)
-		current := map[string]Binding{}
+		var rows []Binding
 		if err := each(b, prefix, func(key, v []byte) error {
 			var bd Binding
-			if err := decode(v, &bd); err != nil {
+			if err := decodeBinding(v, &bd); err != nil {
 				return err
 			}
-			if !bd.Live(t.now) {
-				t.bindingRemoved(bd.ExpiresAt)
-				return b.Delete(key) // prune the AOR's expired bindings as we go
-			}
-			current[bd.key()] = bd
+			rows = append(rows, bd)
 			return nil
 		}); err != nil {
 			return err
+		}
+		t.db.refresh.apply(prefix, rows) // acknowledged refreshes not yet on disk
+		current := make(map[string]Binding, len(rows)+len(r.Contacts))
+		for _, bd := range rows {
+			if !bd.Live(t.now) {
+				// Prune the AOR's expired bindings as we go.
+				if err := b.Delete([]byte(k(prefix, bd.key()))); err != nil {
+					return err
+				}
+				t.bindingRemoved(bd.ExpiresAt)
+				continue
+			}
+			current[bd.key()] = bd
 		}
 		if r.RemoveAll {
 			for key, bd := range current {
@@ -122,7 +144,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			nb := Binding{AccountID: r.AccountID, UserID: r.UserID, Contact: c.URI, InstanceID: c.InstanceID, Q: c.Q,
 				Source: r.Source, Transport: strings.ToLower(r.Transport), UserAgent: r.UserAgent, MAC: mac,
 				CallID: r.CallID, CSeq: r.CSeq, RegisteredAt: t.now, UpdatedAt: t.now,
-				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second)}
+				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second), rev: t.db.nextRev()}
 			key := nb.key()
 			old, exists := current[key]
 			if exists {
@@ -156,7 +178,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
-			if err := put(b, k(prefix, key), nb); err != nil {
+			if err := b.Put([]byte(k(prefix, key)), encodeBinding(&nb)); err != nil {
 				return err
 			}
 			if exists {
@@ -168,6 +190,10 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		out = sortedBindings(current)
 		return nil
 	})
+	db.refresh.end(prefix, out, err == nil)
+	if err == nil {
+		db.sweep.lower(prefix, out)
+	}
 	if err != nil {
 		if errors.Is(err, ErrDisabled) || errors.Is(err, ErrOutOfOrder) {
 			return nil, err
@@ -188,15 +214,27 @@ func sortedBindings(m map[string]Binding) []Binding {
 	return out
 }
 
+// liveBindings are the user's live bindings, with the acknowledged
+// refreshes not yet on disk applied.
 func (t *tx) liveBindings(acct, userID string) []Binding {
-	var out []Binding
+	var all []Binding
 	_ = each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
 		var b Binding
-		if decode(v, &b) == nil && b.Live(t.now) {
-			out = append(out, b)
+		if decodeBinding(v, &b) == nil {
+			all = append(all, b)
 		}
 		return nil
 	})
+	t.db.refresh.apply(k(acct, userID), all)
+	out := all[:0]
+	for _, b := range all {
+		if b.Live(t.now) {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
 	return out
 }
 
@@ -207,7 +245,8 @@ func (t *tx) deleteBindings(acct, userID string) error {
 	_ = each(b, k(acct, userID), func(key, v []byte) error {
 		keys = append(keys, append([]byte(nil), key...))
 		var bd Binding
-		if decode(v, &bd) == nil {
+		if decodeBinding(v, &bd) == nil {
+			t.db.refresh.applyOne(&bd) // the live count has its acknowledged expiry
 			expires = append(expires, bd.ExpiresAt)
 		}
 		return nil
@@ -245,9 +284,10 @@ func (db *DB) AccountBindings(accountID string) ([]Binding, error) {
 		}
 		return each(t.Bucket(bBindings), accountID, func(_, v []byte) error {
 			var b Binding
-			if err := decode(v, &b); err != nil {
+			if err := decodeBinding(v, &b); err != nil {
 				return err
 			}
+			t.db.refresh.applyOne(&b)
 			if b.Live(t.now) {
 				out = append(out, b)
 			}
@@ -279,38 +319,57 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 	return removed, nil
 }
 
-// PruneExpired deletes every expired binding and reports how many. Open calls
-// it, and cmd/dialtone's sweeper once a minute. Correctness never depends on
+// PruneExpired deletes every expired binding and reports how many (a binding
+// whose acknowledged refresh is not yet on disk is live). Open calls it, and
+// cmd/dialtone's sweeper once a minute. It reads only the AORs the sweep
+// index says may hold an expired row (see sweepIndex), not every binding. Correctness never depends on
 // it: reads and LiveBindings ignore expired rows whether or not they are gone.
 func (db *DB) PruneExpired() (int, error) {
 	n := 0
+	var seen, kept map[string]int64
 	err := db.update(func(t *tx) error {
 		n = 0
+		now := t.now.UnixNano()
+		seen, kept = t.db.sweep.due(now), map[string]int64{}
 		b := t.Bucket(bBindings)
 		c := b.Cursor()
-		for key, v := c.First(); key != nil; {
-			var bd struct {
-				ExpiresAt time.Time `json:"expires_at"`
-			}
-			decErr := decode(v, &bd)
-			if decErr != nil || !bd.ExpiresAt.After(t.now) {
-				if err := c.Delete(); err != nil {
-					return err
+		for aor := range seen {
+			p := []byte(aor + "/")
+			next, left := int64(math.MaxInt64), false
+			for key, v := c.Seek(p); key != nil && bytes.HasPrefix(key, p); {
+				e, decErr := bindingExpiry(v)
+				if decErr == nil && e <= now {
+					// Expired on disk; a refresh not yet written may keep it.
+					var bd Binding
+					if decodeBinding(v, &bd) == nil {
+						t.db.refresh.applyOne(&bd)
+						e = bd.ExpiresAt.UnixNano()
+					}
 				}
-				if decErr == nil { // an unreadable row was never counted
-					t.bindingRemoved(bd.ExpiresAt)
+				if decErr != nil || e <= now {
+					if err := c.Delete(); err != nil {
+						return err
+					}
+					if decErr == nil { // an unreadable row was never counted
+						t.bindingRemoved(time.Unix(0, e))
+					}
+					n++
+					key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key
+					continue
 				}
-				n++
-				key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key
-				continue
+				next, left = min(next, e), true
+				key, v = c.Next()
 			}
-			key, v = c.Next()
+			if left {
+				kept[aor] = next
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
+	db.sweep.settle(seen, kept)
 	return n, nil
 }
 

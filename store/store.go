@@ -30,12 +30,17 @@ type Options struct {
 	// MaxContacts is the per-AOR binding limit. When a REGISTER would add one
 	// more, the binding that expires soonest is evicted. Zero means 10.
 	MaxContacts int
-	// BatchDelay is how long a group-committed write (a REGISTER, a call
-	// record, a provisioning fetch) waits for others to share its commit (one
-	// fsync for many). While a commit is on disk the next batch
-	// fills up anyway, so a short delay keeps latency low without losing the
-	// sharing. Zero means 2 ms.
+	// BatchDelay is ignored: group-committed writes (a REGISTER, a call
+	// record, a provisioning fetch) no longer wait for company. The commit
+	// loop starts the next group as soon as the previous commit ends, so a
+	// group fills while the previous one is on disk (see commitLoop).
 	BatchDelay time.Duration
+	// RefreshWriteDelay bounds how long a pure refresh (a REGISTER that only
+	// moves an expiry) is answered ahead of its write to disk; the commit
+	// loop writes every waiting refresh this long after the first one.
+	// Zero means 250 ms (docs/design.md promises at most 1 s); negative
+	// writes every refresh before its answer, like any other REGISTER.
+	RefreshWriteDelay time.Duration
 }
 
 // DB is dialtone's store: one bbolt file plus the encryption key for SIP
@@ -51,12 +56,20 @@ type DB struct {
 	// gen counts committed update transactions, but not the group-committed
 	// batches (REGISTER, call records, provisioning fetches — except the one
 	// that confirms a device's credentials), which touch nothing a cache
-	// holds: caches of other records are valid while it is unchanged. See
-	// Generation.
+	// holds: caches of other records (provisioning snapshots) are valid
+	// while it is unchanged. See Generation.
 	gen        atomic.Uint64
 	identities identityCache
-	live       *liveIndex // LiveBindings
+	live       *liveIndex     // LiveBindings
+	loop       commitLoop     // batch
+	refresh    refreshOverlay // pure refreshes not yet on disk
+	sweep      sweepIndex     // PruneExpired
+	rev        atomic.Uint64  // the newest Binding.rev (see nextRev)
 }
+
+// nextRev is a Binding.rev no row has: one more than any on disk at Open or
+// handed out since.
+func (db *DB) nextRev() uint64 { return db.rev.Add(1) }
 
 // FileName is the bbolt file inside the data directory; KeyFile holds the
 // 32-byte key that encrypts SIP passwords at rest.
@@ -101,9 +114,6 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	if opts.MaxContacts <= 0 {
 		opts.MaxContacts = 10
-	}
-	if opts.BatchDelay <= 0 {
-		opts.BatchDelay = 2 * time.Millisecond
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
@@ -157,8 +167,15 @@ func Open(dir string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	bdb.MaxBatchDelay = opts.BatchDelay
 	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
+	db.loop.init()
+	db.initMemory()
+	db.refresh.delay = opts.RefreshWriteDelay
+	if db.refresh.delay == 0 {
+		db.refresh.delay = 250 * time.Millisecond
+	}
+	go db.runCommitLoop()
+	fail := func() { db.stopCommitLoop(false); guard("close", bdb.Close) }
 	// A damaged page can make bbolt panic (or fault) while reading: guard
 	// turns that into a refusal instead of a crash.
 	if err := guard("initialise "+dbPath, func() error {
@@ -188,18 +205,18 @@ func Open(dir string, opts Options) (*DB, error) {
 			return db.prepareSecrets(tx)
 		})
 	}); err != nil {
-		guard("close", bdb.Close)
+		fail()
 		if errors.Is(err, ErrDamaged) {
 			return nil, err
 		}
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
 	}
 	if err := guard("count bindings in "+dbPath, db.loadLive); err != nil {
-		guard("close", bdb.Close)
+		fail()
 		return nil, err
 	}
 	if err := guard("drop expired registrations in "+dbPath, func() error { _, err := db.PruneExpired(); return err }); err != nil {
-		guard("close", bdb.Close)
+		fail()
 		return nil, err
 	}
 	return db, nil
@@ -209,8 +226,19 @@ func Open(dir string, opts Options) (*DB, error) {
 // (devices, queues, …), created with the others.
 var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs, bBootstrap}
 
-// Close closes the data file.
-func (db *DB) Close() error { return db.bolt.Close() }
+// initMemory makes the in-memory indexes every open needs (read-only too).
+func (db *DB) initMemory() {
+	db.refresh.aors = map[string]*aorOverlay{}
+	db.refresh.hints = map[string]uint64{}
+	db.sweep.next = map[string]int64{}
+}
+
+// Close commits what is queued for the group commit and every pure refresh
+// not yet written, stops the writer and closes the data file. Closing twice is harmless.
+func (db *DB) Close() error {
+	db.stopCommitLoop(true)
+	return db.bolt.Close()
+}
 
 // Dir is the data directory the store lives in.
 func (db *DB) Dir() string { return db.dir }
@@ -315,12 +343,12 @@ func checkRecordVersions(tx *bolt.Tx) error {
 			if v == nil { // a nested bucket
 				continue
 			}
-			if len(v) < 2 || v[0] != encodingV1 {
+			if !recordVersionOK(name, v) {
 				ver := -1
 				if len(v) > 0 {
 					ver = int(v[0])
 				}
-				return damaged("record %s/%q has format version %d, this build reads %d (written by a newer dialtone? run that release, or restore a backup)", name, key, ver, encodingV1)
+				return damaged("record %s/%q has format version %d, which this build cannot read (written by a newer dialtone? run that release, or restore a backup)", name, key, ver)
 			}
 		}
 	}

@@ -117,6 +117,7 @@ func (db *DB) CreateUser(accountID string, n NewUser, actor Actor) (User, error)
 		if err := t.Bucket(bSecrets).Put([]byte(k(accountID, u.ID)), sealed); err != nil {
 			return err
 		}
+		t.identityChanged(accountID, u.ID)
 		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "user.create", TargetKind: "user", TargetID: u.ID, TargetLabel: u.Label()})
 	})
 	if err != nil {
@@ -272,6 +273,7 @@ func (db *DB) UpdateUser(accountID, id string, p UserPatch, actor Actor) (User, 
 		if err := put(t.Bucket(bUsers), k(accountID, id), u); err != nil {
 			return err
 		}
+		t.identityChanged(accountID, id)
 		return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "user.update", TargetKind: "user", TargetID: id, TargetLabel: u.Label(), Detail: detail})
 	})
 	if err != nil {
@@ -326,6 +328,7 @@ func (t *tx) setStatus(accountID, id, status string, actor Actor, u *User) error
 	if err := put(t.Bucket(bUsers), k(accountID, id), *u); err != nil {
 		return err
 	}
+	t.identityChanged(accountID, id)
 	action := "user.enable"
 	if status == StatusDisabled {
 		action = "user.disable"
@@ -434,6 +437,7 @@ func (t *tx) deleteUser(accountID, id string, actor Actor) error {
 	if err := t.Bucket(bUsers).Delete([]byte(k(accountID, id))); err != nil {
 		return err
 	}
+	t.identityChanged(accountID, id)
 	return t.audit(AuditEntry{AccountID: accountID, Actor: actor, Action: "user.delete", TargetKind: "user", TargetID: id, TargetLabel: u.Label(),
 		Detail: map[string]string{"extension": u.Extension, "name": u.Name, "email": u.Email}})
 }

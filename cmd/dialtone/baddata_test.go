@@ -177,7 +177,7 @@ func TestBadDataRefusedAtStart(t *testing.T) {
 					return b.Put([]byte(store.DefaultAccount), v)
 				})
 			},
-			want: "has format version 9, this build reads 1",
+			want: "has format version 9, which this build cannot read",
 		},
 		{
 			// Found by the consistency check at start: a sealed password

@@ -1,0 +1,428 @@
+package store
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// A pure refresh is a REGISTER whose only change is the expiry: for each of
+// its contacts the AOR already has a live binding with the same contact,
+// instance, q, source, transport, Call-ID and user agent, and the CSeq is
+// higher. It is answered before its new expiry is on disk (docs/design.md,
+// "The durability contract"): Register records it in the refreshOverlay, and
+// the commit loop writes it within Options.RefreshWriteDelay. Every other
+// REGISTER is on disk before Register returns.
+//
+// The overlay is part of the authoritative state: every read of bindings
+// (Register, Bindings, the deletion check, PruneExpired, the live count)
+// applies it. A crash loses at most the overlay, which leaves each binding
+// with the previous expiry it has on disk: never a lost binding, and never a
+// removed one back, because an entry only ever changes the one row it was
+// checked against (the same rev, see Binding.rev) and never creates one.
+//
+// Ordering:
+//   - gate: a refresh holds it shared while it checks and records; every
+//     update transaction (DeleteUser, DisableUser, SignOut, PruneExpired, …)
+//     holds it exclusively until its commit, so "no deletion while
+//     registered" and "a disabled user cannot refresh" are exactly as strong
+//     as when every refresh went through the writer.
+//   - mu: the entries, and the group-committed REGISTERs queued or in flight
+//     per AOR. A refresh reads the AOR, then checks and records under mu
+//     only if no such REGISTER (nor a flush) began meanwhile; so a REGISTER
+//     that changes the AOR either committed before the read or reads the
+//     refresh's entry in its own transaction. While one is in flight for the
+//     AOR, refreshes of that AOR take the slow path.
+//
+// Lock order: gate, then bbolt's writer lock, then mu; mu is never held
+// while waiting for the writer.
+type refreshOverlay struct {
+	gate sync.RWMutex
+	mu   sync.Mutex
+	aors map[string]*aorOverlay // "acct/user" → pending state
+	// hints: "acct/user\x00binding key" → fingerprint (see hintedLocked).
+	hints map[string]uint64
+	n     atomic.Int64 // entries in aors; changed under mu, read without it
+	// changes counts, per slot of AORs (aorSlot), the group-committed
+	// REGISTERs begun and the flushes done: a refresh that read the AOR
+	// while it moved takes the slow path.
+	changes [changeSlots]uint64
+	// timer is armed when the first entry waits; when it fires the commit
+	// loop flushes every waiting entry.
+	timer *time.Timer
+	delay time.Duration // < 0: no overlay, every refresh written at once
+}
+
+type aorOverlay struct {
+	inflight int                     // group-committed REGISTERs of the AOR not yet finished
+	entries  map[string]refreshEntry // Binding.key() → newest acknowledged refresh
+}
+
+// refreshEntry is an acknowledged refresh of one binding row. It applies to
+// the row while the row is the one it was checked against (rev, Call-ID) and
+// its CSeq is older than the entry's.
+type refreshEntry struct {
+	rev     uint64
+	callID  string
+	cseq    uint32
+	expires time.Time
+	updated time.Time
+}
+
+func (e refreshEntry) appliesTo(b *Binding) bool {
+	return e.rev == b.rev && e.callID == b.CallID && e.cseq > b.CSeq
+}
+
+func (e refreshEntry) applyTo(b *Binding) {
+	b.CSeq, b.ExpiresAt, b.UpdatedAt = e.cseq, e.expires, e.updated
+}
+
+// applyLocked gives b its acknowledged expiry; mu held.
+func (o *refreshOverlay) applyLocked(aor string, b *Binding) {
+	if st := o.aors[aor]; st != nil {
+		if e, ok := st.entries[b.key()]; ok && e.appliesTo(b) {
+			e.applyTo(b)
+		}
+	}
+}
+
+// apply is applyLocked for every binding in bs, of the AOR "acct/user".
+func (o *refreshOverlay) apply(aor string, bs []Binding) {
+	if o.n.Load() == 0 {
+		return // nothing pending: no lock
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range bs {
+		o.applyLocked(aor, &bs[i])
+	}
+}
+
+// applyOne is apply for a binding whose AOR is its own.
+func (o *refreshOverlay) applyOne(b *Binding) {
+	if o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.applyLocked(k(b.AccountID, b.UserID), b)
+}
+
+// begin and end bracket a group-committed REGISTER of the AOR.
+func (o *refreshOverlay) begin(aor string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.beginLocked(aor)
+}
+
+func (o *refreshOverlay) beginLocked(aor string) {
+	st := o.aors[aor]
+	if st == nil {
+		st = &aorOverlay{}
+		o.aors[aor] = st
+	}
+	st.inflight++
+	o.changes[aorSlot(aor)]++
+}
+
+// end also records the bindings the REGISTER left (see hintedLocked), if it
+// succeeded.
+func (o *refreshOverlay) end(aor string, left []Binding, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if ok {
+		o.hintedLocked(aor, left)
+	}
+	st := o.aors[aor]
+	st.inflight--
+	if st.inflight == 0 && len(st.entries) == 0 {
+		delete(o.aors, aor)
+	}
+}
+
+// tryRefresh answers r without a write if it is a pure refresh (see above);
+// ok false means Register must take the slow path, which also gives every
+// error its proper answer.
+//
+// It reads the user and the AOR's rows without holding mu, then checks under
+// mu that no group-committed REGISTER of the AOR and no flush began since
+// (changes counts both): if one did, what it read may be stale and Register
+// takes the slow path.
+func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
+	o := &db.refresh
+	if o.delay < 0 || r.RemoveAll || len(r.Contacts) == 0 {
+		return nil, false, false
+	}
+	for _, c := range r.Contacts {
+		if c.Expires <= 0 {
+			return nil, false, false
+		}
+	}
+	aor := k(r.AccountID, r.UserID)
+	slot := aorSlot(aor)
+	transport := strings.ToLower(r.Transport)
+	o.gate.RLock()
+	defer o.gate.RUnlock()
+	o.mu.Lock()
+	if st := o.aors[aor]; st != nil && st.inflight > 0 {
+		o.beginLocked(aor)
+		o.mu.Unlock()
+		return nil, false, true
+	}
+	seen := o.changes[slot]
+	for _, c := range r.Contacts {
+		if o.hints[hintKey(aor, c.URI, c.InstanceID)] != fingerprint(c.URI, c.Q, r.Source, transport, r.UserAgent, r.CallID) {
+			// Not a binding this process wrote as it is: no read needed.
+			o.beginLocked(aor)
+			o.mu.Unlock()
+			return nil, false, true
+		}
+	}
+	o.mu.Unlock()
+
+	var now time.Time
+	var rows []Binding
+	err := db.view(func(t *tx) error {
+		now = t.now
+		u, err := t.user(r.AccountID, r.UserID)
+		if err != nil || u.Status != StatusEnabled {
+			return errSlowPath
+		}
+		return each(t.Bucket(bBindings), aor, func(_, v []byte) error {
+			var b Binding
+			if err := decodeBinding(v, &b); err != nil {
+				return err
+			}
+			rows = append(rows, b)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, false, false
+	}
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.changes[slot] != seen {
+		return nil, false, false
+	}
+	current := make(map[string]Binding, len(rows))
+	for _, b := range rows {
+		o.applyLocked(aor, &b)
+		if b.Live(now) {
+			current[b.key()] = b
+		}
+	}
+	olds := make([]Binding, 0, len(r.Contacts))
+	for _, c := range r.Contacts {
+		key := Binding{Contact: c.URI, InstanceID: c.InstanceID}.key()
+		b, exists := current[key]
+		if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport ||
+			b.UserAgent != r.UserAgent || b.CallID != r.CallID || r.CSeq <= b.CSeq {
+			return nil, false, false
+		}
+		olds = append(olds, b)
+		b.CSeq, b.UpdatedAt, b.ExpiresAt = r.CSeq, now, now.Add(time.Duration(c.Expires)*time.Second)
+		current[key] = b
+	}
+	st := o.aors[aor]
+	if st == nil {
+		st = &aorOverlay{}
+		o.aors[aor] = st
+	}
+	if st.entries == nil {
+		st.entries = map[string]refreshEntry{}
+	}
+	changes := make([]bindingChange, 0, 2*len(olds))
+	for i, c := range r.Contacts {
+		old := olds[i]
+		e := refreshEntry{rev: old.rev, callID: r.CallID, cseq: r.CSeq, updated: now, expires: now.Add(time.Duration(c.Expires) * time.Second)}
+		if _, had := st.entries[old.key()]; !had {
+			o.n.Add(1)
+		}
+		st.entries[old.key()] = e
+		changes = append(changes, bindingChange{expires: old.ExpiresAt.UnixNano(), delta: -1}, bindingChange{expires: e.expires.UnixNano(), delta: +1})
+	}
+	db.live.apply(changes, now)
+	o.armTimerLocked(db.loop.flushDue)
+	out = sortedBindings(current)
+	db.sweep.lower(aor, out)
+	return out, true, false
+}
+
+// hintedLocked records the bindings a group-committed REGISTER left in the AOR,
+// so that tryRefresh reads the store only for a REGISTER that may be a pure
+// refresh of one of them. A hint is only a hint: a stale one costs a read.
+func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
+	if len(o.hints) >= maxHints {
+		o.hints = map[string]uint64{}
+	}
+	for _, b := range bs {
+		o.hints[hintKey(aor, b.Contact, b.InstanceID)] = fingerprint(b.Contact, b.Q, b.Source, b.Transport, b.UserAgent, b.CallID)
+	}
+}
+
+const maxHints = 1 << 20
+
+func hintKey(aor, contact, instance string) string {
+	return aor + "\x00" + Binding{Contact: contact, InstanceID: instance}.key()
+}
+
+// fingerprint is FNV-1a over what a pure refresh must repeat.
+func fingerprint(parts ...string) uint64 {
+	h := uint64(14695981039346656037)
+	for _, p := range parts {
+		for i := 0; i < len(p); i++ {
+			h ^= uint64(p[i])
+			h *= 1099511628211
+		}
+		h ^= 0xff
+		h *= 1099511628211
+	}
+	return h | 1 // never 0, the value of a missing hint
+}
+
+// aorSlot spreads AORs over refreshOverlay.changes (FNV-1a).
+func aorSlot(aor string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(aor); i++ {
+		h ^= uint32(aor[i])
+		h *= 16777619
+	}
+	return int(h % changeSlots)
+}
+
+const changeSlots = 1024
+
+// errSlowPath ends tryRefresh's check: not a pure refresh.
+var errSlowPath = errors.New("not a pure refresh")
+
+// flushSnapshot takes the waiting entries for a flush; nil if none. It
+// clears the flush timer: entries recorded from now on arm a new one.
+func (o *refreshOverlay) flushSnapshot() map[string]map[string]refreshEntry {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.timer != nil {
+		o.timer.Stop()
+		o.timer = nil
+	}
+	if o.n.Load() == 0 {
+		return nil
+	}
+	snap := make(map[string]map[string]refreshEntry, len(o.aors))
+	for aor, st := range o.aors {
+		if len(st.entries) == 0 {
+			continue
+		}
+		m := make(map[string]refreshEntry, len(st.entries))
+		for key, e := range st.entries {
+			m[key] = e
+		}
+		snap[aor] = m
+	}
+	return snap
+}
+
+// flushFn writes the snapshot's entries into their rows (keeping each row's
+// rev, so a newer entry still applies to it). Entries whose row has changed
+// or gone are dropped by flushed. It never touches the live count: the
+// overlay already counted the new expiries.
+func flushFn(snap map[string]map[string]refreshEntry) func(*tx) error {
+	return func(t *tx) error {
+		b := t.Bucket(bBindings)
+		for aor, entries := range snap {
+			for key, e := range entries {
+				rowKey := []byte(k(aor, key))
+				v := b.Get(rowKey)
+				if v == nil {
+					continue
+				}
+				var row Binding
+				if err := decodeBinding(v, &row); err != nil || !e.appliesTo(&row) {
+					continue
+				}
+				e.applyTo(&row)
+				if err := b.Put(rowKey, encodeBinding(&row)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// flushed forgets the snapshot's entries once they are on disk, unless a
+// newer refresh replaced one meanwhile.
+func (o *refreshOverlay) flushed(snap map[string]map[string]refreshEntry) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for aor, entries := range snap {
+		o.changes[aorSlot(aor)]++
+		st := o.aors[aor]
+		if st == nil {
+			continue
+		}
+		for key, e := range entries {
+			if cur, ok := st.entries[key]; ok && cur == e {
+				delete(st.entries, key)
+				o.n.Add(-1)
+			}
+		}
+		if st.inflight == 0 && len(st.entries) == 0 {
+			delete(o.aors, aor)
+		}
+	}
+}
+
+func (o *refreshOverlay) stopTimer() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.timer != nil {
+		o.timer.Stop()
+		o.timer = nil
+	}
+}
+
+// armTimer makes sure a flush comes within the delay; mu not held.
+func (o *refreshOverlay) armTimer(due func()) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.armTimerLocked(due)
+}
+
+func (o *refreshOverlay) armTimerLocked(due func()) {
+	if o.timer == nil && o.n.Load() > 0 {
+		o.timer = time.AfterFunc(o.delay, due)
+	}
+}
+
+// flushRefreshes writes every pure refresh answered so far and waits for its
+// commit, so what follows (a backup) holds everything acknowledged. Running
+// it beside the loop's own timed flush is harmless: a flush writes each
+// entry's expiry into its row, and an entry is forgotten only once the row
+// holds it.
+func (db *DB) flushRefreshes() error {
+	snap := db.refresh.flushSnapshot()
+	if snap == nil {
+		return nil
+	}
+	c := &batchCall{fn: flushFn(snap), done: make(chan error, 1), committed: func() { db.refresh.flushed(snap) }}
+	l := &db.loop
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return berrors.ErrDatabaseNotOpen
+	}
+	l.queue = append(l.queue, c)
+	l.mu.Unlock()
+	l.kick()
+	err := <-c.done
+	if err != nil {
+		db.refresh.armTimer(l.flushDue) // try again later, as the loop does
+	}
+	return err
+}

@@ -1,0 +1,69 @@
+package store
+
+// PutLegacyBindingForTest writes b as a release before the binary encoding
+// did (version byte 1 and JSON), with the live count told as Register would.
+func PutLegacyBindingForTest(db *DB, b Binding) error {
+	db.sweep.lower(k(b.AccountID, b.UserID), []Binding{b})
+	return db.update(func(t *tx) error {
+		t.bindingAdded(b.ExpiresAt)
+		return put(t.Bucket(bBindings), k(b.AccountID, b.UserID, b.key()), b)
+	})
+}
+
+// BindingEncodingsForTest returns the first byte (the encoding) of every
+// binding row of the user, as stored on disk.
+func BindingEncodingsForTest(db *DB, acct, userID string) ([]byte, error) {
+	var out []byte
+	err := db.view(func(t *tx) error {
+		return each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
+			out = append(out, v[0])
+			return nil
+		})
+	})
+	return out, err
+}
+
+// CrashCloseForTest closes db as a crash would leave it: what the group
+// commit has acknowledged is on disk, the pure refreshes not yet written are
+// dropped.
+func CrashCloseForTest(db *DB) error {
+	db.stopCommitLoop(false)
+	return db.bolt.Close()
+}
+
+// FlushRefreshesForTest writes every pending pure refresh now and returns
+// once it is on disk.
+func FlushRefreshesForTest(db *DB) error {
+	db.loop.flushDue()
+	return db.batch(func(*tx) error { return nil })
+}
+
+// PendingRefreshesForTest is the number of pure refreshes acknowledged but
+// not yet known to be on disk.
+func PendingRefreshesForTest(db *DB) int {
+	return int(db.refresh.n.Load())
+}
+
+// DiskBindingsForTest returns the user's binding rows as stored, without
+// the pending refreshes, live or not.
+func DiskBindingsForTest(db *DB, acct, userID string) ([]Binding, error) {
+	var out []Binding
+	err := db.view(func(t *tx) error {
+		return each(t.Bucket(bBindings), k(acct, userID), func(_, v []byte) error {
+			var b Binding
+			if err := decodeBinding(v, &b); err != nil {
+				return err
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// IdentityCachedForTest reports whether SIPIdentity would answer
+// extension@domain from its cache.
+func IdentityCachedForTest(db *DB, domain, extension string) bool {
+	_, _, ok := db.identities.get(domain + "\x00" + extension)
+	return ok
+}
