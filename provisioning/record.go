@@ -28,8 +28,9 @@ type recorder struct {
 	mu      sync.Mutex
 	changed *sync.Cond // signalled after each round and when pending empties
 	pending map[deviceID]store.Fetch
-	writing bool // a writer goroutine is running
-	max     int  // maxRecordBacklog (tests lower it)
+	writing bool      // a writer goroutine is running
+	max     int       // maxRecordBacklog (tests lower it)
+	last    time.Time // when the last round started: rounds are paced across writers too
 }
 
 // maxRecordBacklog bounds the devices whose fetch is waiting to be written.
@@ -77,14 +78,15 @@ const roundGap = 50 * time.Millisecond
 // write runs rounds until nothing is waiting.
 func (r *recorder) write() {
 	r.mu.Lock()
-	var last time.Time
 	for len(r.pending) > 0 {
-		if wait := roundGap - time.Since(last); !last.IsZero() && wait > 0 {
+		// Paced from the previous round, even one of an earlier writer: a
+		// commit that ends quickly must not turn each poll into a round.
+		if wait := roundGap - time.Since(r.last); !r.last.IsZero() && wait > 0 {
 			r.mu.Unlock()
 			time.Sleep(wait) // let the next round collect
 			r.mu.Lock()
 		}
-		last = time.Now()
+		r.last = time.Now()
 		round := r.pending
 		r.pending = make(map[deviceID]store.Fetch, len(round))
 		r.changed.Broadcast() // room again
