@@ -163,14 +163,9 @@ func (s *Server) frontDoorResponse(env envelope, code int, reason string, src ne
 
 // hasTag reports a tag parameter outside quotes and angle brackets.
 func hasTag(v string) bool {
-	in, angle := false, false
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case in && c == '\\':
-			i++
-		case c == '"':
-			in = !in
-		case in:
+	angle, found := false, false
+	unquoted(v, func(i int, c byte) bool {
+		switch {
 		case c == '<':
 			angle = true
 		case c == '>':
@@ -179,13 +174,12 @@ func hasTag(v string) bool {
 			rest := strings.TrimLeft(v[i+1:], " \t")
 			if len(rest) >= 3 && strings.EqualFold(rest[:3], "tag") {
 				r := strings.TrimLeft(rest[3:], " \t")
-				if r == "" || r[0] == '=' || r[0] == ';' {
-					return true
-				}
+				found = r == "" || r[0] == '=' || r[0] == ';'
 			}
 		}
-	}
-	return false
+		return !found
+	})
+	return found
 }
 
 // fillRport adds received and the rport value to a Via that asked for them

@@ -561,8 +561,11 @@ func allDigits(s string) bool {
 	return true
 }
 
-// unbalancedQuotes reports a quoted string that never ends.
-func unbalancedQuotes(s string) bool {
+// unquoted calls f with the index and value of every octet of s outside a
+// quoted string (RFC 3261 §25.1 quoted-string with its quoted-pair escapes;
+// the quote marks themselves are not passed), until f returns false. It
+// reports whether s ends inside a quoted string (false after an early stop).
+func unquoted(s string, f func(i int, c byte) bool) (open bool) {
 	in := false
 	for i := 0; i < len(s); i++ {
 		switch c := s[i]; {
@@ -570,35 +573,36 @@ func unbalancedQuotes(s string) bool {
 			i++
 		case c == '"':
 			in = !in
+		case in:
+		case !f(i, c):
+			return false
 		}
 	}
 	return in
 }
 
+// unbalancedQuotes reports a quoted string that never ends.
+func unbalancedQuotes(s string) bool {
+	return unquoted(s, func(int, byte) bool { return true })
+}
+
 // badIPv6Reference reports a '[' without its ']' (or the reverse) outside
 // quoted strings: RFC 3261 §25.1 IPv6reference = "[" IPv6address "]".
 func badIPv6Reference(s string) bool {
-	in, depth := false, 0
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case in && c == '\\':
-			i++
-		case c == '"':
-			in = !in
-		case in:
+	bad, depth := false, 0
+	unquoted(s, func(_ int, c byte) bool {
+		switch {
+		case c == '[' && depth > 0, c == ']' && depth == 0:
+			bad = true
+			return false
 		case c == '[':
-			if depth > 0 {
-				return true
-			}
 			depth++
 		case c == ']':
-			if depth == 0 {
-				return true
-			}
 			depth--
 		}
-	}
-	return depth != 0
+		return true
+	})
+	return bad || depth != 0
 }
 
 // displayName is the header's long name for a reason phrase ("Via" for "v").
@@ -666,18 +670,15 @@ func badDisplayName(v *msgView) string {
 // displayNameOK checks the text before '<' of one name-addr (true for an
 // addr-spec without angle brackets).
 func displayNameOK(value string) bool {
-	in := false
-	for i := 0; i < len(value); i++ {
-		switch c := value[i]; {
-		case in && c == '\\':
-			i++
-		case c == '"':
-			in = !in
-		case !in && c == '<':
-			return displayTextOK(strings.Trim(value[:i], " \t"))
+	ok := true
+	unquoted(value, func(i int, c byte) bool {
+		if c == '<' {
+			ok = displayTextOK(strings.Trim(value[:i], " \t"))
+			return false
 		}
-	}
-	return true
+		return true
+	})
+	return ok
 }
 
 func displayTextOK(d string) bool {
@@ -708,14 +709,9 @@ func displayTextOK(d string) bool {
 // angle brackets.
 func splitValues(value string) []string {
 	var out []string
-	in, angle, start := false, false, 0
-	for i := 0; i < len(value); i++ {
-		switch c := value[i]; {
-		case in && c == '\\':
-			i++
-		case c == '"':
-			in = !in
-		case in:
+	angle, start := false, 0
+	unquoted(value, func(i int, c byte) bool {
+		switch {
 		case c == '<':
 			angle = true
 		case c == '>':
@@ -724,6 +720,7 @@ func splitValues(value string) []string {
 			out = append(out, value[start:i])
 			start = i + 1
 		}
-	}
+		return true
+	})
 	return append(out, value[start:])
 }
