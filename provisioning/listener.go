@@ -11,8 +11,9 @@ import (
 // 10 KiB config goes out as two writes (two trips through the TCP stack,
 // and with TLS two or more records written separately); a connection from
 // Listener keeps what is written and sends it all when the server turns to
-// the connection's next request (any Read or read deadline), when it is
-// closed, or when maxPending bytes are waiting. nginx does the same with
+// the connection's next request (sets a read deadline), when it is closed,
+// or when maxPending bytes are waiting; a Read flushes only what the peer
+// waits for (a TLS handshake flight, a 1xx answer). nginx does the same with
 // writev.
 //
 // Serve only HTTP/1.1 over it: HTTP/2 writes while a reader is blocked and
@@ -87,11 +88,37 @@ func (c *coalescingConn) flush() error {
 	return c.flushLocked()
 }
 
+// Read flushes only what the peer must see before it can send more: a TLS
+// handshake flight (record types change_cipher_spec, alert, handshake:
+// RFC 8446 §5.1) or an interim 1xx answer (RFC 9110 §15.2). Anything else
+// waiting is part of an answer still being written: net/http starts a
+// background Read while the handler runs, and flushing there would send the
+// answer in pieces. The rest of an answer leaves when net/http sets the
+// read deadline for the next request, or on Close.
 func (c *coalescingConn) Read(p []byte) (int, error) {
-	if err := c.flush(); err != nil {
+	c.mu.Lock()
+	var err error
+	if c.pending != nil && peerWaits(*c.pending) {
+		err = c.flushLocked()
+	}
+	c.mu.Unlock()
+	if err != nil {
 		return 0, err
 	}
 	return c.Conn.Read(p)
+}
+
+// peerWaits reports whether pending bytes start a message the peer waits for
+// before it sends anything more.
+func peerWaits(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	switch b[0] {
+	case 20, 21, 22: // TLS change_cipher_spec, alert, handshake
+		return true
+	}
+	return len(b) >= 10 && string(b[:10]) == "HTTP/1.1 1"
 }
 
 func (c *coalescingConn) SetReadDeadline(t time.Time) error {

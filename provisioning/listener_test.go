@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dialtone-voip/dialtone/provisioning"
 )
@@ -109,5 +110,66 @@ func TestListenerTLS(t *testing.T) {
 		if err != nil || !bytes.Equal(got, body) {
 			t.Fatalf("answer %d over TLS: %d bytes, %v", i, len(got), err)
 		}
+	}
+}
+
+// TestListenerReadDuringAnswer: a Read that starts while an answer is half
+// written (net/http's background read during the handler) does not send the
+// half; the answer leaves whole when the server sets the next read deadline.
+func TestListenerReadDuringAnswer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var writes atomic.Int64
+	cl := provisioning.Listener(countingListener{ln, &writes})
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	sc, err := cl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+
+	head := []byte("HTTP/1.1 200 OK\r\nContent-Length: 8192\r\n\r\n")
+	if _, err := sc.Write(append(head, bytes.Repeat([]byte("a"), 4096)...)); err != nil {
+		t.Fatal(err)
+	}
+	readDone := make(chan error, 1)
+	go func() { _, err := sc.Read(make([]byte, 1)); readDone <- err }()
+	// Give the background Read time to enter; with the old flush-on-Read
+	// the first half would be written here.
+	for i := 0; i < 50 && writes.Load() == 0; i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if w := writes.Load(); w != 0 {
+		t.Fatalf("a Read during the answer wrote %d time(s), want 0", w)
+	}
+	if _, err := sc.Write(bytes.Repeat([]byte("b"), 4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.SetReadDeadline(time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if w := writes.Load(); w != 1 {
+		t.Fatalf("%d writes for one answer, want 1", w)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(client), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(res.Body)
+	if len(got) != 8192 {
+		t.Fatalf("body %d bytes, want 8192", len(got))
+	}
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-readDone; err != nil {
+		t.Fatalf("background read: %v", err)
 	}
 }
