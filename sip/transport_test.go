@@ -348,44 +348,47 @@ func TestUDPSourceTableBounded(t *testing.T) {
 }
 
 // TestUDPRotationKeepsAnswering: 200 sources (every request from a fresh
-// socket, 40 at a time) through a table of 128 (halves of 64) make the
-// table rotate, each time ending sipgo's read loop and starting another,
-// while requests are in flight. Every request must be answered, and from
-// the listening port (the client sockets are connected to it). The 40
-// concurrent requests stay below a half: a source is only forgotten after
-// a half of newer sources arrived, and no request can be that old here.
+// socket, in 5 rounds of 40 at once) through a table of 128 (halves of 64)
+// make the table rotate, each time ending sipgo's read loop and starting
+// another, while requests are in flight. Every request must be answered,
+// and from the listening port (the client sockets are connected to it).
+// The rounds keep the property udp.go relies on: a source is forgotten only
+// after half a table of newer sources arrived, and with at most 40 sources
+// outstanding no request can be that old when its transaction starts, however
+// slowly the machine schedules sipgo's goroutines. (Without rounds, a
+// starved transaction could see 64 newer sources from clients that were
+// answered first: the flood udp.go's comment describes.)
 func TestUDPRotationKeepsAnswering(t *testing.T) {
 	e := newEnv(t, Config{UDPSources: 128, DisableFastPath: true}) // OPTIONS via sipgo
-	const clients, each = 40, 5
-	errs := make(chan error, clients)
-	for i := 0; i < clients; i++ {
-		go func() {
-			buf := make([]byte, 4096)
-			for j := 0; j < each; j++ {
+	const clients, rounds = 40, 5
+	for j := 0; j < rounds; j++ {
+		errs := make(chan error, clients)
+		for i := 0; i < clients; i++ {
+			go func() {
+				buf := make([]byte, 4096)
 				c, err := net.Dial("udp", e.udpAddr)
 				if err != nil {
 					errs <- err
 					return
 				}
+				defer c.Close()
 				if _, err := c.Write(rawMsg("UDP", optionsLines("Content-Length: 0")...)); err != nil {
-					c.Close()
 					errs <- err
 					return
 				}
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				n, err := c.Read(buf)
-				c.Close()
 				if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
-					errs <- fmt.Errorf("client %d request %d: %q, %v", i, j, buf[:n], err)
+					errs <- fmt.Errorf("round %d client %d: %q, %v", j, i, buf[:n], err)
 					return
 				}
+				errs <- nil
+			}()
+		}
+		for i := 0; i < clients; i++ {
+			if err := <-errs; err != nil {
+				t.Error(err)
 			}
-			errs <- nil
-		}()
-	}
-	for i := 0; i < clients; i++ {
-		if err := <-errs; err != nil {
-			t.Error(err)
 		}
 	}
 	if got := counterValue(t, e.srv.tm.udpRotations); got < 2 {
