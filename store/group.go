@@ -3,7 +3,6 @@ package store
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -94,124 +93,37 @@ func (db *DB) CreateGroup(accountID string, n NewGroup, actor Actor) (Group, err
 
 // Group returns one group of the account.
 func (db *DB) Group(accountID, id string) (Group, error) {
-	var g Group
-	err := db.view(func(t *tx) error {
-		var err error
-		g, err = t.group(accountID, id)
-		return err
-	})
-	return g, err
+	return viewTeam[Group](db, bGroups, "group", accountID, id)
 }
 
 func (t *tx) group(acct, id string) (Group, error) {
-	var g Group
-	if err := get(t.Bucket(bGroups), k(acct, id), &g); err != nil {
-		return Group{}, fmt.Errorf("group %s: %w", id, err)
-	}
-	return g, nil
+	return getTeam[Group](t, bGroups, "group", acct, id)
 }
 
 // Groups lists the account's groups, ordered by extension.
 func (db *DB) Groups(accountID string) ([]Group, error) {
-	var out []Group
-	err := db.view(func(t *tx) error {
-		if _, err := t.account(accountID); err != nil {
-			return err
-		}
-		var err error
-		out, err = t.groups(accountID)
-		return err
-	})
-	return out, err
+	return viewTeams[Group](db, bGroups, accountID)
 }
 
-func (t *tx) groups(acct string) ([]Group, error) {
-	var out []Group
-	err := each(t.Bucket(bGroups), acct, func(_, v []byte) error {
-		var g Group
-		if err := decode(v, &g); err != nil {
-			return err
-		}
-		out = append(out, g)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Extension < out[j].Extension })
-	return out, err
-}
+func (t *tx) groups(acct string) ([]Group, error) { return listTeams[Group](t, bGroups, acct) }
 
 // UpdateGroup changes a group's name, extension or member list.
 func (db *DB) UpdateGroup(accountID, id string, p GroupPatch, actor Actor) (Group, error) {
-	trimOpt(p.Name)
-	trimOpt(p.Extension)
-	probs := map[string]string{}
-	teamProblems(probs, p.Name, p.Extension)
-	if len(probs) > 0 {
-		return Group{}, &ValidationError{Problems: probs}
-	}
-	var g Group
-	err := db.update(func(t *tx) error {
-		var err error
-		if g, err = t.group(accountID, id); err != nil {
-			return err
-		}
-		detail, err := t.patchTeam(g.team(), p.Name, p.Extension, p.Members)
-		if err != nil {
-			return err
-		}
-		return t.saveGroup(&g, actor, "group.update", detail)
-	})
-	if err != nil {
-		return Group{}, fmt.Errorf("update group %s: %w", id, err)
-	}
-	return g, nil
+	return updateTeam[Group](db, bGroups, "group", accountID, id, teamPatch(p), actor)
 }
 
 func (t *tx) saveGroup(g *Group, actor Actor, action string, detail map[string]string) error {
-	g.UpdatedAt = t.now
-	if err := put(t.Bucket(bGroups), k(g.AccountID, g.ID), *g); err != nil {
-		return err
-	}
-	return t.audit(AuditEntry{AccountID: g.AccountID, Actor: actor, Action: action, TargetKind: "group", TargetID: g.ID, TargetLabel: g.Label(), Detail: detail})
+	return saveTeam(t, bGroups, g, actor, action, detail)
 }
 
 // AddGroupMember appends a user to the group; adding a member twice is a no-op.
 func (db *DB) AddGroupMember(accountID, id, userID string, actor Actor) (Group, error) {
-	var g Group
-	err := db.update(func(t *tx) error {
-		var err error
-		if g, err = t.group(accountID, id); err != nil {
-			return err
-		}
-		detail, added, err := t.addTeamMember(g.team(), userID)
-		if err != nil || !added {
-			return err
-		}
-		return t.saveGroup(&g, actor, "group.member_add", detail)
-	})
-	if err != nil {
-		return Group{}, fmt.Errorf("add member %s to group %s: %w", userID, id, err)
-	}
-	return g, nil
+	return addMember[Group](db, bGroups, "group", accountID, id, userID, actor)
 }
 
 // RemoveGroupMember takes a user out of the group; ErrNotFound if they are not a member.
 func (db *DB) RemoveGroupMember(accountID, id, userID string, actor Actor) (Group, error) {
-	var g Group
-	err := db.update(func(t *tx) error {
-		var err error
-		if g, err = t.group(accountID, id); err != nil {
-			return err
-		}
-		detail, err := t.dropTeamMember(g.team(), userID, "")
-		if err != nil {
-			return err
-		}
-		return t.saveGroup(&g, actor, "group.member_remove", detail)
-	})
-	if err != nil {
-		return Group{}, fmt.Errorf("remove member %s from group %s: %w", userID, id, err)
-	}
-	return g, nil
+	return removeMember[Group](db, bGroups, "group", accountID, id, userID, actor)
 }
 
 // DisableGroup disables a group (docs/account-model.md rule 11); callers to it

@@ -3,7 +3,6 @@ package store
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -132,120 +131,37 @@ func (t *tx) memberLabels(acct string, ids []string) string {
 
 // Queue returns one queue of the account.
 func (db *DB) Queue(accountID, id string) (Queue, error) {
-	var q Queue
-	err := db.view(func(t *tx) error {
-		var err error
-		q, err = t.queue(accountID, id)
-		return err
-	})
-	return q, err
+	return viewTeam[Queue](db, bQueues, "queue", accountID, id)
 }
 
 func (t *tx) queue(acct, id string) (Queue, error) {
-	var q Queue
-	if err := get(t.Bucket(bQueues), k(acct, id), &q); err != nil {
-		return Queue{}, fmt.Errorf("queue %s: %w", id, err)
-	}
-	return q, nil
+	return getTeam[Queue](t, bQueues, "queue", acct, id)
 }
 
 // Queues lists the account's queues, ordered by extension.
 func (db *DB) Queues(accountID string) ([]Queue, error) {
-	var out []Queue
-	err := db.view(func(t *tx) error {
-		if _, err := t.account(accountID); err != nil {
-			return err
-		}
-		var err error
-		out, err = t.queues(accountID)
-		return err
-	})
-	return out, err
+	return viewTeams[Queue](db, bQueues, accountID)
 }
 
-func (t *tx) queues(acct string) ([]Queue, error) {
-	var out []Queue
-	err := each(t.Bucket(bQueues), acct, func(_, v []byte) error {
-		var q Queue
-		if err := decode(v, &q); err != nil {
-			return err
-		}
-		out = append(out, q)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Extension < out[j].Extension })
-	return out, err
-}
+func (t *tx) queues(acct string) ([]Queue, error) { return listTeams[Queue](t, bQueues, acct) }
 
 // UpdateQueue changes a queue's name, extension or member list.
 func (db *DB) UpdateQueue(accountID, id string, p QueuePatch, actor Actor) (Queue, error) {
-	trimOpt(p.Name)
-	trimOpt(p.Extension)
-	probs := map[string]string{}
-	teamProblems(probs, p.Name, p.Extension)
-	if len(probs) > 0 {
-		return Queue{}, &ValidationError{Problems: probs}
-	}
-	var q Queue
-	err := db.update(func(t *tx) error {
-		var err error
-		if q, err = t.queue(accountID, id); err != nil {
-			return err
-		}
-		detail, err := t.patchTeam(q.team(), p.Name, p.Extension, p.Members)
-		if err != nil {
-			return err
-		}
-		return t.saveQueue(&q, actor, "queue.update", detail)
-	})
-	if err != nil {
-		return Queue{}, fmt.Errorf("update queue %s: %w", id, err)
-	}
-	return q, nil
+	return updateTeam[Queue](db, bQueues, "queue", accountID, id, teamPatch(p), actor)
 }
 
 func (t *tx) saveQueue(q *Queue, actor Actor, action string, detail map[string]string) error {
-	q.UpdatedAt = t.now
-	if err := put(t.Bucket(bQueues), k(q.AccountID, q.ID), *q); err != nil {
-		return err
-	}
-	return t.audit(AuditEntry{AccountID: q.AccountID, Actor: actor, Action: action, TargetKind: "queue", TargetID: q.ID, TargetLabel: q.Label(), Detail: detail})
+	return saveTeam(t, bQueues, q, actor, action, detail)
 }
 
 // AddQueueMember appends a user to the queue; adding a member twice is a no-op.
 func (db *DB) AddQueueMember(accountID, id, userID string, actor Actor) (Queue, error) {
-	var q Queue
-	err := db.update(func(t *tx) error {
-		var err error
-		if q, err = t.queue(accountID, id); err != nil {
-			return err
-		}
-		detail, added, err := t.addTeamMember(q.team(), userID)
-		if err != nil || !added {
-			return err
-		}
-		return t.saveQueue(&q, actor, "queue.member_add", detail)
-	})
-	if err != nil {
-		return Queue{}, fmt.Errorf("add member %s to queue %s: %w", userID, id, err)
-	}
-	return q, nil
+	return addMember[Queue](db, bQueues, "queue", accountID, id, userID, actor)
 }
 
 // RemoveQueueMember takes a user out of the queue; ErrNotFound if they are not a member.
 func (db *DB) RemoveQueueMember(accountID, id, userID string, actor Actor) (Queue, error) {
-	var q Queue
-	err := db.update(func(t *tx) error {
-		var err error
-		if q, err = t.queue(accountID, id); err != nil {
-			return err
-		}
-		return t.removeQueueMember(&q, userID, actor, "")
-	})
-	if err != nil {
-		return Queue{}, fmt.Errorf("remove member %s from queue %s: %w", userID, id, err)
-	}
-	return q, nil
+	return removeMember[Queue](db, bQueues, "queue", accountID, id, userID, actor)
 }
 
 // removeQueueMember drops userID from q (ErrNotFound if not a member), saves
