@@ -90,6 +90,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # stop PID: SIGTERM, wait, forget it.
 stop() {
@@ -102,7 +104,6 @@ stop() {
 skipped() { [[ "$SKIP" == *" $1 "* ]]; }
 
 # jget KEY FILE: a value from the last JSON line sipload printed.
-jget() { { grep '^{' "$2" || true; } | tail -1 | sed -n "s/.*\"$1\":\"\{0,1\}\([^,\"}]*\).*/\1/p"; }
 # calc EXPR: awk arithmetic, printed with %.4g unless FMT is given.
 calc() { awk "BEGIN { v = $1; printf \"${2:-%.4g}\", v }"; }
 
@@ -129,24 +130,6 @@ if [ -z "${BENCH_BIN:-}" ] && [ -z "${BENCH_REPORT:-}" ]; then
 fi
 SIPLOAD=("${GEN_CPU[@]}" "$BIN/sipload")
 
-# free_port: a port free for both UDP and TCP on 127.0.0.1.
-free_port() {
-	python3 - <<'EOF'
-import socket
-for _ in range(100):
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        t.close()
-        continue
-    print(port)
-    break
-EOF
-}
 
 # cpu_s PID: CPU seconds (utime+stime) of PID and all its descendants.
 cpu_s() {
@@ -329,21 +312,6 @@ launch_dialtone() {
 		--debug-addr 127.0.0.1:0 --domain "$DOMAIN" --bootstrap-token "$TOKEN" --log-level info >"$TMP/dialtone.log" 2>&1 &
 	DPID=$!
 	PIDS+=("$DPID")
-}
-# wait_ready: waits for "dialtone ready"; sets SIP_UDP, SIP_TCP, ADMIN, DEBUG_ADDR, READY_LINE.
-wait_ready() {
-	local i
-	for i in $(seq 1000); do
-		grep -q 'dialtone ready' "$TMP/dialtone.log" && break
-		kill -0 "$DPID" 2>/dev/null || { cat "$TMP/dialtone.log"; echo "dialtone exited" >&2; exit 1; }
-		sleep 0.01
-	done
-	READY_LINE=$(grep 'dialtone ready' "$TMP/dialtone.log" | head -1)
-	[ -n "$READY_LINE" ] || { cat "$TMP/dialtone.log"; echo "dialtone did not become ready" >&2; exit 1; }
-	SIP_UDP=$(sed -n 's/.*sip_udp=\([^ ]*\).*/\1/p' <<<"$READY_LINE")
-	SIP_TCP=$(sed -n 's/.*sip_tcp=\([^ ]*\).*/\1/p' <<<"$READY_LINE")
-	ADMIN=$(sed -n 's/.* admin=\([^ ]*\).*/\1/p' <<<"$READY_LINE")
-	DEBUG_ADDR=$(sed -n 's/.*pprof listening.* addr=\([^ ]*\).*/\1/p' "$TMP/dialtone.log" | head -1)
 }
 live() { curl -sf "http://$ADMIN/metrics" | awk '$1 == "dialtone_sip_registrations_live" { printf "%d", $2 }'; }
 heap() { curl -sf "http://$DEBUG_ADDR/debug/pprof/heap?debug=1&gc=1" | awk '$2 == "HeapAlloc" { print $4 }'; }

@@ -25,6 +25,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 BIN=${BENCH_BIN:-bin}
 if [ -z "${BENCH_BIN:-}" ]; then
@@ -35,7 +37,6 @@ if [ -z "${BENCH_BIN:-}" ]; then
 fi
 
 # jget KEY FILE: a number from the last JSON line sipload printed.
-jget() { { grep '^{' "$2" || true; } | tail -1 | sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p"; }
 
 echo "== starting dialtone (data in $TMP/data)"
 TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
@@ -43,16 +44,7 @@ TOKEN="bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')"
 	--domain "$DOMAIN" --bootstrap-token "$TOKEN" --log-level info >"$TMP/dialtone.log" 2>&1 &
 DPID=$!
 PIDS+=("$DPID")
-for _ in $(seq 100); do
-	grep -q 'dialtone ready' "$TMP/dialtone.log" && break
-	kill -0 "$DPID" 2>/dev/null || { cat "$TMP/dialtone.log"; echo "dialtone exited" >&2; exit 1; }
-	sleep 0.1
-done
-READY=$(grep 'dialtone ready' "$TMP/dialtone.log" | head -1)
-[ -n "$READY" ] || { cat "$TMP/dialtone.log"; echo "dialtone did not become ready" >&2; exit 1; }
-SIP_UDP=$(sed -n 's/.*sip_udp=\([^ ]*\).*/\1/p' <<<"$READY")
-SIP_TCP=$(sed -n 's/.*sip_tcp=\([^ ]*\).*/\1/p' <<<"$READY")
-ADMIN=$(sed -n 's/.* admin=\([^ ]*\).*/\1/p' <<<"$READY")
+wait_ready
 
 echo "== creating $USERS users through the admin API"
 SIPLOAD_TOKEN="$TOKEN" "$BIN/sipload" provision -admin "http://$ADMIN" -users "$USERS" -parallel 16 -out "$TMP/users.csv"

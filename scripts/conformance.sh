@@ -28,6 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 if ! command -v kamailio >/dev/null 2>&1; then
 	echo "== installing kamailio (Debian package)"
@@ -44,24 +46,6 @@ $GO build -trimpath -o bin/dialtone ./cmd/dialtone
 $GO build -trimpath -o bin/sipload ./cmd/sipload
 $GO build -trimpath -o bin/conformance ./cmd/conformance
 
-# free_port: a port free for both UDP and TCP on 127.0.0.1.
-free_port() {
-	python3 - <<'PY'
-import socket
-for _ in range(100):
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        t.close()
-        continue
-    print(port)
-    break
-PY
-}
 
 KPORT=$(free_port)
 mkdir -p "$TMP/kamailio"
@@ -76,16 +60,7 @@ bin/dialtone --data "$TMP/data" --sip-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 
 	--domain "$DOMAIN" --bootstrap-token "$TOKEN" --log-level info >"$TMP/dialtone.log" 2>&1 &
 DPID=$!
 PIDS+=("$DPID")
-for _ in $(seq 100); do
-	grep -q 'dialtone ready' "$TMP/dialtone.log" && break
-	kill -0 "$DPID" 2>/dev/null || { cat "$TMP/dialtone.log"; echo "dialtone exited" >&2; exit 1; }
-	sleep 0.1
-done
-READY=$(grep 'dialtone ready' "$TMP/dialtone.log" | head -1)
-[ -n "$READY" ] || { cat "$TMP/dialtone.log"; echo "dialtone did not become ready" >&2; exit 1; }
-SIP_UDP=$(sed -n 's/.*sip_udp=\([^ ]*\).*/\1/p' <<<"$READY")
-SIP_TCP=$(sed -n 's/.*sip_tcp=\([^ ]*\).*/\1/p' <<<"$READY")
-ADMIN=$(sed -n 's/.* admin=\([^ ]*\).*/\1/p' <<<"$READY")
+wait_ready
 SIPLOAD_TOKEN="$TOKEN" bin/sipload provision -admin "http://$ADMIN" -users 1 -user-prefix 7 -parallel 1 -out "$TMP/users.csv" >/dev/null
 
 echo "== sending sip/testdata/conformance to both (UDP and TCP, with and without credentials)"
