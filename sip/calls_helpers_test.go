@@ -36,12 +36,16 @@ type callEnv struct {
 	callReg *prometheus.Registry
 }
 
-func newCallEnv(t testing.TB, cfg Config) *callEnv {
+// newCallEnv is newEnv (every component by default) with the Announcer's
+// RTP on ports 30000-39999 unless opts say otherwise.
+func newCallEnv(t testing.TB, opts ...envOption) *callEnv {
 	t.Helper()
-	if cfg.RTPPortMin == 0 {
-		cfg.RTPPortMin, cfg.RTPPortMax = 30000, 39999
-	}
-	e := newEnv(t, cfg)
+	opts = append(opts, func(p *parts) {
+		if p.announcer != nil && p.announcer.RTPPortMin == 0 {
+			p.announcer.RTPPortMin, p.announcer.RTPPortMax = 30000, 39999
+		}
+	})
+	e := newEnv(t, Config{}, opts...)
 	return &callEnv{env: e, callReg: e.reg}
 }
 
