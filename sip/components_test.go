@@ -125,7 +125,7 @@ func TestEndpointAlone(t *testing.T) {
 		wantAllow(t, transport+" OPTIONS", e.options(transport), 200, "OPTIONS")
 		u := e.uac(transport, "1001", e.password)
 		wantAllow(t, transport+" REGISTER", u.do(u.request("Contact: <sip:1001@127.0.0.1:7600>")), 405, "OPTIONS")
-		c := (&callEnv{env: e}).caller(nil, transport, "1001", e.password)
+		c := e.caller(nil, transport, "1001", e.password)
 		wantAllow(t, transport+" INVITE", c.start("1002", nil, true).final, 405, "OPTIONS")
 
 		lines := []string{"FOO sip:example.test SIP/2.0", "Via: SIP/2.0/{transport} 127.0.0.1:5999;branch={branch}",
@@ -158,7 +158,7 @@ func TestRegistrarAlone(t *testing.T) {
 				t.Errorf("%s: %d bindings, want %d", transport, n, i+1)
 			}
 			wantAllow(t, transport+" OPTIONS", e.options(transport), 200, "REGISTER, OPTIONS")
-			c := (&callEnv{env: e}).caller(nil, transport, "1001", e.password)
+			c := e.caller(nil, transport, "1001", e.password)
 			wantAllow(t, transport+" INVITE", c.start("1001", nil, true).final, 405, "REGISTER, OPTIONS")
 		}
 	}
