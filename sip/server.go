@@ -146,8 +146,10 @@ type Server struct {
 	// localIPs are the addresses of this host's interfaces.
 	localIPs func() map[string]bool
 
-	// routes are the components' handlers by method (route).
-	routes atomic.Pointer[routeTable]
+	// routes are the components' handlers by method (route); routeMu
+	// serialises their registration.
+	routes  atomic.Pointer[routeTable]
+	routeMu sync.Mutex
 
 	// dummyPassword is what an unknown user's digest is checked against,
 	// so that unknown users cost the same as wrong passwords.
@@ -303,8 +305,8 @@ var allowOrder = []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, s
 // route registers r for method m. Components call it from their
 // constructors, before the server serves; a method has one component.
 func (s *Server) route(m sip.RequestMethod, r route) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
 	old := s.routes.Load()
 	if _, taken := old.byMethod[m]; taken {
 		return fmt.Errorf("sip: %s already has a handler (one component per method)", m)
