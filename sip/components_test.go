@@ -215,10 +215,10 @@ func TestAnnouncerAlone(t *testing.T) {
 		status          int
 	}
 	results := make(chan result, 1)
-	var ann *Announcer
 	e := newCallEnv(t, coreOnly(), withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}),
-		withSetup(func(s *Server) {
-			err := s.route(sip.INVITE, route{allow: true, tx: func(req *sip.Request, tx sip.ServerTransaction) {
+		withSetup(func(e *env) {
+			ann := e.ann
+			err := e.srv.route(sip.INVITE, route{allow: true, tx: func(req *sip.Request, tx sip.ServerTransaction) {
 				o, st, d := ann.play(req, tx, req.CallID().Value())
 				results <- result{o, d, st}
 			}})
@@ -226,7 +226,6 @@ func TestAnnouncerAlone(t *testing.T) {
 				t.Fatal(err)
 			}
 		}))
-	ann = e.ann
 	sink := newRTPSink(t)
 	c := e.caller(nil, "UDP", "1001", e.password)
 	cl := c.start("1002", offer(sink.port(), "8 0"), true)

@@ -81,7 +81,7 @@ type parts struct {
 	proxy     *ProxyConfig
 	announcer *AnnouncerConfig
 	notifier  bool
-	setup     []func(*Server)
+	setup     []func(*env)
 }
 
 type envOption func(*parts)
@@ -94,9 +94,10 @@ func withProxy(c ProxyConfig) envOption         { return func(p *parts) { p.prox
 func withAnnouncer(c AnnouncerConfig) envOption { return func(p *parts) { p.announcer = &c } }
 func withNotifier() envOption                   { return func(p *parts) { p.notifier = true } }
 
-// withSetup runs f on the endpoint after the components were built, before
-// it serves (handlers must not be registered while requests are routed).
-func withSetup(f func(*Server)) envOption {
+// withSetup runs f on the env after the components were built, before the
+// endpoint serves (handlers must not be registered while requests are
+// routed).
+func withSetup(f func(*env)) envOption {
 	return func(p *parts) { p.setup = append(p.setup, f) }
 }
 
@@ -137,7 +138,7 @@ func newEnv(t testing.TB, cfg Config, opts ...envOption) *env {
 		}
 	}
 	for _, f := range p.setup {
-		f(srv)
+		f(e)
 	}
 	e.acct, err = db.CreateAccount("acme", testDomain, store.System)
 	if err != nil {

@@ -559,8 +559,8 @@ func TestMD5OnlyUserAgents(t *testing.T) {
 
 func TestHandlerPanicIsRecovered(t *testing.T) {
 	// A handler with a bug: the wrapper turns its panic into a 500.
-	e := newEnv(t, Config{}, coreOnly(), withRegistrar(RegistrarConfig{}), withSetup(func(s *Server) {
-		if err := s.route(sip.INFO, route{tx: func(*sip.Request, sip.ServerTransaction) { panic("boom") }}); err != nil {
+	e := newEnv(t, Config{}, coreOnly(), withRegistrar(RegistrarConfig{}), withSetup(func(e *env) {
+		if err := e.srv.route(sip.INFO, route{tx: func(*sip.Request, sip.ServerTransaction) { panic("boom") }}); err != nil {
 			t.Fatal(err)
 		}
 	}))
