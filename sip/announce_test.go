@@ -54,7 +54,7 @@ func answerSDP(t *testing.T, r *sip.Response) (int, []string, map[string]string)
 
 func TestAnnouncementToDisabledExtension(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	callee, _ := e.addUser("1002")
 	e.disable(callee)
 	sink := newRTPSink(t)
@@ -151,7 +151,7 @@ func TestAnnouncementToDisabledExtension(t *testing.T) {
 func TestAnnouncementCancel(t *testing.T) {
 	t.Parallel()
 	ann := longAnnouncement(t)
-	e := newCallEnv(t, Config{Announcement: ann})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: ann}))
 	callee, _ := e.addUser("1002")
 	e.disable(callee)
 	sink := newRTPSink(t)
@@ -171,7 +171,7 @@ func TestAnnouncementCancel(t *testing.T) {
 	if rec.Outcome != store.OutcomeCancelled || rec.Status != 487 {
 		t.Errorf("record = %+v, want cancelled 487", rec)
 	}
-	ports := e.srv.calls.ports
+	ports := e.ann.ports
 	waitFor(t, "the call's RTP socket closed", func() bool { return ports.InUse() == 0 })
 	total := sink.mark(t)
 	if late := total - atFinal; late > 1 {
@@ -197,7 +197,7 @@ func TestAnnouncementCancel(t *testing.T) {
 // stream must be that OPTIONS' 200: anything sent for the ACK came before.
 func TestStrayACKNotAnswered(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	s := dialStream(t, e.tcpAddr)
 	options := func() []byte { return rawMsg("TCP", optionsLines("Content-Length: 0")...) }
 	wantStatus(t, s.exchange(options()), 200, "")
@@ -218,7 +218,7 @@ func TestStrayACKNotAnswered(t *testing.T) {
 
 func TestAnnouncementOffers(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}))
 	callee, _ := e.addUser("1002")
 	e.disable(callee)
 
@@ -316,24 +316,24 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 func TestSetAnnouncementWAV(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
-	if got := e.srv.calls.ann.Load(); got != media.Default() {
+	e := newCallEnv(t)
+	if got := e.ann.ann.Load(); got != media.Default() {
 		t.Fatal("the built-in announcement is not the default")
 	}
-	if err := e.srv.SetAnnouncementWAV(strings.NewReader("not a wav")); !errors.Is(err, media.ErrInvalidWAV) {
+	if err := e.ann.SetAnnouncementWAV(strings.NewReader("not a wav")); !errors.Is(err, media.ErrInvalidWAV) {
 		t.Errorf("bad WAV: %v, want ErrInvalidWAV", err)
 	}
-	if got := e.srv.calls.ann.Load(); got != media.Default() {
+	if got := e.ann.ann.Load(); got != media.Default() {
 		t.Error("a refused WAV replaced the announcement")
 	}
-	if err := e.srv.SetAnnouncementWAV(bytes.NewReader(toneWAV(time.Second))); err != nil {
+	if err := e.ann.SetAnnouncementWAV(bytes.NewReader(toneWAV(time.Second))); err != nil {
 		t.Fatal(err)
 	}
-	if d := e.srv.calls.ann.Load().Duration(); d != time.Second {
+	if d := e.ann.ann.Load().Duration(); d != time.Second {
 		t.Errorf("announcement lasts %v, want the 1 s WAV", d)
 	}
-	e.srv.SetAnnouncement(nil)
-	if got := e.srv.calls.ann.Load(); got != media.Default() {
+	e.ann.SetAnnouncement(nil)
+	if got := e.ann.ann.Load(); got != media.Default() {
 		t.Error("SetAnnouncement(nil) did not restore the built-in announcement")
 	}
 }

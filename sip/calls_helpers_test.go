@@ -20,7 +20,6 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/icholy/digest"
 	"github.com/pion/rtp"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // within bounds the wait for something the code under test does (a
@@ -29,27 +28,30 @@ import (
 // code takes.
 const within = 20 * time.Second
 
-// callEnv is env with call handling observable: the registry New got, which
-// holds the call metrics too.
+// callEnv is env with the call helpers (callers, phones, call records).
 type callEnv struct {
 	*env
-	callReg *prometheus.Registry
 }
 
-func newCallEnv(t testing.TB, cfg Config) *callEnv {
+// newCallEnv is newEnv (every component by default) with the Announcer's
+// RTP on ports 30000-39999 unless opts say otherwise.
+func newCallEnv(t testing.TB, opts ...envOption) *callEnv {
 	t.Helper()
-	if cfg.RTPPortMin == 0 {
-		cfg.RTPPortMin, cfg.RTPPortMax = 30000, 39999
-	}
-	e := newEnv(t, cfg)
-	return &callEnv{env: e, callReg: e.reg}
+	opts = append(opts, func(p *parts) {
+		if p.announcer != nil && p.announcer.RTPPortMin == 0 {
+			p.announcer.RTPPortMin, p.announcer.RTPPortMax = 30000, 39999
+		}
+	})
+	e := newEnv(t, Config{}, opts...)
+	return &callEnv{env: e}
 }
 
-// metric returns the value of a call metric (a counter or gauge, with the
-// given label value for vectors).
-func (e *callEnv) metric(name, label string) float64 {
+// metric returns the value of a metric on the registry every component
+// registered on (a counter or gauge, with the given label value for
+// vectors).
+func (e *env) metric(name, label string) float64 {
 	e.t.Helper()
-	mfs, err := e.callReg.Gather()
+	mfs, err := e.reg.Gather()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -222,7 +224,7 @@ type caller struct {
 	headers   []string // "Name: value" lines added to every INVITE
 }
 
-func (e *callEnv) caller(cli *sipgo.Client, transport, ext, password string) *caller {
+func (e *env) caller(cli *sipgo.Client, transport, ext, password string) *caller {
 	if cli == nil {
 		_, cli, _ = newTestUA(e.t)
 	}

@@ -19,7 +19,7 @@ import (
 func TestBaresipCallsDisabledExtension(t *testing.T) {
 	bin := baresipBinary(t)
 	t.Parallel()
-	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}))
 	off, _ := e.addUser("1002")
 	e.disable(off)
 	u, pw := e.addUser("3101")
@@ -85,7 +85,7 @@ func TestBaresipCallsDisabledExtension(t *testing.T) {
 func TestBaresipCallsBaresip(t *testing.T) {
 	bin := baresipBinary(t)
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	ub, pwB := e.addUser("3202")
 	_, pwA := e.addUser("3201")
 	start := func(name, ext, pw, extra string, args ...string) (*lockedBuffer, *exec.Cmd, chan error) {
@@ -139,7 +139,7 @@ func TestBaresipCallsBaresip(t *testing.T) {
 	}
 	outB.awaitText(t, 20*time.Second, "callee sees the hang-up", "session closed")
 	// The BYE went through dialtone: the dialog is forgotten.
-	waitFor(t, "dialog ended in dialtone", func() bool { return e.srv.calls.dialogs.len() == 0 })
+	waitFor(t, "dialog ended in dialtone", func() bool { return e.proxy.dialogs.len() == 0 })
 	var rec store.CallRecord
 	for _, r := range e.callRecords() {
 		if r.From == "3201" {

@@ -18,7 +18,7 @@ import (
 // ever relayed between these two flows; nothing in a later request (Route,
 // Request-URI, Contact) can point them elsewhere.
 
-// DialogLimits bounds the dialog table (Server.SetDialogLimits). Zero
+// DialogLimits bounds the dialog table (ProxyConfig.Dialogs, Proxy.SetDialogLimits). Zero
 // values mean the defaults in brackets.
 type DialogLimits struct {
 	// Max is how many dialogs (early and confirmed) are remembered at once
@@ -36,8 +36,8 @@ type DialogLimits struct {
 // SetDialogLimits replaces the dialog table's bounds (zero fields: the
 // defaults). Dialogs already remembered stay until the new bounds expire
 // them; safe for concurrent use.
-func (s *Server) SetDialogLimits(l DialogLimits) {
-	d := s.calls.dialogs
+func (p *Proxy) SetDialogLimits(l DialogLimits) {
+	d := p.dialogs
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lim = l.withDefaults()

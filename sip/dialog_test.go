@@ -110,8 +110,8 @@ func TestDialogTableBounds(t *testing.T) {
 // ring again.
 func TestDialogTableFullRefusesCalls(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
-	e.srv.SetDialogLimits(DialogLimits{Max: 1})
+	e := newCallEnv(t)
+	e.proxy.SetDialogLimits(DialogLimits{Max: 1})
 	_, pw := e.addUser("1002")
 	b := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.64:5062", "")
 	a := e.caller(nil, "UDP", "1001", e.password)
@@ -142,7 +142,7 @@ func TestDialogTableFullRefusesCalls(t *testing.T) {
 // still ends the dialog and the call's talk time.
 func TestByeToGoneFlowEndsDialog(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	u, pw := e.addUser("1002")
 	const contactB = "sip:1002@192.0.2.65:5062;transport=tcp"
 	b := e.newPhone("TCP", "1002", pw, contactB, "")
@@ -168,7 +168,7 @@ func TestByeToGoneFlowEndsDialog(t *testing.T) {
 	if res := doFinal(t, cliA, cl.inDialog(sip.BYE, ok, 3), "UDP", e.udpAddr); res.StatusCode != 480 {
 		t.Errorf("BYE to a gone flow → %d, want 480", res.StatusCode)
 	}
-	if n := e.srv.calls.dialogs.len(); n != 0 {
+	if n := e.proxy.dialogs.len(); n != 0 {
 		t.Errorf("%d dialogs after the BYE, want 0", n)
 	}
 	waitFor(t, "talk time recorded", func() bool {
@@ -208,7 +208,7 @@ func TestDialogEndedMapBounded(t *testing.T) {
 // they go when the INVITE fails.
 func TestEarlyDialogsBounded(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	const contactB = "sip:1002@192.0.2.66:5062"
 	b := e.newPhone("UDP", "1002", pw, contactB, "")
@@ -227,5 +227,5 @@ func TestEarlyDialogsBounded(t *testing.T) {
 	if f := cl.waitFinal(5 * time.Second); f.StatusCode != 486 {
 		t.Fatalf("final %d", f.StatusCode)
 	}
-	waitFor(t, "early dialogs dropped with their INVITE", func() bool { return e.srv.calls.dialogs.len() == 0 })
+	waitFor(t, "early dialogs dropped with their INVITE", func() bool { return e.proxy.dialogs.len() == 0 })
 }

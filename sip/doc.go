@@ -1,14 +1,50 @@
-// Package sip is dialtone's SIP side on github.com/emiago/sipgo: the
-// registrar (digest-authenticated REGISTER per RFC 3261 §10.3, bindings kept
-// in the store), OPTIONS keepalives, and the place where call handling plugs
-// in (routes in server.go).
+// Package sip is dialtone's SIP side on github.com/emiago/sipgo: one
+// endpoint that owns the transport and the checks, and components with one
+// job each that share it.
+//
+// # Components
+//
+//   - Server (New; server.go, auth.go, outbound.go and the transport files
+//     frontdoor*.go, fastpath.go, udp.go, transport_tcp.go, listener.go) is
+//     the endpoint. It serves the sockets (ServeUDP, ServeTCP, ServeTLS),
+//     runs the front door and the fast path, owns sipgo's user agent,
+//     server and client, and makes the checks every request passes: load
+//     (MaxInFlight, closing), well-formedness, the brute-force guard
+//     (Guard), and digest authentication with its nonces (authenticate,
+//     used by the Registrar with 401 and the Proxy with 407). It answers
+//     OPTIONS itself and hands every other request to the component
+//     registered for its method; a method nobody registered gets 405 with
+//     an Allow header listing what is served, an unknown method 501 (RFC
+//     3261 §8.2.1). Close drains the handlers of every component.
+//   - Registrar (NewRegistrar; register.go, parse.go) takes REGISTER (RFC
+//     3261 §10.3): digest with 401, the expires bounds of RegistrarConfig,
+//     bindings written through the store. Its handler only answers, so the
+//     endpoint runs it on the fast path too.
+//   - Proxy (NewProxy; proxy.go, invite.go, fork.go, dialog.go,
+//     indialog.go) takes INVITE, ACK, CANCEL, BYE and the in-dialog
+//     methods: a stateful proxy (RFC 3261 §16) that authenticates callers
+//     with 407, routes with store.Route, forks to live bindings, keeps the
+//     table of the dialogs it created and loose-routes inside them, and
+//     writes a call record per INVITE. A call to a disabled target goes to
+//     its Announcer (without one: 486 at once).
+//   - Announcer (NewAnnouncer; announce.go, with sip/media) plays the
+//     announcement to callers of disabled targets: 183 with early media,
+//     then 486. It is admin's Announcer (SetAnnouncementWAV).
+//   - Notifier (NewNotifier; notify.go) sends check-sync NOTIFYs to Yealink
+//     phones over their registered flows and waits for the fetch that
+//     follows. It is admin's Notifier and FetchWaiter.
+//
+// Create the endpoint, then the components on it (before it serves);
+// cmd/dialtone wires all four and hands the Announcer and the Notifier to
+// the admin API. Each component registers its own metrics on the
+// endpoint's registerer, under the same names whatever is wired.
 //
 // Inside this package `sip` means sipgo's message package; our own names are
 // unqualified.
 //
 // # Policies
 //
-// Where the RFCs leave a choice, the registrar decides as follows.
+// Where the RFCs leave a choice, the components decide as follows.
 //
 //   - Digest (RFC 7616, RFC 8760): a challenge carries two WWW-Authenticate
 //     headers, SHA-256 then MD5, both qop="auth", realm = the account's
@@ -31,7 +67,7 @@
 //     2 × 2^18 nonces); an nc not above the last one is refused with a fresh
 //     challenge. The store keeps passwords, so HA1 is derived per request.
 //   - Expires (RFC 3261 §10.3, §20.19): a contact's expires parameter wins
-//     over the Expires header, which wins over Config.DefaultExpires. Values
+//     over the Expires header, which wins over RegistrarConfig.DefaultExpires. Values
 //     are digits only, surrounding blanks ignored; above 2^32-1 they saturate
 //     (never wrap to 0). Anything else is malformed and answered 400 (we do
 //     not apply §20.19's "treat as 3600", which would create a binding the
@@ -90,7 +126,8 @@
 //     is still handled. Requests with credentials (which wait for the
 //     store's commit) run on a pool of at most MaxInFlight workers, so the
 //     socket keeps being read. Requests whose top Via lacks an RFC 3261
-//     branch, and all other methods, go through sipgo;
+//     branch, REGISTER on an endpoint without a Registrar, and all other
+//     methods, go through sipgo;
 //     Config.DisableFastPath sends REGISTER and OPTIONS there too.
 //   - TCP and TLS (transport_tcp.go): we frame the byte stream ourselves
 //     (RFC 3261 §18.3), so a request sipgo cannot parse is answered and the
@@ -98,7 +135,7 @@
 //     conflicting Content-Length, a message over 64 KiB) is closed. A new
 //     connection has Config.FirstRequestTimeout (10 s) for its TLS handshake
 //     and first complete message; after it, Config.TCPIdleTimeout without a
-//     byte from the peer closes it (default MaxExpires + 60 s: longer than any
+//     byte from the peer closes it (default 61 min, cmd/dialtone sets MaxExpires + 60 s: longer than any
 //     binding lives without a refresh, so a registered phone's flow survives
 //     even without keepalives), and a write blocked for 10 s fails.
 //     Connections are capped (Config.MaxConnections, 10,000, and
@@ -111,7 +148,7 @@
 //     (Config.UDPSources, 65,536, in two halves) is all the per-source state
 //     the transport keeps; sipgo's own memory of sources is emptied whenever
 //     the older half is forgotten. Noise and refused messages never enter it.
-//   - Calls (invite.go, announce.go, proxy.go): INVITE authenticated with
+//   - Calls (Proxy, Announcer): INVITE authenticated with
 //     407; a disabled target hears the announcement as early media, then
 //     486; registered targets are forked to as a stateful proxy. ACK is never
 //     answered, CANCEL/BYE without a transaction or dialog get 481, methods
@@ -145,12 +182,12 @@
 //     answer), at a 481 from the other party, or when its INVITE fails
 //     (early dialogs of branches that did not answer; at most 4 per
 //     branch, whatever the number of To-tags a phone invents). The table is
-//     bounded (Server.SetDialogLimits): 100,000 dialogs (at the cap a new call gets
+//     bounded (ProxyConfig.Dialogs, Proxy.SetDialogLimits): 100,000 dialogs (at the cap a new call gets
 //     503 before ringing), a confirmed dialog whose ACK did not come
 //     through us within 32 s (64×T1) is forgotten, and so is a dialog idle
 //     for DialogLimits.Idle or older than DialogLimits.MaxAge (12 h); its
 //     later requests get 481.
-//   - Check-sync (notify.go): NOTIFY Event: check-sync to a Yealink over the
+//   - Check-sync (Notifier): NOTIFY Event: check-sync to a Yealink over the
 //     flow it registered on.
 //   - Brute force: failed digests count per source and per user
 //     (internal/guard); past the limit a source gets 403 without a challenge,

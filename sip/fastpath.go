@@ -17,7 +17,8 @@ import (
 // to check it; that parse is kept and handed here, so the message is parsed
 // once. The request then runs through the same guarded handler as sipgo's
 // requests (server.go: metrics, closing and MaxInFlight → 503, checkRequest,
-// guard, recover) and the same onRegister/onOptions; only the way the
+// guard, recover) and the same handlers (the endpoint's onOptions, the
+// Registrar's onRegister); only the way the
 // answer leaves differs: a fastResponder writes the response's bytes
 // straight to the UDP socket (to the datagram's source: a symmetric
 // response, as send does for sipgo) or to the TCP/TLS connection.
@@ -55,6 +56,10 @@ func (s *Server) fastPath(req *sip.Request, transport string, src net.Addr, w io
 	if s.cfg.DisableFastPath || (req.Method != sip.REGISTER && req.Method != sip.OPTIONS) {
 		return false
 	}
+	h := s.answerer(req.Method) // onOptions, the Registrar's onRegister
+	if h == nil {
+		return false // no component took it: sipgo's path answers 405
+	}
 	via := req.Via()
 	if via == nil {
 		return false
@@ -77,10 +82,6 @@ func (s *Server) fastPath(req *sip.Request, transport string, src net.Addr, w io
 				return true
 			}
 		}
-	}
-	h := s.onOptions
-	if req.Method == sip.REGISTER {
-		h = s.onRegister
 	}
 	if req.GetHeader("Authorization") == nil {
 		rs.run(req, h)

@@ -47,10 +47,10 @@ type branchEvent struct {
 // and every branch is cancelled. A CANCEL from the caller cancels every
 // branch. A 2xx arriving after the call was decided is acknowledged and hung
 // up (ACK + BYE), so the phone stops ringing and no one is left in a call.
-func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *callLog, targets []store.Binding, ringFor time.Duration, asserted string) {
-	if !s.calls.dialogs.room() {
-		s.log.Warn("dialog table full: call refused", "call_id", call.rec.CallID, "max", s.calls.dialogs.lim.Max)
-		s.reply(req, tx, 503, "Service Unavailable")
+func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *callLog, targets []store.Binding, ringFor time.Duration, asserted string) {
+	if !p.dialogs.room() {
+		p.core.log.Warn("dialog table full: call refused", "call_id", call.rec.CallID, "max", p.dialogs.lim.Max)
+		p.core.reply(req, tx, 503, "Service Unavailable")
 		call.finish(store.OutcomeFailed, 503, "dialog table full")
 		return
 	}
@@ -60,7 +60,7 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 		call.finish(store.OutcomeCancelled, 487, "cancelled before routing")
 		return
 	}
-	_ = s.respond(req, tx, s.newResponse(req, 100, "Trying"))
+	_ = p.core.respond(req, tx, p.core.newResponse(req, 100, "Trying"))
 
 	var winner atomic.Int32
 	winner.Store(-1)
@@ -72,14 +72,14 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 	for _, b := range targets {
 		br := &branch{i: len(branches), b: b}
 		branches = append(branches, br)
-		if err := s.startBranch(req, br, &winner, asserted); err != nil {
-			s.log.Info("fork: branch not started", "call_id", call.rec.CallID, "contact", b.Contact, "source", b.Source, "transport", b.Transport, "err", err)
+		if err := p.startBranch(req, br, &winner, asserted); err != nil {
+			p.core.log.Info("fork: branch not started", "call_id", call.rec.CallID, "contact", b.Contact, "source", b.Source, "transport", b.Transport, "err", err)
 			br.done = true
 			continue
 		}
 		pending++
 		wg.Add(1)
-		go s.safely("fork: read branch", func() { readBranch(br, events, &wg) })
+		go p.core.safely("fork: read branch", func() { readBranch(br, events, &wg) })
 	}
 
 	// Early dialogs (a 1xx with a To-tag) of branches that did not win end
@@ -90,7 +90,7 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 	var early []dialogKey
 	defer func() {
 		for _, k := range early {
-			s.calls.dialogs.dropEarly(k)
+			p.dialogs.dropEarly(k)
 		}
 	}()
 	keyOf := func(res *sip.Response) dialogKey {
@@ -110,7 +110,7 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 			}
 			br.cancelWanted = true
 			if br.provisional {
-				s.cancelBranch(br)
+				p.cancelBranch(br)
 			}
 		}
 		if grace == nil {
@@ -131,16 +131,16 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 				br.provisional = true
 				if code > 100 && !finished && ev.res.To().Params.Has("tag") && br.early < maxEarlyPerBranch {
 					k := keyOf(ev.res)
-					if !slices.Contains(early, k) && s.calls.dialogs.early(k, caller, br.flow()) {
+					if !slices.Contains(early, k) && p.dialogs.early(k, caller, br.flow()) {
 						early = append(early, k)
 						br.early++
 					}
 				}
 				if br.cancelWanted && !br.cancelSent {
-					s.cancelBranch(br)
+					p.cancelBranch(br)
 				}
 				if !finished && code > 100 {
-					_ = s.relay(req, tx, ev.res)
+					_ = p.relay(req, tx, ev.res)
 				}
 				continue
 			}
@@ -148,30 +148,30 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 			pending--
 			switch {
 			case code < 300 && finished:
-				s.hangUpStray(br, ev.res, &wg)
+				p.hangUpStray(br, ev.res, &wg)
 			case code < 300:
 				finished = true
 				k := keyOf(ev.res)
-				if !s.calls.dialogs.confirm(k, caller, br.flow()) { // before the ACK can come
+				if !p.dialogs.confirm(k, caller, br.flow()) { // before the ACK can come
 					// No room to route its BYE: hang the answering phone up.
-					s.log.Warn("dialog table full: answered call hung up", "call_id", callID, "max", s.calls.dialogs.lim.Max)
-					s.hangUpStray(br, ev.res, &wg)
-					s.reply(req, tx, 503, "Service Unavailable")
+					p.core.log.Warn("dialog table full: answered call hung up", "call_id", callID, "max", p.dialogs.lim.Max)
+					p.hangUpStray(br, ev.res, &wg)
+					p.core.reply(req, tx, 503, "Service Unavailable")
 					call.finish(store.OutcomeFailed, 503, "dialog table full")
 					cancelOthers(br.i)
 					continue
 				}
 				winner.Store(int32(br.i))
-				_ = s.relay(req, tx, ev.res)
+				_ = p.relay(req, tx, ev.res)
 				rec := call.finishRecord(store.OutcomeAnswered, code, "answered by "+br.b.Contact)
-				if endedAt, ended := s.calls.dialogs.setRecord(k, rec.AccountID, rec.Seq); ended {
-					s.endCall(callID, rec.AccountID, rec.Seq, endedAt) // the BYE beat the record
+				if endedAt, ended := p.dialogs.setRecord(k, rec.AccountID, rec.Seq); ended {
+					p.endCall(callID, rec.AccountID, rec.Seq, endedAt) // the BYE beat the record
 				}
 				cancelOthers(br.i)
 			case finished:
 			case code >= 600:
 				finished = true
-				_ = s.relay(req, tx, ev.res)
+				_ = p.relay(req, tx, ev.res)
 				call.finish(outcomeOf(code), code, "declined by "+br.b.Contact)
 				cancelOthers(br.i)
 			default:
@@ -182,7 +182,7 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 		case <-ring.C:
 			if !finished {
 				finished = true
-				s.reply(req, tx, 480, "Temporarily Unavailable")
+				p.core.reply(req, tx, 480, "Temporarily Unavailable")
 				call.finish(store.OutcomeUnavailable, 480, "no answer within "+ringFor.String())
 				cancelOthers(-1)
 			}
@@ -206,18 +206,18 @@ func (s *Server) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *c
 		return
 	}
 	if best == nil {
-		s.reply(req, tx, 480, "Temporarily Unavailable")
+		p.core.reply(req, tx, 480, "Temporarily Unavailable")
 		call.finish(store.OutcomeUnavailable, 480, "no branch answered")
 		return
 	}
 	code := best.StatusCode
 	if code == 503 {
 		// RFC 3261 §16.7 step 6: a 503 from downstream becomes 500.
-		s.reply(req, tx, 500, "Server Internal Error")
+		p.core.reply(req, tx, 500, "Server Internal Error")
 		call.finish(store.OutcomeFailed, 500, "downstream 503")
 		return
 	}
-	_ = s.relay(req, tx, best)
+	_ = p.relay(req, tx, best)
 	call.finish(outcomeOf(code), code, "")
 }
 
@@ -229,7 +229,7 @@ func (br *branch) flow() flow {
 // startBranch builds and sends the INVITE of br. The caller's identity and
 // auto-answer headers are replaced by asserted, the P-Asserted-Identity of
 // the authenticated caller (RFC 3325 §9.1).
-func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, asserted string) error {
+func (p *Proxy) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, asserted string) error {
 	b := br.b
 	var contact sip.Uri
 	if err := sip.ParseUri(b.Contact, &contact); err != nil {
@@ -240,7 +240,7 @@ func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32,
 		tr = "UDP"
 	}
 	if sip.IsReliable(tr) {
-		conn, err := s.ua.TransportLayer().GetConnection(tr, b.Source)
+		conn, err := p.core.ua.TransportLayer().GetConnection(tr, b.Source)
 		if err != nil {
 			return errNoFlow
 		}
@@ -262,18 +262,18 @@ func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32,
 		m := sip.MaxForwardsHeader(70)
 		fwd.AppendHeader(&m)
 	}
-	inRR := s.ourURI(req.Source(), req.Transport(), true)
-	outRR := s.ourURI(b.Source, tr, true)
+	inRR := p.core.ourURI(req.Source(), req.Transport(), true)
+	outRR := p.core.ourURI(b.Source, tr, true)
 	if inRR.String() != outRR.String() {
 		fwd.PrependHeader(&sip.RecordRouteHeader{Address: inRR})
 	}
 	fwd.PrependHeader(&sip.RecordRouteHeader{Address: outRR})
-	s.addVia(fwd, req.Source(), tr, b.Source)
-	s.setFlow(fwd, tr, b.Source)
+	p.core.addVia(fwd, req.Source(), tr, b.Source)
+	p.core.setFlow(fwd, tr, b.Source)
 
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
-	ctr, err := s.calls.cli.TransactionRequest(ctx, fwd, noBuild)
+	ctr, err := p.core.cli.TransactionRequest(ctx, fwd, noBuild)
 	if err != nil {
 		return err
 	}
@@ -287,8 +287,8 @@ func (s *Server) startBranch(req *sip.Request, br *branch, winner *atomic.Int32,
 			stripCallerAssertions(r)
 			r.SetTransport(req.Transport())
 			r.SetDestination(req.Source())
-			if err := s.ua.TransportLayer().WriteMsg(r); err != nil {
-				s.log.Debug("relay 2xx retransmission", "err", err)
+			if err := p.core.ua.TransportLayer().WriteMsg(r); err != nil {
+				p.core.log.Debug("relay 2xx retransmission", "err", err)
 			}
 		}
 	})
@@ -315,7 +315,7 @@ func readBranch(br *branch, events chan<- branchEvent, wg *sync.WaitGroup) {
 // Request-URI, Call-ID, From, To, Route and top Via (so the same branch) as
 // the INVITE, and the INVITE's CSeq number with method CANCEL. Its answer
 // is read (and dropped) in the background; the 487 reaches readBranch.
-func (s *Server) cancelBranch(br *branch) {
+func (p *Proxy) cancelBranch(br *branch) {
 	br.cancelSent = true
 	inv := br.req
 	c := sip.NewRequest(sip.CANCEL, inv.Recipient)
@@ -330,16 +330,16 @@ func (s *Server) cancelBranch(br *branch) {
 	mf := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&mf)
 	c.SetBody(nil)
-	s.setFlow(c, inv.Transport(), inv.Destination())
+	p.core.setFlow(c, inv.Transport(), inv.Destination())
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	ctr, err := s.calls.cli.TransactionRequest(ctx, c, noBuild)
+	ctr, err := p.core.cli.TransactionRequest(ctx, c, noBuild)
 	cancel()
 	if err != nil {
-		s.log.Info("fork: CANCEL not sent", "contact", br.b.Contact, "err", err)
+		p.core.log.Info("fork: CANCEL not sent", "contact", br.b.Contact, "err", err)
 		br.tx.Terminate()
 		return
 	}
-	go s.safely("fork: CANCEL", func() {
+	go p.core.safely("fork: CANCEL", func() {
 		defer ctr.Terminate()
 		t := time.NewTimer(inDialogTimeout)
 		defer t.Stop()
@@ -361,7 +361,7 @@ func (s *Server) cancelBranch(br *branch) {
 // hangUpStray acknowledges a 2xx that arrived after the call was decided
 // (another branch answered, or the caller cancelled, or the ring timeout
 // passed) and hangs it up with BYE, over the branch's flow.
-func (s *Server) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) {
+func (p *Proxy) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) {
 	inv := br.req
 	target := inv.Recipient
 	if ct := res.Contact(); ct != nil {
@@ -369,7 +369,7 @@ func (s *Server) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) 
 	}
 	mk := func(method sip.RequestMethod, seq uint32) *sip.Request {
 		r := sip.NewRequest(method, target)
-		s.addVia(r, "", inv.Transport(), inv.Destination())
+		p.core.addVia(r, "", inv.Transport(), inv.Destination())
 		r.AppendHeader(sip.HeaderClone(inv.From()))
 		r.AppendHeader(sip.HeaderClone(res.To()))
 		r.AppendHeader(sip.HeaderClone(inv.CallID()))
@@ -377,20 +377,20 @@ func (s *Server) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) 
 		mf := sip.MaxForwardsHeader(70)
 		r.AppendHeader(&mf)
 		r.SetBody(nil)
-		s.setFlow(r, inv.Transport(), inv.Destination())
+		p.core.setFlow(r, inv.Transport(), inv.Destination())
 		return r
 	}
-	if err := s.calls.cli.WriteRequest(mk(sip.ACK, inv.CSeq().SeqNo), noBuild); err != nil {
-		s.log.Info("stray 2xx: ACK failed", "contact", br.b.Contact, "err", err)
+	if err := p.core.cli.WriteRequest(mk(sip.ACK, inv.CSeq().SeqNo), noBuild); err != nil {
+		p.core.log.Info("stray 2xx: ACK failed", "contact", br.b.Contact, "err", err)
 	}
 	bye := mk(sip.BYE, inv.CSeq().SeqNo+1)
 	wg.Add(1)
-	go s.safely("fork: stray BYE", func() {
+	go p.core.safely("fork: stray BYE", func() {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if _, err := s.calls.cli.Do(ctx, bye, noBuild); err != nil {
-			s.log.Info("stray 2xx: BYE failed", "contact", br.b.Contact, "err", err)
+		if _, err := p.core.cli.Do(ctx, bye, noBuild); err != nil {
+			p.core.log.Info("stray 2xx: BYE failed", "contact", br.b.Contact, "err", err)
 		}
 	})
 }

@@ -154,7 +154,7 @@ func (s *Server) frontDoorResponse(env envelope, code int, reason string, src ne
 		b.WriteString("CSeq: " + normValue("cseq", env.cseq) + "\r\n")
 	}
 	if code == 405 || code == 501 {
-		b.WriteString("Allow: " + allowed + "\r\n")
+		b.WriteString("Allow: " + s.allowed() + "\r\n")
 	}
 	b.WriteString("Server: " + s.cfg.ServerName + "\r\n")
 	b.WriteString("Content-Length: 0\r\n\r\n")

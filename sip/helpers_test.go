@@ -24,18 +24,23 @@ import (
 
 const testDomain = "example.test"
 
-// env is a registrar on real sockets over a real store with a fake clock.
+// env is the endpoint and the components newEnv was asked for, on real
+// sockets over a real store with a fake clock.
 type env struct {
-	t        testing.TB
-	db       *store.DB
-	clock    *storetest.Clock
-	srv      *Server
-	reg      *prometheus.Registry
-	udpAddr  string
-	tcpAddr  string
-	acct     store.Account
-	user     store.User // extension 1001, enabled
-	password string
+	t         testing.TB
+	db        *store.DB
+	clock     *storetest.Clock
+	srv       *Server
+	registrar *Registrar // nil unless built
+	proxy     *Proxy     // nil unless built
+	ann       *Announcer // nil unless built
+	notifier  *Notifier  // nil unless built
+	reg       *prometheus.Registry
+	udpAddr   string
+	tcpAddr   string
+	acct      store.Account
+	user      store.User // extension 1001, enabled
+	password  string
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -69,10 +74,41 @@ func (w *tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// newEnv starts a registrar; setup runs on it before it serves (handlers
-// must not be registered while requests are being routed).
-func newEnv(t testing.TB, cfg Config, setup ...func(*Server)) *env {
+// parts says which components newEnv builds on the endpoint, and how; by
+// default all four, with their default configs.
+type parts struct {
+	registrar *RegistrarConfig
+	proxy     *ProxyConfig
+	announcer *AnnouncerConfig
+	notifier  bool
+	setup     []func(*env)
+}
+
+type envOption func(*parts)
+
+// coreOnly builds no component (options after it add some back).
+func coreOnly() envOption { return func(p *parts) { *p = parts{setup: p.setup} } }
+
+func withRegistrar(c RegistrarConfig) envOption { return func(p *parts) { p.registrar = &c } }
+func withProxy(c ProxyConfig) envOption         { return func(p *parts) { p.proxy = &c } }
+func withAnnouncer(c AnnouncerConfig) envOption { return func(p *parts) { p.announcer = &c } }
+func withNotifier() envOption                   { return func(p *parts) { p.notifier = true } }
+
+// withSetup runs f on the env after the components were built, before the
+// endpoint serves (handlers must not be registered while requests are
+// routed).
+func withSetup(f func(*env)) envOption {
+	return func(p *parts) { p.setup = append(p.setup, f) }
+}
+
+// newEnv starts the endpoint with the components opts ask for (all of them
+// by default), serving UDP and TCP on 127.0.0.1.
+func newEnv(t testing.TB, cfg Config, opts ...envOption) *env {
 	t.Helper()
+	p := parts{registrar: &RegistrarConfig{}, proxy: &ProxyConfig{}, announcer: &AnnouncerConfig{}, notifier: true}
+	for _, o := range opts {
+		o(&p)
+	}
 	clock := storetest.NewClock()
 	db := storetest.Open(t, clock)
 	reg := prometheus.NewRegistry()
@@ -81,8 +117,28 @@ func newEnv(t testing.TB, cfg Config, setup ...func(*Server)) *env {
 		t.Fatalf("New() = %v", err)
 	}
 	e := &env{t: t, db: db, clock: clock, srv: srv, reg: reg}
-	for _, f := range setup {
-		f(srv)
+	if p.registrar != nil {
+		if e.registrar, err = NewRegistrar(srv, *p.registrar); err != nil {
+			t.Fatalf("NewRegistrar() = %v", err)
+		}
+	}
+	if p.announcer != nil {
+		if e.ann, err = NewAnnouncer(srv, *p.announcer); err != nil {
+			t.Fatalf("NewAnnouncer() = %v", err)
+		}
+	}
+	if p.proxy != nil {
+		if e.proxy, err = NewProxy(srv, *p.proxy, e.ann); err != nil {
+			t.Fatalf("NewProxy() = %v", err)
+		}
+	}
+	if p.notifier {
+		if e.notifier, err = NewNotifier(srv); err != nil {
+			t.Fatalf("NewNotifier() = %v", err)
+		}
+	}
+	for _, f := range p.setup {
+		f(e)
 	}
 	e.acct, err = db.CreateAccount("acme", testDomain, store.System)
 	if err != nil {

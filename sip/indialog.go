@@ -2,6 +2,8 @@ package sip
 
 import (
 	"context"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -17,25 +19,25 @@ import (
 // on: 481 when it matches no dialog of ours (RFC 3261 §12.2.2; we are not
 // an open relay), 480 when the other party's TCP/TLS connection is gone
 // (never dialled: NAT; the match is returned).
-func (s *Server) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, string) {
+func (p *Proxy) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, string) {
 	toTag, _ := req.To().Params.Get("tag")
-	if r := req.Route(); r == nil || !s.isOurs(r.Address) || toTag == "" {
+	if r := req.Route(); r == nil || !p.isOurs(r.Address) || toTag == "" {
 		return nil, dialogMatch{}, 0, "" // not in a dialog through us
 	}
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
 		return nil, dialogMatch{}, 483, "Too Many Hops"
 	}
 	fromTag, _ := req.From().Params.Get("tag")
-	m, ok := s.calls.dialogs.match(req.CallID().Value(), fromTag, toTag, req.Source(), req.Transport(), req.IsAck())
+	m, ok := p.dialogs.match(req.CallID().Value(), fromTag, toTag, req.Source(), req.Transport(), req.IsAck())
 	if !ok {
 		if !req.IsAck() {
-			s.calls.dialogs.refused.Inc()
+			p.dialogs.refused.Inc()
 		}
 		return nil, dialogMatch{}, 481, "Call/Transaction Does Not Exist"
 	}
 	dest, tr := m.to.source, m.to.transport
 	if sip.IsReliable(tr) {
-		conn, err := s.ua.TransportLayer().GetConnection(tr, dest)
+		conn, err := p.core.ua.TransportLayer().GetConnection(tr, dest)
 		if err != nil {
 			return nil, m, 480, "Temporarily Unavailable"
 		}
@@ -51,26 +53,26 @@ func (s *Server) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, 
 		fwd.AppendHeader(&mf)
 	}
 	stripCallerAssertions(fwd)
-	s.addVia(fwd, req.Source(), tr, dest)
-	s.setFlow(fwd, tr, dest)
+	p.core.addVia(fwd, req.Source(), tr, dest)
+	p.core.setFlow(fwd, tr, dest)
 	return fwd, m, 0, ""
 }
 
 // onAck forwards an ACK for a 2xx (a transaction of its own) in one of our
 // dialogs, statelessly; other ACKs are absorbed (ACKs are never answered).
-func (s *Server) onAck(req *sip.Request, _ sip.ServerTransaction) {
-	fwd, _, _, _ := s.forwardable(req)
+func (p *Proxy) onAck(req *sip.Request, _ sip.ServerTransaction) {
+	fwd, _, _, _ := p.forwardable(req)
 	if fwd == nil {
 		return
 	}
-	if err := s.calls.cli.WriteRequest(fwd, noBuild); err != nil {
-		s.log.Info("forward ACK", "call_id", req.CallID().Value(), "dest", fwd.Destination(), "err", err)
+	if err := p.core.cli.WriteRequest(fwd, noBuild); err != nil {
+		p.core.log.Info("forward ACK", "call_id", req.CallID().Value(), "dest", fwd.Destination(), "err", err)
 	}
 }
 
 // onCancel answers a CANCEL that matched no INVITE transaction: 481.
-func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
-	s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+func (p *Proxy) onCancel(req *sip.Request, tx sip.ServerTransaction) {
+	p.core.reply(req, tx, 481, "Call/Transaction Does Not Exist")
 }
 
 // onInDialog loose-routes a request inside one of our dialogs (BYE,
@@ -78,8 +80,8 @@ func (s *Server) onCancel(req *sip.Request, tx sip.ServerTransaction) {
 // responses. A request with our Route and a To-tag in no dialog of ours
 // gets 481, and so does a BYE without both; other methods without them get
 // the no-route answer (405: we do not relay requests outside dialogs).
-func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
-	fwd, m, code, reason := s.forwardable(req)
+func (p *Proxy) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
+	fwd, m, code, reason := p.forwardable(req)
 	// A BYE ends the dialog whatever its answer (RFC 3261 §15.1.1), even
 	// when it cannot be delivered; a 481 from the other party says it has
 	// none any more (§12.2.1.2). The dialog is forgotten before the answer
@@ -87,9 +89,9 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 	// ended after.
 	var record func()
 	end := func() {
-		now := s.db.Now()
-		if acct, seq, ok := s.calls.dialogs.end(m.key, now); ok {
-			record = func() { s.endCall(m.key.callID, acct, seq, now) }
+		now := p.core.db.Now()
+		if acct, seq, ok := p.dialogs.end(m.key, now); ok {
+			record = func() { p.endCall(m.key.callID, acct, seq, now) }
 		}
 	}
 	defer func() {
@@ -101,27 +103,27 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		if code == 480 && req.Method == sip.BYE {
 			end()
 		}
-		s.reply(req, tx, code, reason)
+		p.core.reply(req, tx, code, reason)
 		return
 	}
 	if fwd == nil {
 		switch req.Method {
 		case sip.BYE, sip.INVITE:
-			s.reply(req, tx, 481, "Call/Transaction Does Not Exist")
+			p.core.reply(req, tx, 481, "Call/Transaction Does Not Exist")
 		default:
-			s.onNoRoute(req, tx)
+			p.core.onNoRoute(req, tx)
 		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
-	ctr, err := s.calls.cli.TransactionRequest(ctx, fwd, noBuild)
+	ctr, err := p.core.cli.TransactionRequest(ctx, fwd, noBuild)
 	cancel()
 	if err != nil {
-		s.log.Info("forward in-dialog request", "method", methodLabel(req.Method), "call_id", req.CallID().Value(), "dest", fwd.Destination(), "err", err)
+		p.core.log.Info("forward in-dialog request", "method", methodLabel(req.Method), "call_id", req.CallID().Value(), "dest", fwd.Destination(), "err", err)
 		if req.Method == sip.BYE {
 			end()
 		}
-		s.reply(req, tx, 503, "Service Unavailable")
+		p.core.reply(req, tx, 503, "Service Unavailable")
 		return
 	}
 	defer ctr.Terminate()
@@ -136,7 +138,7 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 			if res.StatusCode >= 200 && (req.Method == sip.BYE || res.StatusCode == 481) {
 				end()
 			}
-			_ = s.relay(req, tx, res)
+			_ = p.relay(req, tx, res)
 			if res.StatusCode < 200 {
 				continue
 			}
@@ -147,7 +149,36 @@ func (s *Server) onInDialog(req *sip.Request, tx sip.ServerTransaction) {
 		if req.Method == sip.BYE {
 			end()
 		}
-		s.reply(req, tx, 408, "Request Timeout")
+		p.core.reply(req, tx, 408, "Request Timeout")
 		return
 	}
+}
+
+// isOurs reports whether u (a Route or Record-Route URI) names this
+// server: one of our listening ports on Hostname, an address of this host,
+// or the Announcer's MediaIP (a public address behind 1:1 NAT).
+func (p *Proxy) isOurs(u sip.Uri) bool {
+	s := p.core
+	port := effectivePort(u.Port, u.Scheme)
+	mine := false
+	for _, n := range []string{"udp", "tcp", "tls"} {
+		for _, lp := range s.ua.TransportLayer().ListenPorts(n) {
+			if lp == port {
+				mine = true
+			}
+		}
+	}
+	if !mine {
+		return false
+	}
+	host := strings.ToLower(strings.Trim(u.Host, "[]"))
+	switch {
+	case s.cfg.Hostname != "" && host == strings.ToLower(s.cfg.Hostname),
+		p.ann != nil && p.ann.cfg.MediaIP != "" && host == p.ann.cfg.MediaIP:
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return s.localIPs()[ip.String()]
+	}
+	return false
 }

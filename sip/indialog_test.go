@@ -85,7 +85,7 @@ func expectNothing(t *testing.T, p *phone, what string) {
 // reach the phone, whatever the method, tags or transport.
 func TestForgedInDialogRequestsRefused(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	for _, transport := range []string{"UDP", "TCP"} {
 		t.Run(transport, func(t *testing.T) {
@@ -146,7 +146,7 @@ func TestForgedInDialogRequestsRefused(t *testing.T) {
 // victim's dialogs, early (after a 180 with a tag) or confirmed.
 func TestSameContactOtherUser(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	u2, pw2 := e.addUser("1002")
 	u3, pw3 := e.addUser("1003")
 	// The binding scan went through the account's bindings in user-ID
@@ -272,7 +272,7 @@ func watchUDP(t *testing.T) (addr string, got <-chan []byte) {
 // A request with the dialog's Call-ID and tags from another flow is refused.
 func TestInDialogRouteAddedByCaller(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	const contactB = "sip:1002@192.0.2.62:5062"
 	b := e.newPhone("UDP", "1002", pw, contactB, "")
@@ -348,7 +348,7 @@ func TestInDialogRouteAddedByCaller(t *testing.T) {
 // dialog; the INVITE carries the authenticated caller's identity instead.
 func TestCallerAssertionsStripped(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	if _, err := e.db.UpdateUser(e.acct.ID, e.user.ID, store.UserPatch{Name: ptr(`Ann \ Smith`)}, store.System); err != nil {
 		t.Fatal(err)

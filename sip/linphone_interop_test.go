@@ -36,7 +36,7 @@ func TestLinphoneInterop(t *testing.T) {
 	lbin := linphoneBinary(t)
 	bbin := baresipBinary(t)
 	t.Parallel()
-	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}))
 	off, _ := e.addUser("1002")
 	e.disable(off)
 	for i, transport := range []string{"UDP", "TCP"} {
@@ -66,7 +66,7 @@ func TestLinphoneInterop(t *testing.T) {
 			bout.awaitText(t, 20*time.Second, "baresip reports the call established", "Call established")
 			lp.send("terminate")
 			bout.awaitText(t, 20*time.Second, "baresip sees linphone's BYE", "session closed")
-			waitFor(t, "dialtone forgets the dialog", func() bool { return e.srv.calls.dialogs.len() == 0 })
+			waitFor(t, "dialtone forgets the dialog", func() bool { return e.proxy.dialogs.len() == 0 })
 			rec := lastCallFrom(t, e, caller.Extension, callee.Extension)
 			if rec.Outcome != store.OutcomeAnswered || rec.Transport != strings.ToLower(transport) {
 				t.Errorf("call record %+v, want answered over %s", rec, strings.ToLower(transport))

@@ -23,6 +23,26 @@ const checkSyncTimeout = 10 * time.Second
 // fetchPoll is how often WaitForFetch looks at the device.
 const fetchPoll = 200 * time.Millisecond
 
+// Notifier sends check-sync NOTIFYs to Yealink phones over the flows they
+// registered on, and waits for the fetch that follows. It is admin's
+// Notifier and FetchWaiter; it takes no method of its own on the endpoint
+// (the answers to its NOTIFYs come back through sipgo's client
+// transactions).
+type Notifier struct {
+	core *Server
+	m    *notifierMetrics
+}
+
+// NewNotifier builds the notifier on the endpoint s, registering its
+// metric on the endpoint's registerer.
+func NewNotifier(s *Server) (*Notifier, error) {
+	m, err := newNotifierMetrics(s.reg)
+	if err != nil {
+		return nil, fmt.Errorf("sip: notifier metrics: %w", err)
+	}
+	return &Notifier{core: s, m: m}, nil
+}
+
 // CheckSync asks a Yealink phone to fetch its configuration again: NOTIFY
 // with "Event: check-sync;reboot=false" (docs/provisioning.md, "What Yealink handsets do") to each of
 // the device's own registrations (store.DeviceBindings: its MAC in the
@@ -33,8 +53,8 @@ const fetchPoll = 200 * time.Millisecond
 // wrapping ErrNoRegistration (nothing to send to), store.ErrNotFound
 // (unknown device), or saying what the phone answered. It is admin's
 // Notifier.
-func (s *Server) CheckSync(ctx context.Context, accountID, mac string) error {
-	m := s.calls.m
+func (n *Notifier) CheckSync(ctx context.Context, accountID, mac string) error {
+	s, m := n.core, n.m
 	bs, err := s.db.DeviceBindings(accountID, mac)
 	if err != nil {
 		m.checkSyncs.WithLabelValues(checkSyncError).Inc()
@@ -71,7 +91,7 @@ func (s *Server) CheckSync(ctx context.Context, accountID, mac string) error {
 		errs[i] = errors.New("check-sync panicked")
 		go s.safely("check-sync", func() {
 			defer wg.Done()
-			errs[i] = s.notifyCheckSync(ctx, acct, b)
+			errs[i] = n.notifyCheckSync(ctx, acct, b)
 		})
 	}
 	wg.Wait()
@@ -85,8 +105,8 @@ func (s *Server) CheckSync(ctx context.Context, accountID, mac string) error {
 
 // notifyCheckSync sends one check-sync NOTIFY to binding b and waits for
 // the final response.
-func (s *Server) notifyCheckSync(ctx context.Context, acct store.Account, b store.Binding) error {
-	m := s.calls.m
+func (n *Notifier) notifyCheckSync(ctx context.Context, acct store.Account, b store.Binding) error {
+	s, m := n.core, n.m
 	result := checkSyncError
 	defer func() { m.checkSyncs.WithLabelValues(result).Inc() }()
 
@@ -115,25 +135,25 @@ func (s *Server) notifyCheckSync(ctx context.Context, acct store.Account, b stor
 	} else {
 		ext = contact.User
 	}
-	n := sip.NewRequest(sip.NOTIFY, contact)
-	s.addVia(n, "", tr, b.Source)
+	nt := sip.NewRequest(sip.NOTIFY, contact)
+	s.addVia(nt, "", tr, b.Source)
 	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "dialtone", Host: acct.SIPDomain}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(16))
-	n.AppendHeader(from)
-	n.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: ext, Host: acct.SIPDomain}, Params: sip.NewParams()})
+	nt.AppendHeader(from)
+	nt.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: ext, Host: acct.SIPDomain}, Params: sip.NewParams()})
 	cid := sip.CallIDHeader(sip.GenerateTagN(24) + "@dialtone")
-	n.AppendHeader(&cid)
-	n.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.NOTIFY})
+	nt.AppendHeader(&cid)
+	nt.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.NOTIFY})
 	mf := sip.MaxForwardsHeader(70)
-	n.AppendHeader(&mf)
-	n.AppendHeader(&sip.ContactHeader{Address: s.ourURI(b.Source, tr, false)})
-	n.AppendHeader(sip.NewHeader("Event", "check-sync;reboot=false"))
-	n.AppendHeader(sip.NewHeader("Subscription-State", "terminated"))
-	n.AppendHeader(sip.NewHeader("User-Agent", s.cfg.ServerName))
-	n.SetBody(nil)
-	s.setFlow(n, tr, b.Source)
+	nt.AppendHeader(&mf)
+	nt.AppendHeader(&sip.ContactHeader{Address: s.ourURI(b.Source, tr, false)})
+	nt.AppendHeader(sip.NewHeader("Event", "check-sync;reboot=false"))
+	nt.AppendHeader(sip.NewHeader("Subscription-State", "terminated"))
+	nt.AppendHeader(sip.NewHeader("User-Agent", s.cfg.ServerName))
+	nt.SetBody(nil)
+	s.setFlow(nt, tr, b.Source)
 
-	res, err := s.calls.cli.Do(ctx, n, noBuild)
+	res, err := s.cli.Do(ctx, nt, noBuild)
 	if err != nil {
 		return fmt.Errorf("NOTIFY to %s over %s: %w", b.Source, tr, err)
 	}
@@ -151,11 +171,11 @@ func (s *Server) notifyCheckSync(ctx context.Context, acct store.Account, b stor
 // since from the store's Now before CheckSync), polling every 200 ms. It
 // returns nil once it has, ctx's error when ctx ends first, or the store's
 // error (store.ErrNotFound for an unknown device).
-func (s *Server) WaitForFetch(ctx context.Context, accountID, mac string, since time.Time) error {
+func (n *Notifier) WaitForFetch(ctx context.Context, accountID, mac string, since time.Time) error {
 	t := time.NewTicker(fetchPoll)
 	defer t.Stop()
 	for {
-		d, err := s.db.Device(accountID, mac)
+		d, err := n.core.db.Device(accountID, mac)
 		if err != nil {
 			return fmt.Errorf("wait for fetch %s: %w", mac, err)
 		}

@@ -12,7 +12,7 @@ import (
 
 func TestInviteRefusals(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	e.addUser("1003") // enabled, never registers
 	off, offPW := e.addUser("1004")
 	e.disable(off)
@@ -96,7 +96,7 @@ func answerCall(t *testing.T, cl *call, in *incoming, contact string) *sip.Respo
 
 func TestCallBetweenRegisteredPhones(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	for _, transport := range []string{"UDP", "TCP"} {
 		t.Run(transport, func(t *testing.T) {
@@ -247,7 +247,7 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 			if rec.Outcome != store.OutcomeAnswered || rec.Status != 200 || rec.To != "1002" || rec.ToName != "User 1002" {
 				t.Errorf("record %+v", rec)
 			}
-			waitFor(t, "dialog forgotten after BYE", func() bool { return e.srv.calls.dialogs.len() == 0 })
+			waitFor(t, "dialog forgotten after BYE", func() bool { return e.proxy.dialogs.len() == 0 })
 			// The record is ended after the BYE's answer was relayed
 			// (indialog.go), on the BYE handler's goroutine.
 			var last store.CallRecord
@@ -268,7 +268,7 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 
 func TestForkCancelsOtherContacts(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	b1 := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.11:5062", "")
 	b2 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.12:5062;transport=tcp", "")
@@ -294,7 +294,7 @@ func TestForkCancelsOtherContacts(t *testing.T) {
 
 func TestRingTimeoutAndCallerCancel(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{RingTimeout: 500 * time.Millisecond})
+	e := newCallEnv(t, withProxy(ProxyConfig{RingTimeout: 500 * time.Millisecond}))
 	_, pw := e.addUser("1002")
 	b := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.13:5062;transport=tcp", "")
 	a := e.caller(nil, "UDP", "1001", e.password)
@@ -320,7 +320,7 @@ func TestRingTimeoutAndCallerCancel(t *testing.T) {
 			t.Errorf("record %+v", rec)
 		}
 	})
-	e = newCallEnv(t, Config{})
+	e = newCallEnv(t)
 	_, pw = e.addUser("1002")
 	b = e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.13:5062;transport=tcp", "")
 	a = e.caller(nil, "UDP", "1001", e.password)
@@ -363,7 +363,7 @@ func TestRingTimeoutAndCallerCancel(t *testing.T) {
 // CANCEL got there first); the caller sees one 200 only.
 func TestLate2xxIsHungUp(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	b1 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.14:5062;transport=tcp", "")
 	b2 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.15:5062;transport=tcp", "")
@@ -408,7 +408,7 @@ func TestLate2xxIsHungUp(t *testing.T) {
 // answer (486 over 480, RFC 3261 §16.7), and a 6xx ends the fork at once.
 func TestBestFinalResponse(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	_, pw := e.addUser("1002")
 	b1 := e.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.16:5062", "")
 	b2 := e.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.17:5062;transport=tcp", "")
@@ -441,7 +441,7 @@ func TestBestFinalResponse(t *testing.T) {
 
 func TestMaxForwardsZero(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	a := e.caller(nil, "UDP", "1001", e.password)
 	req := a.invite("1001", 1, "mf0@test", "t1", nil, "")
 	mf := sip.MaxForwardsHeader(0)

@@ -1,9 +1,8 @@
 package sip
 
 import (
-	"context"
 	"errors"
-	"log/slog"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,12 +12,61 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
+// RegistrarConfig configures a Registrar. Zero values mean the defaults in
+// brackets.
+type RegistrarConfig struct {
+	// MinExpires, MaxExpires and DefaultExpires bound a binding's lifetime in
+	// seconds [60, 3600, 3600]. Below MinExpires (and not 0) a REGISTER gets
+	// 423 with Min-Expires; above MaxExpires it is clamped and the 200 shows
+	// the granted value; without any expires DefaultExpires applies. Keep
+	// the endpoint's Config.TCPIdleTimeout above MaxExpires.
+	MinExpires, MaxExpires, DefaultExpires int
+}
+
+// defaultMaxExpires is RegistrarConfig.MaxExpires's default, in seconds.
+const defaultMaxExpires = 3600
+
+// Registrar is the registrar component (RFC 3261 §10.3): it answers
+// REGISTER, authenticated with the endpoint's digest (401), and keeps the
+// bindings in the store. Its handler only answers, so the endpoint runs it
+// on the fast path (fastpath.go) as well as through sipgo.
+type Registrar struct {
+	core *Server
+	cfg  RegistrarConfig
+}
+
+// NewRegistrar builds the registrar on the endpoint s and registers it for
+// REGISTER. Call it before s serves.
+func NewRegistrar(s *Server, cfg RegistrarConfig) (*Registrar, error) {
+	if cfg.MinExpires == 0 {
+		cfg.MinExpires = 60
+	}
+	if cfg.MaxExpires == 0 {
+		cfg.MaxExpires = defaultMaxExpires
+	}
+	if cfg.DefaultExpires == 0 {
+		cfg.DefaultExpires = 3600
+	}
+	switch {
+	case cfg.MinExpires < 1 || cfg.MaxExpires < cfg.MinExpires:
+		return nil, fmt.Errorf("sip: expires bounds %d..%d are invalid", cfg.MinExpires, cfg.MaxExpires)
+	case cfg.DefaultExpires < cfg.MinExpires || cfg.DefaultExpires > cfg.MaxExpires:
+		return nil, fmt.Errorf("sip: default expires %d is outside %d..%d", cfg.DefaultExpires, cfg.MinExpires, cfg.MaxExpires)
+	}
+	r := &Registrar{core: s, cfg: cfg}
+	if err := s.route(sip.REGISTER, route{answer: r.onRegister, allow: true}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
 // onRegister is the registrar (RFC 3261 §10.3). Syntax is checked before
 // authentication (a 400 tells nothing about accounts), the expires bounds
 // (423) after it, and the store applies the change in one transaction that
 // also enforces "disabled users cannot add bindings" and the Call-ID/CSeq
 // ordering.
-func (s *Server) onRegister(req *sip.Request, rs responder) {
+func (r *Registrar) onRegister(req *sip.Request, rs responder) {
+	s := r.core
 	to := req.To()
 	if scheme := strings.ToLower(to.Address.Scheme); scheme != "sip" && scheme != "sips" || to.Address.User == "" || to.Address.Host == "" {
 		s.reply(req, rs, 400, "Invalid To URI")
@@ -69,19 +117,19 @@ func (s *Server) onRegister(req *sip.Request, rs responder) {
 			e = hdrExpires
 		}
 		if e < 0 {
-			e = int64(s.cfg.DefaultExpires)
+			e = int64(r.cfg.DefaultExpires)
 		}
 		switch {
-		case e > 0 && e < int64(s.cfg.MinExpires):
+		case e > 0 && e < int64(r.cfg.MinExpires):
 			tooBrief = true
-		case e > int64(s.cfg.MaxExpires):
-			e = int64(s.cfg.MaxExpires)
+		case e > int64(r.cfg.MaxExpires):
+			e = int64(r.cfg.MaxExpires)
 		}
 		rr.Contacts = append(rr.Contacts, store.ContactUpdate{URI: c.URI, InstanceID: c.InstanceID, Q: c.Q, Expires: int(e)})
 	}
 	if tooBrief {
 		res := s.newResponse(req, 423, "Interval Too Brief")
-		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(s.cfg.MinExpires)))
+		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(r.cfg.MinExpires)))
 		s.send(req, rs, res)
 		return
 	}
@@ -168,13 +216,4 @@ func aor(req *sip.Request) string {
 		return unescapeUser(to.Address.User) + "@" + strings.ToLower(to.Address.Host)
 	}
 	return ""
-}
-
-// logRegister is the one debug line per REGISTER outcome.
-func (s *Server) logRegister(req *sip.Request, code int) {
-	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
-		return
-	}
-	s.log.Debug("register", "aor", aor(req), "status", code, "source", req.Source(), "transport", req.Transport(),
-		"contacts", len(req.GetHeaders("Contact")))
 }

@@ -40,7 +40,7 @@ func expectRinging(t *testing.T, cl *call, p *phone) {
 
 func TestRoutingNumbersQueuesGroups(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}))
 	u2, pw2 := e.addUser("1002")
 	u3, _ := e.addUser("1003") // disabled below
 	u5, _ := e.addUser("1005") // enabled, never registered
@@ -130,7 +130,7 @@ func TestRoutingNumbersQueuesGroups(t *testing.T) {
 
 func TestCallRecordsSurviveUserDeletion(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}))
 	u, _ := e.addUser("1002")
 	e.disable(u)
 	cl := e.caller(nil, "TCP", "1001", e.password).start("1002", nil, false)
@@ -163,7 +163,7 @@ func TestCallRecordsSurviveUserDeletion(t *testing.T) {
 // on their own timers.
 func TestNoLeaksAfterAnnouncedCalls(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{Announcement: shortAnnouncement(t)})
+	e := newCallEnv(t, withAnnouncer(AnnouncerConfig{Announcement: shortAnnouncement(t)}))
 	u, _ := e.addUser("1002")
 	e.disable(u)
 	_, cli, _ := newTestUA(t)
@@ -215,14 +215,14 @@ func TestNoLeaksAfterAnnouncedCalls(t *testing.T) {
 		}
 	}
 	run(0, 60, false)
-	e.srv.SetAnnouncement(longAnnouncement(t)) // the CANCEL always comes long before its end
+	e.ann.SetAnnouncement(longAnnouncement(t)) // the CANCEL always comes long before its end
 	run(60, 100, true)
 
-	ports := e.srv.calls.ports
+	ports := e.ann.ports
 	var state string
 	idle := func() bool {
 		state = fmt.Sprintf("%v handlers running, %v active calls, %d RTP ports open, %d dialogs",
-			e.metric("dialtone_sip_in_flight_requests", ""), e.metric("dialtone_sip_active_calls", ""), ports.InUse(), e.srv.calls.dialogs.len())
+			e.metric("dialtone_sip_in_flight_requests", ""), e.metric("dialtone_sip_active_calls", ""), ports.InUse(), e.proxy.dialogs.len())
 		return state == "0 handlers running, 0 active calls, 0 RTP ports open, 0 dialogs"
 	}
 	t.Cleanup(func() {
@@ -244,7 +244,7 @@ func TestNoLeaksAfterAnnouncedCalls(t *testing.T) {
 
 func TestCheckSync(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	u, pw := e.addUser("1002")
 	const mac = "805ec0aabbcc"
 	if _, err := e.db.CreateDevice(e.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
@@ -252,10 +252,10 @@ func TestCheckSync(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.srv.CheckSync(ctx, e.acct.ID, mac); !errors.Is(err, ErrNoRegistration) {
+	if err := e.notifier.CheckSync(ctx, e.acct.ID, mac); !errors.Is(err, ErrNoRegistration) {
 		t.Errorf("CheckSync without registration = %v, want ErrNoRegistration", err)
 	}
-	if err := e.srv.CheckSync(ctx, e.acct.ID, "001122334455"); !errors.Is(err, store.ErrNotFound) {
+	if err := e.notifier.CheckSync(ctx, e.acct.ID, "001122334455"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CheckSync of an unknown device = %v, want ErrNotFound", err)
 	}
 	for _, transport := range []string{"UDP", "TCP"} {
@@ -263,7 +263,7 @@ func TestCheckSync(t *testing.T) {
 			p := e.newPhone(transport, "1002", pw, "sip:1002@192.0.2.30:5062", "Yealink SIP-T46U 108.86.0.20 80:5e:c0:aa:bb:cc")
 			// A softphone of the same user must not get it.
 			soft := e.newPhone(transport, "1002", pw, "sip:1002@192.0.2.31:5062", "Linphone/5.0")
-			if err := e.srv.CheckSync(ctx, e.acct.ID, mac); err != nil {
+			if err := e.notifier.CheckSync(ctx, e.acct.ID, mac); err != nil {
 				t.Fatalf("CheckSync = %v", err)
 			}
 			select {
@@ -295,13 +295,13 @@ func TestCheckSync(t *testing.T) {
 			since := e.db.Now()
 			wctx, wcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 			defer wcancel()
-			if err := e.srv.WaitForFetch(wctx, e.acct.ID, mac, since); !errors.Is(err, context.DeadlineExceeded) {
+			if err := e.notifier.WaitForFetch(wctx, e.acct.ID, mac, since); !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("WaitForFetch without a fetch = %v", err)
 			}
 			if err := e.db.RecordFetch(store.Fetch{MAC: mac, Source: "127.0.0.1", UserAgent: "Yealink SIP-T46U 108.86.0.20 80:5e:c0:aa:bb:cc"}); err != nil {
 				t.Fatal(err)
 			}
-			if err := e.srv.WaitForFetch(ctx, e.acct.ID, mac, since); err != nil {
+			if err := e.notifier.WaitForFetch(ctx, e.acct.ID, mac, since); err != nil {
 				t.Errorf("WaitForFetch after a fetch = %v", err)
 			}
 			p.reg.register("", "Contact: *", "Expires: 0")
@@ -317,7 +317,7 @@ func TestCheckSync(t *testing.T) {
 // not dialled.
 func TestCheckSyncClosedFlow(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	u, pw := e.addUser("1002")
 	const mac = "805ec0aabbdd"
 	if _, err := e.db.CreateDevice(e.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
@@ -340,7 +340,7 @@ func TestCheckSyncClosedFlow(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := e.srv.CheckSync(ctx, e.acct.ID, mac)
+	err := e.notifier.CheckSync(ctx, e.acct.ID, mac)
 	if !errors.Is(err, ErrNoRegistration) || !strings.Contains(err.Error(), "connection closed") {
 		t.Errorf("CheckSync over a closed flow = %v", err)
 	}
@@ -354,7 +354,7 @@ func TestCheckSyncClosedFlow(t *testing.T) {
 // where the phone's NAT binding points.
 func TestUDPFlowFromListener(t *testing.T) {
 	t.Parallel()
-	e := newCallEnv(t, Config{})
+	e := newCallEnv(t)
 	u, pw := e.addUser("1002")
 	const mac = "805ec0aabbee"
 	if _, err := e.db.CreateDevice(e.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
@@ -364,7 +364,7 @@ func TestUDPFlowFromListener(t *testing.T) {
 	e.srv.ua.TransportLayer().Pool("udp").Delete(e.bindings(u)[0].Source)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := e.srv.CheckSync(ctx, e.acct.ID, mac); err != nil {
+	if err := e.notifier.CheckSync(ctx, e.acct.ID, mac); err != nil {
 		t.Fatalf("CheckSync = %v", err)
 	}
 	n := <-p.notifies

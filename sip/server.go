@@ -15,25 +15,20 @@ import (
 	"time"
 
 	"github.com/dialtone-voip/dialtone/internal/guard"
-	"github.com/dialtone-voip/dialtone/sip/media"
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Config configures a Server. Zero values mean the defaults in brackets.
+// Config configures a Server, the endpoint the components share. Zero
+// values mean the defaults in brackets.
 type Config struct {
-	// MinExpires, MaxExpires and DefaultExpires bound a binding's lifetime in
-	// seconds [60, 3600, 3600]. Below MinExpires (and not 0) a REGISTER gets
-	// 423 with Min-Expires; above MaxExpires it is clamped and the 200 shows
-	// the granted value; without any expires DefaultExpires applies.
-	MinExpires, MaxExpires, DefaultExpires int
 	// NonceTTL is how long a digest nonce is accepted [5 min]; an older one
 	// gets a fresh challenge with stale=true.
 	NonceTTL time.Duration
-	// Hostname is the host advertised in Contact/Record-Route ["" = the
-	// listener's IP].
+	// Hostname is the host advertised in Via, Contact and Record-Route [""
+	// = the listener's IP].
 	Hostname string
 	// ServerName is the Server header value ["dialtone"].
 	ServerName string
@@ -47,10 +42,11 @@ type Config struct {
 	// means DefaultMD5OnlyUserAgents; an empty slice turns the quirk off.
 	MD5OnlyUserAgents []string
 	// TCPIdleTimeout closes a TCP or TLS connection that sent nothing for
-	// this long [MaxExpires + 60 s]. The default is longer than any binding
-	// can live without a refresh, so a phone that holds its registration on
-	// a connection never loses that flow, while abandoned connections (and
-	// scanners that connect and say nothing) are closed eventually.
+	// this long [61 min: the Registrar's default MaxExpires + 60 s]. Keep it
+	// longer than any binding can live without a refresh
+	// (RegistrarConfig.MaxExpires), so a phone that holds its registration
+	// on a connection never loses that flow, while abandoned connections
+	// (and scanners that connect and say nothing) are closed eventually.
 	TCPIdleTimeout time.Duration
 	// MaxConnections caps the TCP and TLS connections open at once, over
 	// all stream listeners [10000]; MaxConnectionsPerIP caps them per source
@@ -73,24 +69,6 @@ type Config struct {
 	// A guard passed in is used as it is: its OnBlock should log and count.
 	Guard *guard.Guard
 
-	// Call handling (invite.go, announce.go, proxy.go).
-
-	// Announcement is what callers of a disabled extension hear before 486
-	// [nil = media.Default(), the built-in "Extension is not recognized.
-	// Thank you for calling."]. Server.SetAnnouncement replaces it later.
-	Announcement *media.Announcement
-	// MediaIP is the IP address advertised in SDP answers (c= and o=) for
-	// the announcement's RTP ["" = Hostname if it is an IP literal, else the
-	// local address the host routes towards the caller]. RTP sockets bind
-	// to all local addresses, so a public address behind 1:1 NAT works.
-	MediaIP string
-	// RTPPortMin and RTPPortMax bound the UDP ports used for announcement
-	// RTP (even ports only) [10000, 20000].
-	RTPPortMin, RTPPortMax int
-	// RingTimeout is how long a routed call rings its contacts before every
-	// branch is cancelled and the caller gets 480 [60 s].
-	RingTimeout time.Duration
-
 	// DisableFastPath hands REGISTER and OPTIONS to sipgo's transaction
 	// layer like every other request, instead of answering them statelessly
 	// from the front door (fastpath.go). For comparison and as a fallback.
@@ -103,15 +81,6 @@ type Config struct {
 var DefaultMD5OnlyUserAgents = []string{"baresip v0.", "baresip v1."}
 
 func (c *Config) setDefaults() error {
-	if c.MinExpires == 0 {
-		c.MinExpires = 60
-	}
-	if c.MaxExpires == 0 {
-		c.MaxExpires = 3600
-	}
-	if c.DefaultExpires == 0 {
-		c.DefaultExpires = 3600
-	}
 	if c.NonceTTL == 0 {
 		c.NonceTTL = 5 * time.Minute
 	}
@@ -125,7 +94,7 @@ func (c *Config) setDefaults() error {
 		c.MD5OnlyUserAgents = DefaultMD5OnlyUserAgents
 	}
 	if c.TCPIdleTimeout == 0 {
-		c.TCPIdleTimeout = time.Duration(c.MaxExpires)*time.Second + time.Minute
+		c.TCPIdleTimeout = defaultMaxExpires*time.Second + time.Minute
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = 10000
@@ -139,23 +108,7 @@ func (c *Config) setDefaults() error {
 	if c.UDPSources == 0 {
 		c.UDPSources = 65536
 	}
-	if c.RTPPortMin == 0 {
-		c.RTPPortMin = 10000
-	}
-	if c.RTPPortMax == 0 {
-		c.RTPPortMax = 20000
-	}
-	if c.RingTimeout == 0 {
-		c.RingTimeout = 60 * time.Second
-	}
-	if err := c.checkCallConfig(); err != nil { // invite.go
-		return err
-	}
 	switch {
-	case c.MinExpires < 1 || c.MaxExpires < c.MinExpires:
-		return fmt.Errorf("sip: expires bounds %d..%d are invalid", c.MinExpires, c.MaxExpires)
-	case c.DefaultExpires < c.MinExpires || c.DefaultExpires > c.MaxExpires:
-		return fmt.Errorf("sip: default expires %d is outside %d..%d", c.DefaultExpires, c.MinExpires, c.MaxExpires)
 	case c.NonceTTL < 0 || c.MaxInFlight < 0 || c.TCPIdleTimeout < 0:
 		return errors.New("sip: negative NonceTTL, MaxInFlight or TCPIdleTimeout")
 	case c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 || c.FirstRequestTimeout < 0 || c.UDPSources < 0:
@@ -164,12 +117,20 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Server is the SIP registrar. Create it with New, serve any number of
-// sockets with ServeUDP/ServeTCP/ServeTLS, and Close it after they returned.
+// Server is the SIP endpoint the components share: it serves any number
+// of sockets (ServeUDP, ServeTCP, ServeTLS) through the front door, the
+// fast path and sipgo's transaction layer, makes the checks every request
+// passes (guarded: load, well-formedness, blocked sources; authenticate:
+// digest and nonces), answers OPTIONS, and hands each other request to the
+// component registered for its method (NewRegistrar, NewProxy). A method
+// nobody registered is answered 405 with Allow, an unknown one 501 (RFC
+// 3261 §8.2.1). Create it with New, then the components on it, serve, and
+// Close it after the Serve methods returned.
 type Server struct {
 	cfg     Config
 	db      *store.DB
 	log     *slog.Logger
+	reg     prometheus.Registerer // where the components register their metrics
 	metrics *metrics
 	tm      *transportMetrics
 	nonces  *nonces
@@ -180,6 +141,15 @@ type Server struct {
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
+	cli *sipgo.Client // sends the requests the components originate or forward (outbound.go)
+
+	// localIPs are the addresses of this host's interfaces.
+	localIPs func() map[string]bool
+
+	// routes are the components' handlers by method (route); routeMu
+	// serialises their registration.
+	routes  atomic.Pointer[routeTable]
+	routeMu sync.Mutex
 
 	// dummyPassword is what an unknown user's digest is checked against,
 	// so that unknown users cost the same as wrong passwords.
@@ -192,9 +162,6 @@ type Server struct {
 	// The fast path (fastpath.go).
 	retrans  *retransCache
 	fastPool *workerPool
-
-	// calls is the call-handling state (invite.go), set up by routes.
-	calls *calls
 
 	// Handlers run inside wg while closing is false; Close flips it under
 	// the write lock and then waits, so Add never races with Wait.
@@ -213,8 +180,10 @@ const udpMTU = 8192
 
 var raiseUDPMTU sync.Once
 
-// New builds a registrar on db. log may be nil (discard); reg may be nil
-// (no metrics registered).
+// New builds the endpoint on db. It answers OPTIONS and nothing else until
+// components are created on it (before it serves). log may be nil
+// (discard); reg may be nil (no metrics registered; the components register
+// theirs on it too).
 func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -249,7 +218,7 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 	if err != nil {
 		return nil, fmt.Errorf("sip: metrics: %w", err)
 	}
-	s := &Server{cfg: cfg, db: db, log: log, metrics: m, tm: tm, nonces: n, dummyPassword: hex.EncodeToString(dummy), guard: cfg.Guard,
+	s := &Server{cfg: cfg, db: db, log: log, reg: reg, metrics: m, tm: tm, nonces: n, dummyPassword: hex.EncodeToString(dummy), guard: cfg.Guard,
 		conns:   newConnLimiter(cfg.MaxConnections, cfg.MaxConnectionsPerIP),
 		retrans: newRetransCache(), fastPool: newWorkerPool(cfg.MaxInFlight)}
 	if s.guard == nil {
@@ -282,39 +251,109 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		return nil, fmt.Errorf("sip: server: %w", err)
 	}
 	s.ua, s.srv = ua, srv
-	if err := s.initCalls(reg); err != nil {
+	cliLog := slog.New(sipgoLogHandler{log.Handler()}).With("component", "sipgo")
+	cliOpts := []sipgo.ClientOption{sipgo.WithClientLogger(cliLog)}
+	if cfg.Hostname != "" {
+		cliOpts = append(cliOpts, sipgo.WithClientHostname(cfg.Hostname))
+	}
+	if s.cli, err = sipgo.NewClient(ua, cliOpts...); err != nil {
+		ua.Close()
+		return nil, fmt.Errorf("sip: client: %w", err)
+	}
+	s.localIPs = sync.OnceValue(func() map[string]bool {
+		ips := map[string]bool{}
+		addrs, _ := net.InterfaceAddrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				ips[n.IP.String()] = true
+			}
+		}
+		return ips
+	})
+	s.routes.Store(&routeTable{})
+	if err := s.route(sip.OPTIONS, route{answer: s.onOptions, allow: true}); err != nil {
 		ua.Close()
 		return nil, err
 	}
-	s.routes()
+	// Every request sipgo hands over goes to dispatch: the components'
+	// table decides, not sipgo's (which must not change while serving).
+	srv.OnNoRoute(s.handle(s.dispatch))
 	return s, nil
 }
 
-// allowed is the Allow header: the methods we implement.
-const allowed = "INVITE, ACK, CANCEL, BYE, REGISTER, OPTIONS"
+// route is how a component handles one method: answer for a handler that
+// only answers (REGISTER, OPTIONS: the fast path may run it without a
+// sipgo transaction), tx for one that needs sipgo's server transaction
+// (CANCEL callbacks, provisional responses, relaying). allow lists the
+// method in Allow.
+type route struct {
+	answer func(*sip.Request, responder)
+	tx     sipgo.RequestHandler
+	allow  bool
+}
 
-// routes registers every request handler. Call handling (invite*.go) plugs
-// in here: OnInvite, OnCancel, OnBye and OnAck.
-func (s *Server) routes() {
-	s.srv.OnRegister(s.handleR(s.onRegister))
-	s.srv.OnOptions(s.handleR(s.onOptions))
+// routeTable is the components' routes, replaced whole (copy on write) so
+// that dispatch reads it without a lock.
+type routeTable struct {
+	byMethod map[sip.RequestMethod]route
+	allow    string // the Allow header value
+}
 
-	// Calls (invite.go, fork.go, indialog.go). OnAck must always be
-	// registered: in sipgo, without it, on TCP the ACK for a non-2xx final response
-	// would reach the no-route handler and get a 405. ACKs are never
-	// answered. A CANCEL that matches a live INVITE transaction is handled
-	// inside sipgo's transaction layer; one that reaches OnCancel is relayed
-	// if it has our Route, else 481. In-dialog requests carrying our
-	// Record-Route are loose-routed; others keep the no-route answers.
-	s.srv.OnInvite(s.handle(s.onInvite))
-	s.srv.OnAck(s.handle(s.onAck))
-	s.srv.OnCancel(s.handle(s.onCancel))
-	s.srv.OnBye(s.handle(s.onInDialog))
-	for _, m := range inDialogMethods {
-		s.srv.OnRequest(m, s.handle(s.onInDialog))
+// allowOrder is the order methods are listed in Allow.
+var allowOrder = []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS}
+
+// route registers r for method m. Components call it from their
+// constructors, before the server serves; a method has one component.
+func (s *Server) route(m sip.RequestMethod, r route) error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	old := s.routes.Load()
+	if _, taken := old.byMethod[m]; taken {
+		return fmt.Errorf("sip: %s already has a handler (one component per method)", m)
 	}
+	t := &routeTable{byMethod: make(map[sip.RequestMethod]route, len(old.byMethod)+1)}
+	for k, v := range old.byMethod {
+		t.byMethod[k] = v
+	}
+	t.byMethod[m] = r
+	var allow []string
+	for _, am := range allowOrder {
+		if r, ok := t.byMethod[am]; ok && r.allow {
+			allow = append(allow, string(am))
+		}
+	}
+	t.allow = strings.Join(allow, ", ")
+	s.routes.Store(t)
+	return nil
+}
 
-	s.srv.OnNoRoute(s.handle(s.onNoRoute))
+// allowed is the Allow header: the methods the components registered.
+func (s *Server) allowed() string { return s.routes.Load().allow }
+
+// answerer is the handler registered for m if it only answers (the fast
+// path's), else nil.
+func (s *Server) answerer(m sip.RequestMethod) func(*sip.Request, responder) {
+	if r, ok := s.routes.Load().byMethod[m]; ok && r.tx == nil {
+		return r.answer
+	}
+	return nil
+}
+
+// dispatch hands a request sipgo routed to the component registered for
+// its method. An ACK nobody takes is absorbed (ACKs are never answered; on
+// TCP the ACK for a non-2xx final response reaches us); any other request
+// gets onNoRoute's 405 or 501.
+func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
+	r, ok := s.routes.Load().byMethod[req.Method]
+	switch {
+	case ok && r.tx != nil:
+		r.tx(req, tx)
+	case ok:
+		r.answer(req, tx)
+	case req.IsAck():
+	default:
+		s.onNoRoute(req, tx)
+	}
 }
 
 // responder is where a handler's answer goes: a sipgo server transaction,
@@ -328,12 +367,6 @@ func (s *Server) handle(h sipgo.RequestHandler) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		s.guarded(req, tx, func(req *sip.Request, _ responder) { h(req, tx) })
 	}
-}
-
-// handleR is handle for a handler that only answers (the ones the fast
-// path shares with sipgo: onRegister, onOptions).
-func (s *Server) handleR(h func(*sip.Request, responder)) sipgo.RequestHandler {
-	return func(req *sip.Request, tx sip.ServerTransaction) { s.guarded(req, tx, h) }
 }
 
 // guarded runs h on req, answering through rs: it counts the request,
@@ -457,18 +490,23 @@ func checkRequest(req *sip.Request) (int, string) {
 	return 0, ""
 }
 
+// onOptions answers OPTIONS (a keepalive, or a question about what we
+// support): 200 with Allow and Accept.
 func (s *Server) onOptions(req *sip.Request, rs responder) {
 	res := s.newResponse(req, 200, "OK")
-	res.AppendHeader(sip.NewHeader("Allow", allowed))
+	res.AppendHeader(sip.NewHeader("Allow", s.allowed()))
 	res.AppendHeader(sip.NewHeader("Accept", "application/sdp"))
 	s.send(req, rs, res)
 }
 
+// onNoRoute answers a request no component takes (RFC 3261 §8.2.1): a
+// method we recognize (one of sipgo's fourteen) gets 405 with Allow, any
+// other 501.
 func (s *Server) onNoRoute(req *sip.Request, tx sip.ServerTransaction) {
-	switch req.Method {
-	case sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH:
+	switch {
+	case methodLabel(req.Method) != "OTHER":
 		res := s.newResponse(req, 405, "Method Not Allowed")
-		res.AppendHeader(sip.NewHeader("Allow", allowed))
+		res.AppendHeader(sip.NewHeader("Allow", s.allowed()))
 		s.send(req, tx, res)
 	default:
 		s.reply(req, tx, 501, "Not Implemented")
@@ -507,6 +545,27 @@ func (s *Server) send(req *sip.Request, rs responder, res *sip.Response) {
 	if err := rs.Respond(res); err != nil {
 		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
 	}
+}
+
+// respond sends res on tx like send, and reports the error.
+func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) error {
+	if sip.NetworkToLower(req.Transport()) == "udp" && req.Source() != "" {
+		res.SetDestination(req.Source())
+	}
+	err := tx.Respond(res)
+	if err != nil {
+		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
+	}
+	return err
+}
+
+// logRegister is the one debug line per REGISTER outcome.
+func (s *Server) logRegister(req *sip.Request, code int) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	s.log.Debug("register", "aor", aor(req), "status", code, "source", req.Source(), "transport", req.Transport(),
+		"contacts", len(req.GetHeaders("Contact")))
 }
 
 // ServeUDP serves SIP on conn until ctx ends or conn is closed; it closes

@@ -37,7 +37,7 @@ import (
 // Nothing relies on a source being remembered for long: responses to a
 // request are sent over the connection sipgo finds when its transaction
 // starts, just after the source was entered, and requests to phones leave
-// from the listening socket even without an entry (setFlow in invite.go).
+// from the listening socket even without an entry (setFlow in outbound.go).
 // A source is forgotten only after half a table of newer sources arrived,
 // so a request can only lose its entry before its transaction starts under
 // a flood of more than UDPSources/2 new addresses in that time (then its

@@ -12,12 +12,43 @@ import (
 	"github.com/dialtone-voip/dialtone/store"
 )
 
-// wireCalls hands the SIP server to the admin API for what needs SIP:
-// check-sync NOTIFYs, waiting for a phone's fetch, and the announcement.
-func wireCalls(o *admin.Options, s *sip.Server) {
-	o.Notifier = s
-	o.FetchWaiter = s
-	o.Announcer = s
+// sipComponents are the SIP components built on the endpoint.
+type sipComponents struct {
+	registrar *sip.Registrar
+	announcer *sip.Announcer
+	proxy     *sip.Proxy
+	notifier  *sip.Notifier
+}
+
+// newSIPComponents builds the registrar, announcer, proxy and notifier on
+// the endpoint s (before it serves).
+func newSIPComponents(s *sip.Server, cfg config, announcement *media.Announcement) (sipComponents, error) {
+	var c sipComponents
+	var err error
+	if c.registrar, err = sip.NewRegistrar(s, sip.RegistrarConfig{
+		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires}); err != nil {
+		return c, err
+	}
+	rtpMin, rtpMax, _ := cfg.rtpRange()
+	if c.announcer, err = sip.NewAnnouncer(s, sip.AnnouncerConfig{
+		Announcement: announcement, MediaIP: cfg.MediaIP, RTPPortMin: rtpMin, RTPPortMax: rtpMax}); err != nil {
+		return c, err
+	}
+	if c.proxy, err = sip.NewProxy(s, sip.ProxyConfig{RingTimeout: cfg.RingTimeout,
+		Dialogs: sip.DialogLimits{Max: cfg.SIPMaxDialogs, MaxAge: cfg.SIPDialogMaxAge}}, c.announcer); err != nil {
+		return c, err
+	}
+	c.notifier, err = sip.NewNotifier(s)
+	return c, err
+}
+
+// wireCalls hands the SIP components to the admin API for what needs SIP:
+// check-sync NOTIFYs and waiting for a phone's fetch (the notifier), and
+// the announcement (the announcer).
+func wireCalls(o *admin.Options, c sipComponents) {
+	o.Notifier = c.notifier
+	o.FetchWaiter = c.notifier
+	o.Announcer = c.announcer
 }
 
 // loadAnnouncement reads --announcement; "" means the built-in one.

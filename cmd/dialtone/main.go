@@ -172,18 +172,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	} else if stored != nil {
 		announcement = stored
 	}
-	rtpMin, rtpMax, _ := cfg.rtpRange()
+	// The SIP endpoint, and on it one component per job: the registrar,
+	// the announcer, the proxy (which hands calls to disabled targets to the
+	// announcer) and the check-sync notifier.
 	sipSrv, err := sip.New(sip.Config{
-		MinExpires: cfg.MinExpires, MaxExpires: cfg.MaxExpires, DefaultExpires: cfg.DefaultExpires,
 		Hostname: cfg.SIPHost, ServerName: "dialtone/" + version,
-		Announcement: announcement, MediaIP: cfg.MediaIP, RTPPortMin: rtpMin, RTPPortMax: rtpMax,
-		RingTimeout: cfg.RingTimeout, MaxConnections: cfg.SIPMaxConnections, MaxConnectionsPerIP: cfg.SIPMaxConnectionsPerIP,
-		FirstRequestTimeout: cfg.SIPFirstRequestTimeout, UDPSources: cfg.SIPUDPSources,
+		TCPIdleTimeout: time.Duration(cfg.MaxExpires)*time.Second + time.Minute, MaxConnections: cfg.SIPMaxConnections,
+		MaxConnectionsPerIP: cfg.SIPMaxConnectionsPerIP, FirstRequestTimeout: cfg.SIPFirstRequestTimeout, UDPSources: cfg.SIPUDPSources,
 	}, db, log.With("component", "sip"), reg)
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
 	}
-	sipSrv.SetDialogLimits(sip.DialogLimits{Max: cfg.SIPMaxDialogs, MaxAge: cfg.SIPDialogMaxAge})
+	sipParts, err := newSIPComponents(sipSrv, cfg, announcement)
+	if err != nil {
+		return fmt.Errorf("SIP: %w", err)
+	}
 	// One brute-force table for SIP and provisioning; the addresses it trusts
 	// (recent good authentications) are kept in the store across restarts.
 	blocks := sipSrv.Guard()
@@ -203,7 +206,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	adminOpts := admin.Options{DB: db, Log: log, // admin names itself in its log lines
 		Registry: reg, Version: version,
 		ProvisioningURL: provHandler.URL, Blocks: blocks}
-	wireCalls(&adminOpts, sipSrv)
+	wireCalls(&adminOpts, sipParts)
 	adminHandler, err := admin.NewHandler(adminOpts)
 	if err != nil {
 		return fmt.Errorf("admin: %w", err)

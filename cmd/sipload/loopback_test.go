@@ -51,6 +51,9 @@ func BenchmarkDialtoneLoopback(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if _, err := sip.NewRegistrar(srv, sip.RegistrarConfig{}); err != nil {
+		b.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(func() { cancel(); srv.Close() })
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
