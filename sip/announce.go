@@ -143,12 +143,12 @@ func (an *Announcer) play(req *sip.Request, tx sip.ServerTransaction, callID str
 		for _, h := range hdrs {
 			r.AppendHeader(h)
 		}
-		if err := s.respond(req, tx, r); err != nil && cancelled.Load() {
+		if err := s.send(req, tx, r); err != nil && cancelled.Load() {
 			return store.OutcomeCancelled, 487, "cancelled during the announcement"
 		}
 		return store.OutcomeAnnouncedBusy, code, detail
 	}
-	_ = s.respond(req, tx, mk(100, "Trying"))
+	_ = s.send(req, tx, mk(100, "Trying"))
 
 	body := req.Body()
 	if len(strings.TrimSpace(string(body))) == 0 || !isSDP(req) {
@@ -182,7 +182,7 @@ func (an *Announcer) play(req *sip.Request, tx sip.ServerTransaction, callID str
 	progress.AppendHeader(&sip.ContactHeader{Address: s.ourURI(req.Source(), req.Transport(), false)})
 	progress.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
 	progress.SetBody(answer)
-	if err := s.respond(req, tx, progress); err != nil {
+	if err := s.send(req, tx, progress); err != nil {
 		if cancelled.Load() {
 			return store.OutcomeCancelled, 487, "cancelled before the announcement"
 		}

@@ -60,7 +60,7 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 		call.finish(store.OutcomeCancelled, 487, "cancelled before routing")
 		return
 	}
-	_ = p.core.respond(req, tx, p.core.newResponse(req, 100, "Trying"))
+	_ = p.core.send(req, tx, p.core.newResponse(req, 100, "Trying"))
 
 	var winner atomic.Int32
 	winner.Store(-1)

@@ -106,7 +106,7 @@ func (p *Proxy) relay(req *sip.Request, tx sip.ServerTransaction, res *sip.Respo
 	stripCallerAssertions(r)
 	r.SetTransport(req.Transport())
 	r.SetDestination(req.Source())
-	return p.core.respond(req, tx, r)
+	return p.core.send(req, tx, r)
 }
 
 // endCall sets an answered call's record to its talk time.

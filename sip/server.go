@@ -522,7 +522,7 @@ func (s *Server) newResponse(req *sip.Request, code int, reason string) *sip.Res
 
 // reply answers req with a bodiless response.
 func (s *Server) reply(req *sip.Request, rs responder, code int, reason string) {
-	s.send(req, rs, s.newResponse(req, code, reason))
+	_ = s.send(req, rs, s.newResponse(req, code, reason))
 }
 
 // send sends res through rs (a sipgo server transaction, or the fast
@@ -530,10 +530,11 @@ func (s *Server) reply(req *sip.Request, rs responder, code int, reason string) 
 // to the packet's source address and port (symmetric response, RFC 3581
 // behaviour for everyone): a phone behind NAT without rport still hears us,
 // and a Via whose sent-by was forged or parsed empty cannot aim our answer
-// at a third party.
-func (s *Server) send(req *sip.Request, rs responder, res *sip.Response) {
+// at a third party. The error is for callers that act on it (the
+// announcer stops when its caller is gone); everyone else may ignore it.
+func (s *Server) send(req *sip.Request, rs responder, res *sip.Response) error {
 	if req.IsAck() {
-		return
+		return nil
 	}
 	if sip.NetworkToLower(req.Transport()) == "udp" && req.Source() != "" {
 		res.SetDestination(req.Source())
@@ -542,17 +543,7 @@ func (s *Server) send(req *sip.Request, rs responder, res *sip.Response) {
 		s.metrics.registers.WithLabelValues(strconv.Itoa(res.StatusCode)).Inc()
 		s.logRegister(req, res.StatusCode)
 	}
-	if err := rs.Respond(res); err != nil {
-		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
-	}
-}
-
-// respond sends res on tx like send, and reports the error.
-func (s *Server) respond(req *sip.Request, tx sip.ServerTransaction, res *sip.Response) error {
-	if sip.NetworkToLower(req.Transport()) == "udp" && req.Source() != "" {
-		res.SetDestination(req.Source())
-	}
-	err := tx.Respond(res)
+	err := rs.Respond(res)
 	if err != nil {
 		s.log.Debug("sip respond failed", "method", methodLabel(req.Method), "status", res.StatusCode, "source", req.Source(), "err", err)
 	}
