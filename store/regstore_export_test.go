@@ -67,3 +67,9 @@ func IdentityCachedForTest(db *DB, domain, extension string) bool {
 	_, _, ok := db.identities.get(domain + "\x00" + extension)
 	return ok
 }
+
+// CachedIdentitiesForTest is the number of SIPIdentity answers cached.
+func CachedIdentitiesForTest(db *DB) int { return db.identities.len() }
+
+// IdentityCacheBound is the most SIPIdentity answers cached at once.
+const IdentityCacheBound = 2 * identityCacheHalf

@@ -229,7 +229,7 @@ var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQu
 // initMemory makes the in-memory indexes every open needs (read-only too).
 func (db *DB) initMemory() {
 	db.refresh.aors = map[string]*aorOverlay{}
-	db.refresh.hints = map[string]uint64{}
+	db.refresh.hints = map[uint64]uint64{}
 	db.sweep.next = map[string]int64{}
 }
 
