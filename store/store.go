@@ -41,6 +41,12 @@ type Options struct {
 	// Zero means 250 ms (docs/design.md promises at most 1 s); negative
 	// writes every refresh before its answer, like any other REGISTER.
 	RefreshWriteDelay time.Duration
+	// TrimInterval is how often, while transactions run, the pages of the
+	// memory-mapped data file that reads mapped in are let go (they stay in
+	// the page cache; see store/mapping.go), so the file does not add its
+	// size to the process's resident memory. Zero means 100 ms; negative
+	// never.
+	TrimInterval time.Duration
 }
 
 // DB is dialtone's store: one bbolt file plus the encryption key for SIP
@@ -65,6 +71,7 @@ type DB struct {
 	refresh    refreshOverlay // pure refreshes not yet on disk
 	sweep      sweepIndex     // PruneExpired
 	rev        atomic.Uint64  // the newest Binding.rev (see nextRev)
+	trim       mappingTrim    // the data file's map let go (mapping.go)
 }
 
 // nextRev is a Binding.rev no row has: one more than any on disk at Open or
@@ -219,6 +226,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		fail()
 		return nil, err
 	}
+	// Opening read every binding (the live count, the sweep index): let
+	// those pages go, and from now on every TrimInterval.
+	_ = guard("trim the data file's mapping", db.trimMapping)
+	db.startTrimmer(opts.TrimInterval)
 	return db, nil
 }
 
@@ -236,6 +247,7 @@ func (db *DB) initMemory() {
 // Close commits what is queued for the group commit and every pure refresh
 // not yet written, stops the writer and closes the data file. Closing twice is harmless.
 func (db *DB) Close() error {
+	db.stopTrimmer()
 	db.stopCommitLoop(true)
 	return db.bolt.Close()
 }
