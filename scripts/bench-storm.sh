@@ -42,6 +42,7 @@ snap() { # snap NAME: heap profile, runtime memory classes, /proc status
   curl -sf "http://$DEBUG/debug/memory" -o "$PROFILE_DIR/$1.mem" || true
   curl -sf "http://$DEBUG/debug/pprof/goroutine" -o "$PROFILE_DIR/$1.goroutine" || true
   { grep -E '^(VmHWM|VmRSS|RssAnon|RssFile|Threads)' "/proc/$DPID/status"
+    awk '{ print "minflt", $10, "utime+stime", $14 + $15 }' "/proc/$DPID/stat"
     ls -l "$work/data/dialtone.db" | awk '{ print "dialtone.db", $5 }'
     awk '/^[0-9a-f]+-[0-9a-f]+ / { f = $6 } /^Rss:/ { r[f] += $2 } END { for (f in r) if (r[f] > 1024) print "Rss", f, r[f], "kB" }' "/proc/$DPID/smaps"
   } >"$PROFILE_DIR/$1.status" 2>/dev/null || true
@@ -50,6 +51,14 @@ snap() { # snap NAME: heap profile, runtime memory classes, /proc status
 echo "== provisioning $USERS users"
 SIPLOAD_TOKEN="$TOKEN" "$work/sipload" provision -admin "http://$ADMIN" -users "$USERS" -parallel 64 -out "$work/users.csv" | tail -1
 snap provisioned
+if [ -n "$DEBUG" ]; then # RSS and the runtime's memory twice a second, to catch the peak
+  ( while kill -0 "$DPID" 2>/dev/null; do
+      printf '%s %s %s\n' "$(date +%s.%N | cut -c1-14)" "$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$DPID/status" 2>/dev/null)" \
+        "$(curl -sf "http://$DEBUG/debug/memory" | awk '$1 ~ /heap\/(objects|free|released|stacks):bytes|gc\/heap\/live/ { printf "%s=%d ", $1, $2 / 1048576 }')"
+      sleep 0.5
+    done ) >"$PROFILE_DIR/rss.log" 2>/dev/null &
+  pids+=($!)
+fi
 live() { curl -sf "http://$ADMIN/metrics" | awk '$1 == "dialtone_sip_registrations_live" { printf "%d", $2 }'; }
 for t in tcp udp; do
   conns=4
