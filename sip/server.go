@@ -38,10 +38,9 @@ type Config struct {
 	// ServerName is the Server header value ["dialtone"].
 	ServerName string
 	// MaxInFlight is how many requests may be handled at once; beyond it
-	// requests get 503 with Retry-After [1024]. Each one in flight holds
-	// its parsed request and a goroutine's stack (~20 KiB together) until
-	// its commit: 1024 keep a storm's peak memory low and still fill every
-	// group commit (BENCHMARKS.md "Storm memory").
+	// requests get 503 with Retry-After [4096]. On the fast path at most
+	// 512 of them run at once (each a goroutine waiting for its commit),
+	// the rest wait in a queue holding only their request.
 	MaxInFlight int
 	// MD5OnlyUserAgents lists User-Agent prefixes of clients that cannot
 	// skip a challenge with an algorithm they do not know (RFC 8760 §2.4
@@ -122,7 +121,7 @@ func (c *Config) setDefaults() error {
 		c.ServerName = "dialtone"
 	}
 	if c.MaxInFlight == 0 {
-		c.MaxInFlight = 1024
+		c.MaxInFlight = 4096
 	}
 	if c.MD5OnlyUserAgents == nil {
 		c.MD5OnlyUserAgents = DefaultMD5OnlyUserAgents

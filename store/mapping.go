@@ -18,13 +18,18 @@ import (
 // the Go heap.
 //
 // Those pages are the kernel's page cache, which holds them whether or not
-// they are mapped. The store therefore lets go of its mapping every
-// Options.TrimInterval while transactions run (madvise MADV_DONTNEED on the
-// shared, read-only map: the page table entries go, the cached pages stay,
-// and the next read maps them again with a minor fault, without I/O). It
-// runs inside a read transaction, which holds bbolt's lock against
-// remapping, so the range is always the current map. Nothing is written
-// through the map (bbolt writes with pwrite), so nothing can be lost.
+// they are mapped. The store therefore lets go of its mapping (madvise
+// MADV_DONTNEED on the shared, read-only map: the page table entries go,
+// the cached pages stay, and the next read maps them again with a minor
+// fault, without I/O) after Open, and every Options.TrimInterval when
+// transactions ran but fewer than busyTxPerSecond: not in the middle of a
+// storm, where every trim makes the next reads fault their pages back in
+// (on this project's benchmark VM a trim every 50 ms cost a quarter of
+// the CPU, in page faults: BENCHMARKS.md "Storm memory"), but within a
+// TrimInterval of its end. A trim runs inside a read transaction, which
+// holds bbolt's lock against remapping, so the range is always the current
+// map. Nothing is written through the map (bbolt writes with pwrite), so
+// nothing can be lost.
 
 // mappingTrim runs the trims.
 type mappingTrim struct {
@@ -40,9 +45,13 @@ type mappingTrim struct {
 	failed     atomic.Bool // madvise failed once: stop trying
 }
 
-// defaultTrimInterval bounds what a storm keeps mapped: the pages its
-// transactions read in this time.
-const defaultTrimInterval = 100 * time.Millisecond
+// defaultTrimInterval is how soon after a burst the mapped pages go.
+const defaultTrimInterval = time.Second
+
+// busyTxPerSecond is the activity (txDone per second) above which no trim
+// is done: a storm's, not a steady state's (100,000 phones refreshing
+// hourly are ~30 REGISTERs a second).
+const busyTxPerSecond = 2000
 
 func (db *DB) startTrimmer(every time.Duration) {
 	if every == 0 {
@@ -59,14 +68,20 @@ func (db *DB) startTrimmer(every time.Duration) {
 		defer close(m.done)
 		t := time.NewTicker(every)
 		defer t.Stop()
+		busy := uint64(max(1, busyTxPerSecond*every.Seconds()))
+		prev := db.txDone()
 		for {
 			select {
 			case <-m.stop:
 				return
 			case <-t.C:
-				if db.mappingActive() {
-					_ = guard("trim the data file's mapping", db.trimMapping)
-				}
+			}
+			done := db.txDone()
+			quiet := done-prev < busy
+			prev = done
+			if quiet && db.mappingActive() {
+				_ = guard("trim the data file's mapping", db.trimMapping)
+				prev = db.txDone()
 			}
 		}
 	}()

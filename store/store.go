@@ -41,11 +41,11 @@ type Options struct {
 	// Zero means 250 ms (docs/design.md promises at most 1 s); negative
 	// writes every refresh before its answer, like any other REGISTER.
 	RefreshWriteDelay time.Duration
-	// TrimInterval is how often, while transactions run, the pages of the
-	// memory-mapped data file that reads mapped in are let go (they stay in
-	// the page cache; see store/mapping.go), so the file does not add its
-	// size to the process's resident memory. Zero means 100 ms; negative
-	// never.
+	// TrimInterval is how often the pages of the memory-mapped data file
+	// that reads mapped in are let go when transactions ran, but not a
+	// storm's worth (they stay in the page cache; see store/mapping.go),
+	// so the file does not add its size to the process's resident memory
+	// for good. Zero means 1 s; negative never.
 	TrimInterval time.Duration
 }
 

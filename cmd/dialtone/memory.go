@@ -24,7 +24,7 @@ import (
 // defaultMemoryLimit is what --memory-limit means when neither it nor
 // GOMEMLIMIT is given: room for a storm of 100,000 phones (BENCHMARKS.md
 // "Storm memory").
-const defaultMemoryLimit = 96 << 20
+const defaultMemoryLimit = 0
 
 // parseSize reads a byte size: a number with an optional unit B, KiB, MiB,
 // GiB or TiB (as GOMEMLIMIT takes them); "0" or "off" means no limit (0).
