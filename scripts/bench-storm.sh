@@ -8,6 +8,11 @@
 # that the live bindings grew by exactly the phones answered 200 (nothing
 # acknowledged is lost) and that dialtone is still running.
 #   usage: scripts/bench-storm.sh [USERS]    (default 5000; 100000 takes ~4 min to provision)
+# PROFILE_DIR=DIR also serves pprof (--debug-addr) and saves into DIR: heap and
+# goroutine profiles, runtime memory classes and /proc status (RSS, mapped
+# dialtone.db) after provisioning, 10/20/30/45 s into each storm, at its end
+# and after settling; a 30 s CPU profile of each storm; rss.log twice a second.
+# SETTLE=SECONDS changes the wait before the last memory figure (default 60).
 # make bench-compare runs the same storm against Kamailio and dialtone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +74,7 @@ for t in tcp udp; do
     -duration 90s -conns "$conns" -target-pid "$DPID" -json >"$work/$t.out" 2>&1 &
   spid=$!
   if [ -n "$DEBUG" ]; then
+    curl -sf "http://$DEBUG/debug/pprof/profile?seconds=30" -o "$PROFILE_DIR/$t.cpu" &
     for s in 10 20 30 45; do sleep $((s - ${prev:-0})); prev=$s; kill -0 $spid 2>/dev/null && snap "$t-${s}s"; done; prev=0
   fi
   wait $spid || true

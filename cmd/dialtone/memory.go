@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
@@ -21,10 +22,29 @@ import (
 // refused memory, the collector then only works harder (at most about half
 // the CPU), so it is no substitute for a container limit.
 
-// defaultMemoryLimit is what --memory-limit means when neither it nor
-// GOMEMLIMIT is given: room for a storm of 100,000 phones (BENCHMARKS.md
-// "Storm memory").
-const defaultMemoryLimit = 0
+// Without --memory-limit or GOMEMLIMIT the limit is 90 % of the cgroup's
+// memory limit (a container's), if there is one, and none otherwise: a
+// limit costs CPU in garbage collection exactly when a storm needs it
+// (BENCHMARKS.md "Storm memory"), so it is for a process that must stay
+// inside a box, which the operator sizes.
+var cgroupMemoryMax = []string{"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}
+
+// defaultMemoryLimit derives the limit from the cgroup files (read with
+// readFile); 0 when there is none.
+func defaultMemoryLimit(readFile func(string) ([]byte, error)) int64 {
+	for _, f := range cgroupMemoryMax {
+		b, err := readFile(f)
+		if err != nil {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil || n <= 0 || n >= 1<<60 { // "max", or cgroup v1's "unlimited"
+			return 0
+		}
+		return n / 10 * 9
+	}
+	return 0
+}
 
 // parseSize reads a byte size: a number with an optional unit B, KiB, MiB,
 // GiB or TiB (as GOMEMLIMIT takes them); "0" or "off" means no limit (0).
@@ -52,9 +72,9 @@ func parseSize(s string) (int64, error) {
 
 // applyMemoryLimit sets the runtime's soft memory limit from --memory-limit;
 // without it, GOMEMLIMIT (read by the runtime itself) wins, else the
-// default. It returns the limit in force (0: none).
+// cgroup's (defaultMemoryLimit). It returns the limit in force (0: none).
 func applyMemoryLimit(flag string, getenv func(string) string, log *slog.Logger) int64 {
-	limit := int64(defaultMemoryLimit)
+	limit := defaultMemoryLimit(os.ReadFile)
 	switch {
 	case flag != "":
 		limit, _ = parseSize(flag) // validated with the other flags

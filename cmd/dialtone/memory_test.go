@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -12,6 +13,32 @@ import (
 	"testing"
 	"time"
 )
+
+// The default follows a container's limit: 90 % of the cgroup's.
+func TestDefaultMemoryLimit(t *testing.T) {
+	files := func(m map[string]string) func(string) ([]byte, error) {
+		return func(name string) ([]byte, error) {
+			if v, ok := m[name]; ok {
+				return []byte(v), nil
+			}
+			return nil, os.ErrNotExist
+		}
+	}
+	for _, c := range []struct {
+		files map[string]string
+		want  int64
+	}{
+		{map[string]string{}, 0},
+		{map[string]string{"/sys/fs/cgroup/memory.max": "max\n"}, 0},
+		{map[string]string{"/sys/fs/cgroup/memory.max": "1073741824\n"}, 1073741824 / 10 * 9},
+		{map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n"}, 0},
+		{map[string]string{"/sys/fs/cgroup/memory/memory.limit_in_bytes": "536870912"}, 536870912 / 10 * 9},
+	} {
+		if got := defaultMemoryLimit(files(c.files)); got != c.want {
+			t.Errorf("defaultMemoryLimit(%v) = %d; want %d", c.files, got, c.want)
+		}
+	}
+}
 
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"0": 0, "off": 0, "96MiB": 96 << 20, "1GiB": 1 << 30, "512 KiB": 512 << 10, "1000": 1000, "7B": 7} {
@@ -48,8 +75,9 @@ func TestMemoryLimitFlag(t *testing.T) {
 	if got := applyMemoryLimit(parse("--memory-limit", "0").MemoryLimit, noEnv, log); got != 0 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
 		t.Errorf("--memory-limit 0: limit %d, runtime %d; want none", got, debug.SetMemoryLimit(-1))
 	}
-	if got := applyMemoryLimit(parse().MemoryLimit, noEnv, log); got != defaultMemoryLimit || debug.SetMemoryLimit(-1) != defaultMemoryLimit {
-		t.Errorf("default: limit %d, runtime %d; want %d", got, debug.SetMemoryLimit(-1), defaultMemoryLimit)
+	def := defaultMemoryLimit(os.ReadFile)
+	if got := applyMemoryLimit(parse().MemoryLimit, noEnv, log); got != def || (def > 0 && debug.SetMemoryLimit(-1) != def) {
+		t.Errorf("default: limit %d, runtime %d; want %d", got, debug.SetMemoryLimit(-1), def)
 	}
 	// GOMEMLIMIT is read by the runtime at start; the flag's absence leaves it.
 	debug.SetMemoryLimit(300 << 20)
