@@ -124,10 +124,10 @@
 //     Call-ID, CSeq and source) gets the last final response again for 32 s
 //     (Timer J) from a bounded cache, and is absorbed while the first copy
 //     is still handled. Requests with credentials (which wait for the
-//     store's commit) run on a pool of at most MaxInFlight workers, so the
-//     socket keeps being read. Requests whose top Via lacks an RFC 3261
-//     branch, REGISTER on an endpoint without a Registrar, and all other
-//     methods, go through sipgo;
+//     store's commit) run on a pool of at most 512 workers, with up to
+//     MaxInFlight accepted and the rest queued, so the socket keeps being
+//     read. Requests whose top Via lacks an RFC 3261 branch, REGISTER on an
+//     endpoint without a Registrar, and all other methods, go through sipgo;
 //     Config.DisableFastPath sends REGISTER and OPTIONS there too.
 //   - TCP and TLS (transport_tcp.go): we frame the byte stream ourselves
 //     (RFC 3261 §18.3), so a request sipgo cannot parse is answered and the

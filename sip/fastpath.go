@@ -206,47 +206,84 @@ func (c *retransCache) forget(key string) {
 	delete(c.prev, key)
 }
 
-// workerPool runs jobs on at most max goroutines, reusing idle ones: a job
-// is handed to a waiting worker, or starts a new one below max.
+// workerPool runs jobs on at most max goroutines, reusing idle ones, and
+// queues up to cap(queue) more: a job is handed to a waiting worker, or
+// starts a new worker below max, or waits in the queue. Each running job
+// is a goroutine blocked on the store's group commit (~16 KiB of stack); a
+// queued one is only its request. So MaxInFlight requests are accepted
+// with at most fastWorkers goroutines (BENCHMARKS.md "Storm memory").
 type workerPool struct {
-	work chan func()
-	n    atomic.Int64
-	max  int64
-	quit chan struct{}
-	once sync.Once
+	work  chan func() // to an idle worker
+	queue chan func() // when every worker is busy
+	n     atomic.Int64
+	max   int64
+	quit  chan struct{}
+	once  sync.Once
 }
 
-func newWorkerPool(max int) *workerPool {
-	return &workerPool{work: make(chan func()), max: int64(max), quit: make(chan struct{})}
+// fastWorkers bounds the goroutines of the fast path's pool; requests
+// beyond it, up to MaxInFlight, wait in its queue. Every running REGISTER
+// joins the same group commit, so a few hundred keep the disk as busy as
+// thousands would.
+const fastWorkers = 512
+
+func newWorkerPool(maxInFlight int) *workerPool {
+	workers := min(maxInFlight, fastWorkers)
+	return &workerPool{work: make(chan func()), queue: make(chan func(), maxInFlight-workers),
+		max: int64(workers), quit: make(chan struct{})}
 }
 
-// submit runs f on a worker; false when all max workers are busy.
+// submit runs f on a worker; false when all max workers are busy and the
+// queue is full.
 func (p *workerPool) submit(f func()) bool {
 	select {
 	case p.work <- f:
 		return true
 	default:
 	}
-	if p.n.Add(1) > p.max {
-		p.n.Add(-1)
+	if p.n.Add(1) <= p.max {
+		go p.worker(f)
+		return true
+	}
+	p.n.Add(-1)
+	select {
+	case p.queue <- f:
+		return true
+	default:
 		return false
 	}
-	go p.worker(f)
-	return true
 }
 
 func (p *workerPool) worker(f func()) {
-	defer p.n.Add(-1)
 	idle := time.NewTimer(fastWorkerIdle)
 	defer idle.Stop()
 	for {
 		f()
+		select {
+		case f = <-p.queue:
+			continue
+		default:
+		}
 		idle.Reset(fastWorkerIdle)
 		select {
 		case f = <-p.work:
+		case f = <-p.queue:
 		case <-idle.C:
-			return
+			f = nil
 		case <-p.quit:
+			f = nil
+		}
+		if f == nil {
+			p.n.Add(-1)
+			// A job queued while this worker was leaving (submit saw every
+			// worker there) must not wait for the next submit.
+			if len(p.queue) > 0 {
+				if p.n.Add(1) <= p.max {
+					go p.worker(func() {})
+				} else {
+					p.n.Add(-1)
+				}
+			}
 			return
 		}
 	}

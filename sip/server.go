@@ -33,7 +33,9 @@ type Config struct {
 	// ServerName is the Server header value ["dialtone"].
 	ServerName string
 	// MaxInFlight is how many requests may be handled at once; beyond it
-	// requests get 503 with Retry-After [4096].
+	// requests get 503 with Retry-After [4096]. On the fast path at most
+	// 512 of them run at once (each a goroutine waiting for its commit),
+	// the rest wait in a queue holding only their request.
 	MaxInFlight int
 	// MD5OnlyUserAgents lists User-Agent prefixes of clients that cannot
 	// skip a challenge with an algorithm they do not know (RFC 8760 §2.4

@@ -140,6 +140,9 @@ func (id SIPIdentity) HA1(algorithm, username, realm string) string {
 	v := hex.EncodeToString(h.Sum(nil))
 	if id.ha1 != nil {
 		id.ha1.mu.Lock()
+		if id.ha1.m == nil {
+			id.ha1.m = make(map[string]string, 1) // made on first use: the registrar never asks
+		}
 		if len(id.ha1.m) < 8 { // a handful of realms and algorithms per user
 			id.ha1.m[key] = v
 		}
@@ -183,7 +186,7 @@ func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
 		if err != nil {
 			return fmt.Errorf("password of %s: %w", u.ID, err)
 		}
-		id = SIPIdentity{Account: a, User: u, Password: pw, ha1: &ha1Cache{m: map[string]string{}}}
+		id = SIPIdentity{Account: a, User: u, Password: pw, ha1: &ha1Cache{}}
 		return nil
 	})
 	if err != nil {
@@ -195,23 +198,77 @@ func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
 	return id, nil
 }
 
-// identityCache holds SIPIdentity answers by domain and extension.
+// identityCache holds SIPIdentity answers by domain and extension, at most
+// 2*identityCacheHalf of them: two generations, the newer one filled until
+// it holds identityCacheHalf answers, then it becomes the older one and the
+// older one is dropped; a hit in the older generation moves the answer to
+// the newer one. A storm gains nothing from caching every phone (each
+// authenticates once or twice, and a miss is one read of the memory-mapped
+// file and one AES-GCM open, a few microseconds), and an unbounded cache
+// is ~700 bytes of heap per user that the garbage collector then doubles.
+// Hot users (a load test cycling a few thousand, a phone re-registering
+// after a 401) stay cached.
 type identityCache struct {
 	mu sync.Mutex
 	// epoch counts invalidations; an answer read while one happened is not
 	// kept.
-	epoch  uint64
+	epoch    uint64
+	cur, old identityGen
+}
+
+type identityGen struct {
 	m      map[string]SIPIdentity
 	byUser map[string]string // "acct/user" → key in m
 }
 
-const maxCachedIdentities = 200_000
+// identityCacheHalf is the size of one generation of identityCache.
+const identityCacheHalf = 4096
+
+func (g *identityGen) get(key string) (SIPIdentity, bool) {
+	id, ok := g.m[key]
+	return id, ok
+}
+
+func (g *identityGen) put(key string, id SIPIdentity) {
+	if g.m == nil {
+		g.m, g.byUser = map[string]SIPIdentity{}, map[string]string{}
+	}
+	userKey := k(id.Account.ID, id.User.ID)
+	if old, ok := g.byUser[userKey]; ok && old != key {
+		delete(g.m, old)
+	}
+	g.m[key] = id
+	g.byUser[userKey] = key
+}
+
+func (g *identityGen) forgetUser(userKey string) {
+	if key, ok := g.byUser[userKey]; ok {
+		delete(g.m, key)
+		delete(g.byUser, userKey)
+	}
+}
+
+func (g *identityGen) forgetAccount(acct string) {
+	for key, id := range g.m {
+		if id.Account.ID == acct {
+			delete(g.m, key)
+			delete(g.byUser, k(acct, id.User.ID))
+		}
+	}
+}
 
 // get returns the cached answer, or the epoch to pass to put.
 func (c *identityCache) get(key string) (SIPIdentity, uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	id, ok := c.m[key]
+	if id, ok := c.cur.get(key); ok {
+		return id, c.epoch, true
+	}
+	id, ok := c.old.get(key)
+	if ok {
+		c.old.forgetUser(k(id.Account.ID, id.User.ID))
+		c.putLocked(key, id)
+	}
 	return id, c.epoch, ok
 }
 
@@ -221,15 +278,22 @@ func (c *identityCache) put(epoch uint64, key string, id SIPIdentity) {
 	if c.epoch != epoch {
 		return
 	}
-	if c.m == nil || len(c.m) >= maxCachedIdentities {
-		c.m, c.byUser = map[string]SIPIdentity{}, map[string]string{}
+	c.old.forgetUser(k(id.Account.ID, id.User.ID))
+	c.putLocked(key, id)
+}
+
+func (c *identityCache) putLocked(key string, id SIPIdentity) {
+	if len(c.cur.m) >= identityCacheHalf {
+		c.old, c.cur = c.cur, identityGen{}
 	}
-	userKey := k(id.Account.ID, id.User.ID)
-	if old, ok := c.byUser[userKey]; ok && old != key {
-		delete(c.m, old)
-	}
-	c.m[key] = id
-	c.byUser[userKey] = key
+	c.cur.put(key, id)
+}
+
+// len is the number of answers held.
+func (c *identityCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.cur.m) + len(c.old.m)
 }
 
 // forgetUser drops the user's cached answer.
@@ -238,10 +302,8 @@ func (c *identityCache) forgetUser(acct, userID string) {
 	defer c.mu.Unlock()
 	c.epoch++
 	userKey := k(acct, userID)
-	if key, ok := c.byUser[userKey]; ok {
-		delete(c.m, key)
-		delete(c.byUser, userKey)
-	}
+	c.cur.forgetUser(userKey)
+	c.old.forgetUser(userKey)
 }
 
 // forgetAccount drops every cached answer of the account.
@@ -249,12 +311,8 @@ func (c *identityCache) forgetAccount(acct string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.epoch++
-	for key, id := range c.m {
-		if id.Account.ID == acct {
-			delete(c.m, key)
-			delete(c.byUser, k(acct, id.User.ID))
-		}
-	}
+	c.cur.forgetAccount(acct)
+	c.old.forgetAccount(acct)
 }
 
 // identityChanged and accountChanged report, inside a write transaction, a

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/dialtone-voip/dialtone/store"
@@ -134,5 +135,48 @@ func TestSIPIdentityHA1(t *testing.T) {
 	}
 	if (store.SIPIdentity{Password: "x"}).HA1("MD5", "a", "b") == "" {
 		t.Fatal("HA1 of an uncached identity")
+	}
+}
+
+// The identity cache is bounded: a storm of more users than it holds keeps
+// at most store.IdentityCacheBound answers, keeps the most recent ones and
+// still answers every user right (a miss reads the store).
+func TestSIPIdentityCacheBounded(t *testing.T) {
+	db := storetest.Open(t, storetest.NewClock())
+	store.NoSyncForTest(db) // thousands of users; durability is not what this tests
+	mustAccount(t, db)
+	n := store.IdentityCacheBound + store.IdentityCacheBound/2
+	users := make([]store.User, n)
+	for i := range users {
+		users[i] = mustUser(t, db, fmt.Sprint(10000+i))
+	}
+	lookup := func(u store.User) {
+		t.Helper()
+		id, err := db.SIPIdentity("example.test", u.Extension)
+		if err != nil || id.User.ID != u.ID {
+			t.Fatalf("SIPIdentity(%s) = %s, %v; want %s", u.Extension, id.User.ID, err, u.ID)
+		}
+	}
+	for _, u := range users {
+		lookup(u)
+		if c := store.CachedIdentitiesForTest(db); c > store.IdentityCacheBound {
+			t.Fatalf("%d identities cached; want at most %d", c, store.IdentityCacheBound)
+		}
+	}
+	if !store.IdentityCachedForTest(db, "example.test", users[n-1].Extension) {
+		t.Error("the latest lookup is not cached")
+	}
+	if store.IdentityCachedForTest(db, "example.test", users[0].Extension) {
+		t.Error("the first of more lookups than the cache holds is still cached")
+	}
+	lookup(users[0])
+	// A hot user stays: looked up again between every other lookup.
+	hot := users[1]
+	for _, u := range users {
+		lookup(u)
+		lookup(hot)
+	}
+	if !store.IdentityCachedForTest(db, "example.test", hot.Extension) {
+		t.Error("a user looked up all the time fell out of the cache")
 	}
 }

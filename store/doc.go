@@ -61,4 +61,13 @@
 // [OpenReadOnly] opens a directory for inspection ([DB.Check], [DB.Stats])
 // without changing it. [DB.PruneAudit] and [DB.PruneCalls] delete old
 // entries in small batches (retention).
+//
+// # Memory
+//
+// Bindings live in the memory-mapped file, not the Go heap; the store's
+// indexes hold ~85 bytes a binding (refresh hints, sweep and live-count
+// indexes) and its identity cache at most 8,192 answers. Pages of the file
+// that reads mapped in count in the process's resident memory; they are
+// let go after Open and within Options.TrimInterval once the store is not
+// busy (store/mapping.go).
 package store

@@ -29,6 +29,9 @@ func TestLiveIndexOrderFree(t *testing.T) {
 		end := t0.Add(30 * time.Second)
 		for range 1 + r.IntN(20) {
 			exp := t0.Add(time.Duration(r.IntN(60)) * time.Second).UnixNano()
+			if round%2 == 1 { // instants anywhere within the seconds, some shared
+				exp = t0.Add(time.Duration(r.IntN(60))*time.Second + time.Duration(r.IntN(4))*250*time.Millisecond + time.Duration(r.IntN(3))).UnixNano()
+			}
 			reports = append(reports, []bindingChange{{expires: exp, delta: +1}})
 			removed := r.IntN(2) == 0
 			if removed {
@@ -46,6 +49,9 @@ func TestLiveIndexOrderFree(t *testing.T) {
 			}
 			l.apply(reports[i], now)
 			now = now.Add(time.Duration(r.IntN(2)) * time.Second) // commits move time forward
+			if round%2 == 1 {
+				now = now.Add(time.Duration(r.Int64N(int64(time.Second))))
+			}
 			if now.After(end) {
 				now = end
 			}
@@ -69,10 +75,31 @@ func TestLiveIndexBoundedWithoutReads(t *testing.T) {
 		l.apply([]bindingChange{{expires: exp.UnixNano(), delta: -1}, {expires: next.UnixNano(), delta: +1}}, now)
 		exp = next
 	}
-	if len(l.counts) > 2 || len(l.soon) > 4 {
-		t.Fatalf("after 10000 refreshes: %d instants, %d heap entries", len(l.counts), len(l.soon))
+	if len(l.secs) > 2 || len(l.soon) > 4 {
+		t.Fatalf("after 10000 refreshes: %d seconds, %d heap entries", len(l.secs), len(l.soon))
 	}
 	if got := l.live(now); got != 1 {
 		t.Fatalf("live = %d, want 1", got)
+	}
+}
+
+// TestLiveIndexExactWithinSecond: a binding is live up to the nanosecond
+// before its expiry, and its neighbours in the same second are not taken
+// out with it.
+func TestLiveIndexExactWithinSecond(t *testing.T) {
+	l := newLiveIndex()
+	t0 := time.Date(2026, 11, 23, 9, 0, 0, 0, time.UTC)
+	a, b := t0.Add(10*time.Second+500*time.Millisecond), t0.Add(10*time.Second+500*time.Millisecond+1)
+	l.apply([]bindingChange{{expires: a.UnixNano(), delta: +1}, {expires: b.UnixNano(), delta: +1}, {expires: b.UnixNano(), delta: +1}}, t0)
+	for _, c := range []struct {
+		at   time.Time
+		want int
+	}{{t0, 3}, {a.Add(-1), 3}, {a, 2}, {b.Add(-1), 2}, {b, 0}} {
+		if got := l.live(c.at); got != c.want {
+			t.Fatalf("live(%s) = %d, want %d", c.at.Format(time.RFC3339Nano), got, c.want)
+		}
+	}
+	if len(l.secs) != 0 {
+		t.Fatalf("%d seconds left after every instant passed", len(l.secs))
 	}
 }

@@ -44,8 +44,9 @@ type refreshOverlay struct {
 	gate sync.RWMutex
 	mu   sync.Mutex
 	aors map[string]*aorOverlay // "acct/user" → pending state
-	// hints: "acct/user\x00binding key" → fingerprint (see hintedLocked).
-	hints map[string]uint64
+	// hints: hintKey → fingerprint (see hintedLocked). Both are hashes:
+	// 16 bytes a binding instead of the binding's key as a string.
+	hints map[uint64]uint64
 	n     atomic.Int64 // entries in aors; changed under mu, read without it
 	// changes counts, per slot of AORs (aorSlot), the group-committed
 	// REGISTERs begun and the flushes done: a refresh that read the AOR
@@ -259,7 +260,7 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 // refresh of one of them. A hint is only a hint: a stale one costs a read.
 func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
 	if len(o.hints) >= maxHints {
-		o.hints = map[string]uint64{}
+		o.hints = map[uint64]uint64{}
 	}
 	for _, b := range bs {
 		o.hints[hintKey(aor, b.Contact, b.InstanceID)] = fingerprint(b.Contact, b.Q, b.Source, b.Transport, b.UserAgent, b.CallID)
@@ -268,8 +269,14 @@ func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
 
 const maxHints = 1 << 20
 
-func hintKey(aor, contact, instance string) string {
-	return aor + "\x00" + Binding{Contact: contact, InstanceID: instance}.key()
+// hintKey hashes the AOR and the binding's key (Binding.key). Two bindings
+// with one hash share a hint: the second overwrites the first, whose next
+// refresh then reads the store, like any binding without a hint.
+func hintKey(aor, contact, instance string) uint64 {
+	if instance != "" {
+		return fingerprint(aor, "i:", instance)
+	}
+	return fingerprint(aor, "c:", contact)
 }
 
 // fingerprint is FNV-1a over what a pure refresh must repeat.

@@ -67,3 +67,15 @@ func IdentityCachedForTest(db *DB, domain, extension string) bool {
 	_, _, ok := db.identities.get(domain + "\x00" + extension)
 	return ok
 }
+
+// CachedIdentitiesForTest is the number of SIPIdentity answers cached.
+func CachedIdentitiesForTest(db *DB) int { return db.identities.len() }
+
+// IdentityCacheBound is the most SIPIdentity answers cached at once.
+const IdentityCacheBound = 2 * identityCacheHalf
+
+// TrimMappingForTest lets go of the data file's map now.
+func TrimMappingForTest(db *DB) error { return db.trimMapping() }
+
+// MappingTrimsForTest is the number of trims done since Open.
+func MappingTrimsForTest(db *DB) uint64 { return db.trim.trims.Load() }

@@ -41,6 +41,12 @@ type Options struct {
 	// Zero means 250 ms (docs/design.md promises at most 1 s); negative
 	// writes every refresh before its answer, like any other REGISTER.
 	RefreshWriteDelay time.Duration
+	// TrimInterval is how often the pages of the memory-mapped data file
+	// that reads mapped in are let go when transactions ran, but not a
+	// storm's worth (they stay in the page cache; see store/mapping.go),
+	// so the file does not add its size to the process's resident memory
+	// for good. Zero means 1 s; negative never.
+	TrimInterval time.Duration
 }
 
 // DB is dialtone's store: one bbolt file plus the encryption key for SIP
@@ -65,6 +71,7 @@ type DB struct {
 	refresh    refreshOverlay // pure refreshes not yet on disk
 	sweep      sweepIndex     // PruneExpired
 	rev        atomic.Uint64  // the newest Binding.rev (see nextRev)
+	trim       mappingTrim    // the data file's map let go (mapping.go)
 }
 
 // nextRev is a Binding.rev no row has: one more than any on disk at Open or
@@ -219,6 +226,10 @@ func Open(dir string, opts Options) (*DB, error) {
 		fail()
 		return nil, err
 	}
+	// Opening read every binding (the live count, the sweep index): let
+	// those pages go, and from now on every TrimInterval.
+	_ = guard("trim the data file's mapping", db.trimMapping)
+	db.startTrimmer(opts.TrimInterval)
 	return db, nil
 }
 
@@ -229,13 +240,14 @@ var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQu
 // initMemory makes the in-memory indexes every open needs (read-only too).
 func (db *DB) initMemory() {
 	db.refresh.aors = map[string]*aorOverlay{}
-	db.refresh.hints = map[string]uint64{}
+	db.refresh.hints = map[uint64]uint64{}
 	db.sweep.next = map[string]int64{}
 }
 
 // Close commits what is queued for the group commit and every pure refresh
 // not yet written, stops the writer and closes the data file. Closing twice is harmless.
 func (db *DB) Close() error {
+	db.stopTrimmer()
 	db.stopCommitLoop(true)
 	return db.bolt.Close()
 }

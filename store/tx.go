@@ -210,6 +210,7 @@ func (db *DB) view(fn func(*tx) error) error {
 // exclusive runs fn in a writable transaction that is always rolled back:
 // it sees a state no writer can change meanwhile, and changes nothing.
 func (db *DB) exclusive(fn func(*tx) error) error {
+	defer db.trim.rolledBack.Add(1) // bbolt counts no rolled-back writer
 	btx, err := db.bolt.Begin(true)
 	if err != nil {
 		return err

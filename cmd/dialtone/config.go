@@ -37,6 +37,7 @@ type config struct {
 	TimeZone         string
 	MediaIP          string
 	DebugAddr        string
+	MemoryLimit      string // "": the default (or GOMEMLIMIT); see memory.go
 
 	SIPMaxConnections      int
 	SIPMaxConnectionsPerIP int
@@ -71,6 +72,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.Announcement, "announcement", "", "WAV file (8 kHz mono) replacing the built-in 'Extension is not recognized' announcement")
 	fs.StringVar(&c.MediaIP, "media-ip", "", "IP address put in SDP answers for announcement media (default: --sip-host if it is an IP, else the address routed towards the caller)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "if set, serve Go's pprof profiles on this HOST:PORT (keep it on localhost)")
+	fs.StringVar(&c.MemoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 256MiB or 1GiB (0: none); the collector works harder near it, nothing is refused (default: GOMEMLIMIT if set, else 90% of the cgroup's memory limit, else none)")
 	fs.StringVar(&c.RTPPorts, "rtp-ports", "10000-20000", "UDP port range for announcement media")
 	fs.StringVar(&c.NTPServer, "ntp-server", "", "NTP server rendered into phone configs")
 	fs.StringVar(&c.TimeZone, "timezone", "", "time zone rendered into phone configs, in Yealink's form (e.g. +1, -5)")
@@ -145,6 +147,11 @@ func (c config) validate() error {
 	}
 	if _, _, err := c.rtpRange(); err != nil {
 		return err
+	}
+	if c.MemoryLimit != "" {
+		if _, err := parseSize(c.MemoryLimit); err != nil {
+			return fmt.Errorf("--memory-limit %w", err)
+		}
 	}
 	switch c.LogFormat {
 	case "text", "json":

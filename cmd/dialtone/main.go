@@ -79,6 +79,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1)) // the limit before, once run ends
+	applyMemoryLimit(cfg.MemoryLimit, getenv, log)
 	// gin's only global: without it gin prints its route table on start.
 	gin.SetMode(gin.ReleaseMode)
 
@@ -233,6 +235,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	g.Go(func() error { return serveHTTP(adminHTTP, adminLn, tlsConf != nil) })
 	g.Go(func() error { return serveHTTP(provHTTP, provisioning.Listener(provLn), tlsConf != nil) })
 	g.Go(func() error { sweep(gctx, db, log); return nil })
+	g.Go(func() error {
+		t := time.NewTicker(returnMemoryEvery)
+		defer t.Stop()
+		returnMemory(gctx, t.C, log)
+		return nil
+	})
 	g.Go(func() error {
 		t := time.NewTicker(time.Hour)
 		defer t.Stop()
