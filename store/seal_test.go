@@ -89,7 +89,7 @@ func TestSealedProvisioningMovedToAnotherAccountFails(t *testing.T) {
 		}
 	}
 	if err := db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bProvisioning)
+		b := boltBucket{tx.Bucket(bProvisioning)}
 		var from, to provisioningRecord
 		if err := get(b, "acme", &from); err != nil {
 			return err
@@ -172,7 +172,7 @@ func makeLegacy(t *testing.T, db *DB) {
 				return err
 			}
 		}
-		pb := tx.Bucket(bProvisioning)
+		pb := boltBucket{tx.Bucket(bProvisioning)}
 		var accts []string
 		pb.ForEach(func(key, _ []byte) error { accts = append(accts, string(key)); return nil })
 		for _, acct := range accts {
