@@ -133,6 +133,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	db := newDB(opts, aead)
 	db.kv, db.etcd, db.dir = s, s, cfg.Dir
 	db.refresh.delay = -1
+	db.loop.stopped = nil // no commit loop: batch is update
 	if err := guard("initialise "+where, func() error {
 		return db.update(func(t *tx) error { return db.initRecords(t, where) })
 	}); err != nil {
@@ -161,6 +162,9 @@ type etcdKV struct {
 	// Counters for tests and operators: transactions that wrote, and runs
 	// lost to a conflict.
 	commits, conflicts atomic.Uint64
+	// beforeCommit, if set, runs after a transaction's rule and before its
+	// commit (tests use it to make two nodes' transactions overlap).
+	beforeCommit atomic.Pointer[func()]
 }
 
 func (s *etcdKV) close() error {
@@ -204,6 +208,9 @@ func (s *etcdKV) update(fn func(kvTx) error) error {
 		case err != nil:
 			return err
 		default:
+			if f := s.beforeCommit.Load(); f != nil && len(t.writes) > 0 {
+				(*f)()
+			}
 			ok, err := t.commit()
 			if err != nil {
 				return err
