@@ -101,7 +101,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	fail := func(err error) (*DB, error) { s.close(); return nil, err }
 	// Reach the cluster now, with a clear error, rather than at the first rule.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout)
-	_, err = cli.Get(ctx, s.root+"meta/schema")
+	first, err := cli.Get(ctx, s.root+"meta/schema")
 	cancel()
 	if err != nil {
 		return fail(fmt.Errorf("open %s: cannot reach the cluster: %w", where, err))
@@ -147,7 +147,62 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		s.close()
 		return nil, err
 	}
+	go db.watchEtcd(first.Header.Revision + 1)
 	return db, nil
+}
+
+// watchEtcd follows every change under the prefix from rev on, this node's
+// and the others': a change of a user, password, domain or account drops
+// the identities it may make stale (the digest check then reads the store
+// again), and any change outside bindings, call records and the audit log
+// moves Generation (other caches). Changes made through other nodes are
+// seen within the watch's delivery delay (milliseconds), not at their
+// commit. It returns when the store closes.
+func (db *DB) watchEtcd(rev int64) {
+	s := db.etcd
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(context.Background()))
+	defer cancel()
+	for !s.closed.Load() {
+		for resp := range s.cli.Watch(ctx, s.root, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+			if resp.CompactRevision > 0 || resp.Err() != nil {
+				// Events were missed: forget every identity.
+				rev = max(resp.CompactRevision, resp.Header.Revision+1)
+				db.identities.mu.Lock()
+				db.identities.epoch++
+				db.identities.m, db.identities.byUser = nil, nil
+				db.identities.mu.Unlock()
+				db.gen.Add(1)
+				break
+			}
+			for _, ev := range resp.Events {
+				db.etcdChanged(string(ev.Kv.Key))
+			}
+			rev = resp.Header.Revision + 1
+		}
+		if !s.closed.Load() {
+			time.Sleep(100 * time.Millisecond) // the cluster lost its leader: watch again
+		}
+	}
+}
+
+// etcdChanged is watchEtcd's reaction to one changed key.
+func (db *DB) etcdChanged(key string) {
+	bucket, rest, _ := strings.Cut(strings.TrimPrefix(key, db.etcd.root), "/")
+	switch bucket {
+	case "bindings", "calls", "audit", "_v", "_seq", "trusted_sources":
+		return
+	case "users", "secrets":
+		acct, user, _ := strings.Cut(rest, "/")
+		db.identities.forgetUser(acct, user)
+	case "accounts":
+		db.identities.forgetAccount(rest)
+	case "domains": // (an extension moves with its user's record: "users")
+		db.identities.mu.Lock()
+		db.identities.epoch++
+		db.identities.m, db.identities.byUser = nil, nil
+		db.identities.mu.Unlock()
+	}
+	db.gen.Add(1)
 }
 
 // etcdKV runs transactions against one etcd prefix.

@@ -188,3 +188,43 @@ func TestEtcdWritesPerRegister(t *testing.T) {
 	}
 	t.Logf("etcd writes per pure refresh: %d", (after-before)/n)
 }
+
+// A password rotated through node B is what node A's digest check uses next
+// (node A's identity cache follows etcd's changes), within the watch's
+// delivery delay.
+func TestEtcdIdentityCacheFollowsOtherNode(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only")
+	}
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	a := storetest.OpenDir(t, dir, clock)
+	b := openNode(t, dir, clock)
+	acct := mustAccount(t, a)
+	u := mustUser(t, a, "1002")
+	before, err := a.SIPIdentity(acct.SIPDomain, "1002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !store.IdentityCachedForTest(a, acct.SIPDomain, "1002") {
+		t.Fatal("identity not cached on node A")
+	}
+	c, err := b.RotateSIPCredentials(u.AccountID, u.ID, admin)
+	if err != nil || c.Password == before.Password {
+		t.Fatalf("rotate on node B: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		id, err := a.SIPIdentity(acct.SIPDomain, "1002")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.Password == c.Password {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node A still answers the old password 10 s after node B rotated it")
+		}
+		time.Sleep(5 * time.Millisecond) // poll: the watch delivers asynchronously
+	}
+}
