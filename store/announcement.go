@@ -2,14 +2,12 @@ package store
 
 import (
 	"errors"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // The announcement an operator uploaded at run time (PUT /api/v1/announcement)
 // is kept in the store, so it survives a restart and is in every backup.
 
-var bSettings = []byte("settings") // name → setting (created by the first write)
+var bSettings = []byte("settings") // name → setting
 
 const keyAnnouncement = "announcement"
 
@@ -23,10 +21,7 @@ func (db *DB) SetAnnouncement(wav []byte, e AuditEntry) error {
 		return invalid("announcement", "must be 1 byte to 16 MiB")
 	}
 	return db.update(func(t *tx) error {
-		b, err := t.CreateBucketIfNotExists(bSettings)
-		if err != nil {
-			return err
-		}
+		b := t.Bucket(bSettings)
 		// One version byte, then the WAV file as uploaded (not JSON: it is
 		// bytes, and up to 16 MiB).
 		if err := b.Put([]byte(keyAnnouncement), append([]byte{encodingV1}, wav...)); err != nil {
@@ -39,12 +34,8 @@ func (db *DB) SetAnnouncement(wav []byte, e AuditEntry) error {
 // Announcement returns the stored announcement WAV, or nil if none was set.
 func (db *DB) Announcement() ([]byte, error) {
 	var out []byte
-	err := db.bolt.View(func(btx *bolt.Tx) error {
-		b := btx.Bucket(bSettings)
-		if b == nil {
-			return nil
-		}
-		v := b.Get([]byte(keyAnnouncement))
+	err := db.view(func(t *tx) error {
+		v := t.Bucket(bSettings).Get([]byte(keyAnnouncement))
 		if v == nil {
 			return nil
 		}

@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Actor is who asked for a change: an admin token, or dialtone itself.
@@ -72,8 +70,8 @@ func (db *DB) Audit(accountID string, limit int, before uint64) ([]AuditEntry, e
 		limit = 1000
 	}
 	var out []AuditEntry
-	err := db.bolt.View(func(btx *bolt.Tx) error {
-		c := btx.Bucket(bAudit).Cursor()
+	err := db.view(func(t *tx) error {
+		c := t.Bucket(bAudit).Cursor()
 		prefix := accountID + "/"
 		var key, v []byte
 		if before > 0 {

@@ -37,7 +37,13 @@ type BackupInfo struct {
 // writes go on. A snapshot transaction delays the growth of the data file
 // (bbolt remaps it only when no reader is open), so very large stores are
 // best backed up at a quiet hour.
+//
+// bbolt only: an etcd store is backed up with etcd's own snapshot (etcdctl
+// snapshot save) plus secret.key.
 func (db *DB) WriteBackup(w io.Writer) (BackupInfo, error) {
+	if db.bolt == nil {
+		return BackupInfo{}, errors.New("backup: this store is on etcd: take an etcd snapshot (etcdctl snapshot save) and keep secret.key with it")
+	}
 	key, err := os.ReadFile(filepath.Join(db.dir, KeyFile))
 	if err != nil {
 		return BackupInfo{}, fmt.Errorf("backup: read %s: %w", KeyFile, err)
@@ -103,7 +109,7 @@ func OpenReadOnly(dir string) (*DB, error) {
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	db := &DB{bolt: bdb, now: time.Now, maxContacts: 10, dir: dir, live: newLiveIndex()}
+	db := &DB{bolt: bdb, kv: boltKV{bdb}, now: time.Now, maxContacts: 10, dir: dir, live: newLiveIndex()}
 	db.initMemory()
 	if err := guard("count bindings in "+path, db.loadLive); err != nil {
 		guard("close", bdb.Close)

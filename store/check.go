@@ -32,12 +32,14 @@ func (db *DB) check(out *[]error) error {
 	// transaction (false "reachable freed" reports). Holding the writer lock
 	// makes the check exact; it writes nothing.
 	run := db.exclusive
-	if db.bolt.IsReadOnly() {
+	if db.bolt != nil && db.bolt.IsReadOnly() {
 		run = db.view // OpenReadOnly: no writer can run meanwhile anyway
 	}
 	err := run(func(t *tx) error {
-		for err := range t.Tx.Check() {
-			problems = append(problems, damaged("bbolt: %v", err))
+		if bt, ok := t.kvTx.(boltTx); ok { // the page check is bbolt's alone
+			for err := range bt.Check() {
+				problems = append(problems, damaged("bbolt: %v", err))
+			}
 		}
 		users := map[string]User{}
 		if err := t.Bucket(bUsers).ForEach(func(k, v []byte) error {

@@ -10,6 +10,7 @@ import (
 // TestCommitLoopFailsOnlyTheFailingCall: in one group, a fn that errs and
 // one that panics fail alone; the others commit, and the writer goes on.
 func TestCommitLoopFailsOnlyTheFailingCall(t *testing.T) {
+	boltOnly(t, "the group commit")
 	db, err := Open(t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)

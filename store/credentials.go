@@ -306,6 +306,15 @@ func (c *identityCache) forgetUser(acct, userID string) {
 	c.old.forgetUser(userKey)
 }
 
+// forgetAll drops every cached answer (another node's change that could
+// touch any of them, or missed change events).
+func (c *identityCache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.epoch++
+	c.cur, c.old = identityGen{}, identityGen{}
+}
+
 // forgetAccount drops every cached answer of the account.
 func (c *identityCache) forgetAccount(acct string) {
 	c.mu.Lock()

@@ -57,6 +57,7 @@ func wantRefused(t *testing.T, dir, want string) {
 // A missing secret.key next to a data file with sealed secrets is refused,
 // and no new key is written (that would make every password undecryptable).
 func TestMissingKeyWithSecretsRefused(t *testing.T) {
+	boltOnly(t, "the data file")
 	dir := populated(t)
 	keyPath := filepath.Join(dir, KeyFile)
 	if err := os.Remove(keyPath); err != nil {
@@ -78,6 +79,7 @@ func TestMissingKeyWithSecretsRefused(t *testing.T) {
 // A 0-byte data file next to an existing key is a failed copy, not a first
 // start: refused, and the file stays as it was.
 func TestEmptyDataFileNextToKeyRefused(t *testing.T) {
+	boltOnly(t, "the data file")
 	dir := populated(t)
 	dbPath := filepath.Join(dir, FileName)
 	if err := os.Truncate(dbPath, 0); err != nil {
@@ -91,6 +93,7 @@ func TestEmptyDataFileNextToKeyRefused(t *testing.T) {
 
 // A truncated data file is refused at any length, never a panic or fault.
 func TestTruncatedDataFileRefused(t *testing.T) {
+	boltOnly(t, "the data file")
 	dir := populated(t)
 	dbPath := filepath.Join(dir, FileName)
 	full, err := os.ReadFile(dbPath)
@@ -129,6 +132,7 @@ func TestTruncatedDataFileRefused(t *testing.T) {
 // A record whose version byte this build does not know is named at Open,
 // instead of later misleading errors ("already exists").
 func TestUnknownRecordVersionRefused(t *testing.T) {
+	boltOnly(t, "the data file")
 	dir := populated(t)
 	db := openT(t, dir)
 	if err := db.bolt.Update(func(tx *bolt.Tx) error {
@@ -151,6 +155,7 @@ func TestUnknownRecordVersionRefused(t *testing.T) {
 // rounds only the end of each page (values) is damaged: then a silent pass
 // is possible (see below), a panic still is not. The seed is in the name.
 func TestDamagedPagesFound(t *testing.T) {
+	boltOnly(t, "the data file")
 	good := populated(t)
 	full, err := os.ReadFile(filepath.Join(good, FileName))
 	if err != nil {

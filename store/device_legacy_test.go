@@ -10,7 +10,7 @@ import (
 // account (index mac → acct) and before devices had their own provisioning
 // credentials keeps working, and is converted as it is touched.
 func TestLegacyDeviceRecords(t *testing.T) {
-	db, err := Open(filepath.Join(t.TempDir(), "data"), Options{})
+	db, err := openTest(filepath.Join(t.TempDir(), "data"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -207,10 +205,7 @@ func TestDeviceProvisioningCredentials(t *testing.T) {
 	if strings.Contains(string(js), ca.Password) || strings.Contains(fmt.Sprintf("%+v", ds), ca.Password) {
 		t.Fatal("a device or the device list carries the password")
 	}
-	raw, err := os.ReadFile(filepath.Join(f.db.Dir(), store.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := storetest.Raw(t, f.db.Dir())
 	if bytes.Contains(raw, []byte(ca.Password)) {
 		t.Fatal("the provisioning password is stored in clear")
 	}

@@ -10,7 +10,7 @@ import (
 // A refusal (the transaction's own error) is not a failed commit; ENOSPC,
 // also flattened into text by bbolt, is ErrNoSpace.
 func TestCommitFailureClassification(t *testing.T) {
-	db, err := Open(t.TempDir(), Options{})
+	db, err := openTest(t.TempDir(), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ func onlyBinding(t *testing.T, db *store.DB, u store.User) store.Binding {
 // before the write leaves the binding with its previous expiry (never gone),
 // and once written the new expiry survives the crash too.
 func TestPureRefreshKill(t *testing.T) {
+	storetest.BoltOnly(t, "the refresh overlay and a crash of the bbolt process")
 	clock := storetest.NewClock()
 	dir := t.TempDir()
 	db, err := store.Open(dir, store.Options{Now: clock.Now, RefreshWriteDelay: time.Hour})
@@ -112,6 +113,7 @@ func TestPureRefreshKill(t *testing.T) {
 // TestPureRefreshNeverResurrects: a binding removed after a pending refresh
 // stays removed, written or crashed.
 func TestPureRefreshNeverResurrects(t *testing.T) {
+	storetest.BoltOnly(t, "the refresh overlay and a crash of the bbolt process")
 	for _, crash := range []bool{false, true} {
 		clock := storetest.NewClock()
 		dir := t.TempDir()

@@ -332,11 +332,11 @@ func (db *DB) PruneExpired() (int, error) {
 		now := t.now.UnixNano()
 		seen, kept = t.db.sweep.due(now), map[string]int64{}
 		b := t.Bucket(bBindings)
-		c := b.Cursor()
+		var doomed [][]byte
 		for aor := range seen {
-			p := []byte(aor + "/")
 			next, left := int64(math.MaxInt64), false
-			for key, v := c.Seek(p); key != nil && bytes.HasPrefix(key, p); {
+			doomed = doomed[:0]
+			if err := b.ForEachPrefix([]byte(aor+"/"), func(key, v []byte) error {
 				e, decErr := bindingExpiry(v)
 				if decErr == nil && e <= now {
 					// Expired on disk; a refresh not yet written may keep it.
@@ -347,19 +347,23 @@ func (db *DB) PruneExpired() (int, error) {
 					}
 				}
 				if decErr != nil || e <= now {
-					if err := c.Delete(); err != nil {
-						return err
-					}
+					doomed = append(doomed, bytes.Clone(key))
 					if decErr == nil { // an unreadable row was never counted
 						t.bindingRemoved(time.Unix(0, e))
 					}
-					n++
-					key, v = c.Seek(key) // Delete leaves the cursor; re-seek to the next key
-					continue
+					return nil
 				}
 				next, left = min(next, e), true
-				key, v = c.Next()
+				return nil
+			}); err != nil {
+				return err
 			}
+			for _, key := range doomed {
+				if err := b.Delete(key); err != nil {
+					return err
+				}
+			}
+			n += len(doomed)
 			if left {
 				kept[aor] = next
 			}

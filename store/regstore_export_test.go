@@ -28,7 +28,7 @@ func BindingEncodingsForTest(db *DB, acct, userID string) ([]byte, error) {
 // dropped.
 func CrashCloseForTest(db *DB) error {
 	db.stopCommitLoop(false)
-	return db.bolt.Close()
+	return db.kv.close()
 }
 
 // FlushRefreshesForTest writes every pending pure refresh now and returns
@@ -79,3 +79,24 @@ func TrimMappingForTest(db *DB) error { return db.trimMapping() }
 
 // MappingTrimsForTest is the number of trims done since Open.
 func MappingTrimsForTest(db *DB) uint64 { return db.trim.trims.Load() }
+
+// etcdForTest, when set, makes the internal tests' openTest open etcd stores.
+var etcdForTest []string
+
+// UseEtcdForTest makes the package's internal tests open etcd stores on
+// endpoints (store_test's TestMain sets it for the etcd run).
+func UseEtcdForTest(endpoints []string) { etcdForTest = endpoints }
+
+// EtcdStatsForTest are the etcd transactions that wrote and the runs lost to
+// conflicts since db was opened.
+func EtcdStatsForTest(db *DB) (commits, conflicts uint64) { return db.etcdStats() }
+
+// BeforeEtcdCommitForTest makes every write transaction of db call fn between
+// its rule and its commit (nil: no more).
+func BeforeEtcdCommitForTest(db *DB, fn func()) {
+	if fn == nil {
+		db.etcd.beforeCommit.Store(nil)
+		return
+	}
+	db.etcd.beforeCommit.Store(&fn)
+}

@@ -3,8 +3,6 @@ package store
 import (
 	"bytes"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Retention: the audit log and call records are append-only and would grow
@@ -88,10 +86,13 @@ type RetentionCounts struct {
 // LogCounts counts audit entries and call records.
 func (db *DB) LogCounts() (RetentionCounts, error) {
 	var rc RetentionCounts
-	err := db.bolt.View(func(btx *bolt.Tx) error {
-		rc.Audit = btx.Bucket(bAudit).Stats().KeyN
-		rc.Calls = btx.Bucket(bCalls).Stats().KeyN
-		return nil
+	err := db.view(func(t *tx) error {
+		var err error
+		if rc.Audit, err = bucketKeys(t.Bucket(bAudit)); err != nil {
+			return err
+		}
+		rc.Calls, err = bucketKeys(t.Bucket(bCalls))
+		return err
 	})
 	return rc, err
 }

@@ -20,7 +20,7 @@ func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.
 // account, and nothing newer than the cutoff is touched.
 func TestPruneOldEntries(t *testing.T) {
 	clk := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
-	db, err := Open(t.TempDir(), Options{Now: clk.Now})
+	db, err := openTest(t.TempDir(), Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

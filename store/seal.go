@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Sealed secrets (SIP passwords, provisioning keys and passwords) are
@@ -107,15 +105,14 @@ var errWrongKey error = &damageError{msg: "secret.key does not belong to dialton
 // prepareSecrets runs inside Open's initialising transaction: it checks that
 // secret.key belongs to this file (meta key_check), and rewrites format-1
 // blobs into format 2 the first time a data file is opened by this build.
-func (db *DB) prepareSecrets(btx *bolt.Tx) error {
-	meta := btx.Bucket(bMeta)
+func (db *DB) prepareSecrets(t *tx) error {
+	meta := t.Bucket(bMeta)
 	if kc := meta.Get([]byte(metaKeyCheck)); kc != nil {
 		if plain, err := db.open(kc, secretAD("key_check", "", "")); err != nil || plain != keyCheckPlain {
 			return errWrongKey
 		}
 	}
 	if f := meta.Get([]byte(metaSealedFormat)); f == nil {
-		t := &tx{Tx: btx, now: db.now(), db: db}
 		for _, m := range sealMigrations {
 			if err := m(t); err != nil {
 				return err
@@ -210,15 +207,13 @@ func migrateProvisioningSecrets(t *tx) error {
 
 // holdsSecrets reports whether the data file has anything sealed (or was
 // ever opened with a key), so a missing secret.key must not be replaced.
-func holdsSecrets(btx *bolt.Tx) bool {
-	if m := btx.Bucket(bMeta); m != nil && m.Get([]byte(metaKeyCheck)) != nil {
+func holdsSecrets(t kvTx) bool {
+	if t.Bucket(bMeta).Get([]byte(metaKeyCheck)) != nil {
 		return true
 	}
 	for _, name := range [][]byte{bSecrets, bProvisioning} {
-		if b := btx.Bucket(name); b != nil {
-			if k, _ := b.Cursor().First(); k != nil {
-				return true
-			}
+		if k, _ := t.Bucket(name).Cursor().First(); k != nil {
+			return true
 		}
 	}
 	return false

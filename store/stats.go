@@ -21,6 +21,23 @@ type Stats struct {
 // Stats counts the records of every bucket in one read transaction.
 func (db *DB) Stats() (Stats, error) {
 	st := Stats{BuildSchema: schemaVersion, Records: map[string]int{}, KeyPresent: db.aead != nil}
+	if db.bolt == nil { // etcd: no file; the record counts come from the cluster
+		err := db.view(func(t *tx) error {
+			st.Schema = string(t.Bucket(bMeta).Get([]byte("schema")))
+			for _, name := range append(allBuckets[:len(allBuckets):len(allBuckets)], extraBuckets...) {
+				n, err := bucketKeys(t.Bucket(name))
+				if err != nil {
+					return err
+				}
+				st.Records[string(name)] = n
+				st.Buckets = append(st.Buckets, string(name))
+			}
+			return nil
+		})
+		sort.Strings(st.Buckets)
+		st.LiveBindings = db.LiveBindings()
+		return st, err
+	}
 	err := db.bolt.View(func(btx *bolt.Tx) error {
 		st.TxID, st.FileBytes = btx.ID(), btx.Size()
 		if m := btx.Bucket(bMeta); m != nil {

@@ -50,9 +50,12 @@ type Options struct {
 }
 
 // DB is dialtone's store: one bbolt file plus the encryption key for SIP
-// passwords, both in the data directory.
+// passwords, both in the data directory (Open); or an etcd cluster several
+// nodes share, with the same key in each node's directory (OpenEtcd).
 type DB struct {
-	bolt        *bolt.DB
+	kv          kvStore  // the backend every rule runs on
+	bolt        *bolt.DB // nil on etcd: the bbolt-only features check it
+	etcd        *etcdKV  // nil on bbolt
 	aead        cipher.AEAD
 	now         func() time.Time
 	maxContacts int
@@ -113,15 +116,7 @@ const schemaVersion = 1
 // dir/secret.key (mode 0600). It fails with ErrLocked if another process has
 // the directory open, and drops bindings that expired while it was closed.
 func Open(dir string, opts Options) (*DB, error) {
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = time.Second
-	}
-	if opts.MaxContacts <= 0 {
-		opts.MaxContacts = 10
-	}
+	opts = withDefaults(opts)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
@@ -150,7 +145,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if key == nil {
 		var secrets bool
 		if err := guard("open "+dbPath, func() error {
-			return bdb.View(func(tx *bolt.Tx) error { secrets = holdsSecrets(tx); return nil })
+			return bdb.View(func(btx *bolt.Tx) error { secrets = holdsSecrets(boltTx{btx}); return nil })
 		}); err != nil {
 			guard("close", bdb.Close)
 			return nil, err
@@ -164,19 +159,13 @@ func Open(dir string, opts Options) (*DB, error) {
 			return nil, err
 		}
 	}
-	block, err := aes.NewCipher(key)
+	aead, err := newAEAD(key)
 	if err != nil {
 		bdb.Close()
-		return nil, fmt.Errorf("secret key: %w", err)
+		return nil, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		bdb.Close()
-		return nil, fmt.Errorf("secret key: %w", err)
-	}
-	db := &DB{bolt: bdb, aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, dir: dir, live: newLiveIndex()}
-	db.loop.init()
-	db.initMemory()
+	db := newDB(opts, aead)
+	db.bolt, db.kv, db.dir = bdb, boltKV{bdb}, dir
 	db.refresh.delay = opts.RefreshWriteDelay
 	if db.refresh.delay == 0 {
 		db.refresh.delay = 250 * time.Millisecond
@@ -186,30 +175,13 @@ func Open(dir string, opts Options) (*DB, error) {
 	// A damaged page can make bbolt panic (or fault) while reading: guard
 	// turns that into a refusal instead of a crash.
 	if err := guard("initialise "+dbPath, func() error {
-		return bdb.Update(func(tx *bolt.Tx) error {
-			for _, name := range allBuckets {
-				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+		return bdb.Update(func(btx *bolt.Tx) error {
+			for _, name := range append(allBuckets[:len(allBuckets):len(allBuckets)], extraBuckets...) {
+				if _, err := btx.CreateBucketIfNotExists(name); err != nil {
 					return err
 				}
 			}
-			for _, name := range extraBuckets {
-				if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-					return err
-				}
-			}
-			meta := tx.Bucket(bMeta)
-			if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
-				return damaged("%s has schema %s, this build reads %d (written by a newer dialtone?): run the release that wrote it", dbPath, v, schemaVersion)
-			}
-			if meta.Get([]byte("schema")) == nil {
-				if err := meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion))); err != nil {
-					return err
-				}
-			}
-			if err := checkRecordVersions(tx); err != nil {
-				return err
-			}
-			return db.prepareSecrets(tx)
+			return db.initRecords(&tx{kvTx: boltTx{btx}, now: db.now(), db: db}, dbPath)
 		})
 	}); err != nil {
 		fail()
@@ -218,11 +190,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		}
 		return nil, fmt.Errorf("initialise %s: %w", dir, err)
 	}
-	if err := guard("count bindings in "+dbPath, db.loadLive); err != nil {
-		fail()
-		return nil, err
-	}
-	if err := guard("drop expired registrations in "+dbPath, func() error { _, err := db.PruneExpired(); return err }); err != nil {
+	if err := db.loadAndPrune(dbPath); err != nil {
 		fail()
 		return nil, err
 	}
@@ -233,9 +201,70 @@ func Open(dir string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+func withDefaults(opts Options) Options {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.LockTimeout == 0 {
+		opts.LockTimeout = time.Second
+	}
+	if opts.MaxContacts <= 0 {
+		opts.MaxContacts = 10
+	}
+	return opts
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("secret key: %w", err)
+	}
+	return aead, nil
+}
+
+func newDB(opts Options, aead cipher.AEAD) *DB {
+	db := &DB{aead: aead, now: opts.Now, maxContacts: opts.MaxContacts, live: newLiveIndex()}
+	db.loop.init()
+	db.initMemory()
+	return db
+}
+
+// initRecords runs in the transaction that opens a store (creating its
+// buckets on bbolt): the schema and record versions must be ones this build
+// reads, and secret.key must be the store's (where names it in errors).
+func (db *DB) initRecords(t *tx, where string) error {
+	meta := t.Bucket(bMeta)
+	if v := meta.Get([]byte("schema")); v != nil && string(v) != fmt.Sprint(schemaVersion) {
+		return damaged("%s has schema %s, this build reads %d (written by a newer dialtone?): run the release that wrote it", where, v, schemaVersion)
+	}
+	if meta.Get([]byte("schema")) == nil {
+		if err := meta.Put([]byte("schema"), []byte(fmt.Sprint(schemaVersion))); err != nil {
+			return err
+		}
+	}
+	if err := checkRecordVersions(t); err != nil {
+		return err
+	}
+	return db.prepareSecrets(t)
+}
+
+// loadAndPrune ends every open: the live count and sweep index are filled,
+// and bindings that expired while no one had the store open are dropped.
+func (db *DB) loadAndPrune(where string) error {
+	if err := guard("count bindings in "+where, db.loadLive); err != nil {
+		return err
+	}
+	return guard("drop expired registrations in "+where, func() error { _, err := db.PruneExpired(); return err })
+}
+
 // extraBuckets are the buckets of the nouns defined outside this file
 // (devices, queues, …), created with the others.
-var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs, bBootstrap}
+var extraBuckets = [][]byte{bDevices, bDeviceMACs, bProvisioning, bProvKeys, bQueues, bGroups, bNumbers, bNumberOwners, bCallflows, bJobs, bBootstrap,
+	bSettings, bucketTrust}
 
 // initMemory makes the in-memory indexes every open needs (read-only too).
 func (db *DB) initMemory() {
@@ -249,7 +278,7 @@ func (db *DB) initMemory() {
 func (db *DB) Close() error {
 	db.stopTrimmer()
 	db.stopCommitLoop(true)
-	return db.bolt.Close()
+	return db.kv.close()
 }
 
 // Dir is the data directory the store lives in.
@@ -264,11 +293,11 @@ func (db *DB) Generation() uint64 { return db.gen.Load() }
 // Now is the store's clock.
 func (db *DB) Now() time.Time { return db.now() }
 
-// Ping checks that the file is readable (for /readyz).
+// Ping checks that the file (or the etcd cluster) is readable (for /readyz).
 func (db *DB) Ping() error {
-	return db.bolt.View(func(tx *bolt.Tx) error {
-		if tx.Bucket(bMeta) == nil {
-			return errors.New("meta bucket missing")
+	return db.kv.view(func(t kvTx) error {
+		if t.Bucket(bMeta).Get([]byte("schema")) == nil {
+			return errors.New("store has no schema record")
 		}
 		return nil
 	})
@@ -344,12 +373,9 @@ var recordBuckets = [][]byte{bAccounts, bUsers, bBindings, bTokens, bLicences, b
 // checkRecordVersions refuses a data file holding a record this build
 // cannot read (a newer release's format, or damage), before anything acts on
 // it. It reads only the first byte of each value, so it is cheap.
-func checkRecordVersions(tx *bolt.Tx) error {
+func checkRecordVersions(tx kvTx) error {
 	for _, name := range recordBuckets {
 		b := tx.Bucket(name)
-		if b == nil {
-			continue
-		}
 		c := b.Cursor()
 		for key, v := c.First(); key != nil; key, v = c.Next() {
 			if v == nil { // a nested bucket
@@ -367,7 +393,7 @@ func checkRecordVersions(tx *bolt.Tx) error {
 	return nil
 }
 
-func put(b *bolt.Bucket, key string, v any) error {
+func put(b kvBucket, key string, v any) error {
 	data, err := encode(v)
 	if err != nil {
 		return err
@@ -376,7 +402,7 @@ func put(b *bolt.Bucket, key string, v any) error {
 }
 
 // get decodes key from b into v; ErrNotFound if absent.
-func get(b *bolt.Bucket, key string, v any) error {
+func get(b kvBucket, key string, v any) error {
 	data := b.Get([]byte(key))
 	if data == nil {
 		return ErrNotFound
@@ -387,15 +413,8 @@ func get(b *bolt.Bucket, key string, v any) error {
 func k(parts ...string) string { return strings.Join(parts, "/") }
 
 // each calls fn for every key under prefix+"/".
-func each(b *bolt.Bucket, prefix string, fn func(k, v []byte) error) error {
-	p := []byte(prefix + "/")
-	c := b.Cursor()
-	for key, v := c.Seek(p); key != nil && strings.HasPrefix(string(key), string(p)); key, v = c.Next() {
-		if err := fn(key, v); err != nil {
-			return err
-		}
-	}
-	return nil
+func each(b kvBucket, prefix string, fn func(k, v []byte) error) error {
+	return b.ForEachPrefix([]byte(prefix+"/"), fn)
 }
 
 var idEncoding = base32.NewEncoding("abcdefghijkmnpqrstuvwxyz23456789").WithPadding(base32.NoPadding)

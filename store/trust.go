@@ -5,8 +5,6 @@ import (
 	"errors"
 	"net/netip"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // Trusted sources: the addresses from which clients recently authenticated
@@ -44,13 +42,8 @@ func (db *DB) SaveTrustedSources(m map[netip.Addr]time.Time) error {
 		buf = binary.BigEndian.AppendUint64(buf, uint64(until.Unix()))
 		n++
 	}
-	return db.bolt.Update(func(tx *bolt.Tx) error {
-		bk, err := tx.CreateBucketIfNotExists(bucketTrust)
-		if err != nil {
-			return err
-		}
-		return bk.Put(keyTrust, buf)
-	})
+	// db.kv, not db.update: outside the cache generation and the refresh gate.
+	return db.kv.update(func(t kvTx) error { return t.Bucket(bucketTrust).Put(keyTrust, buf) })
 }
 
 // TrustedSources returns the stored trusted sources that have not expired by
@@ -58,12 +51,8 @@ func (db *DB) SaveTrustedSources(m map[netip.Addr]time.Time) error {
 func (db *DB) TrustedSources() (map[netip.Addr]time.Time, error) {
 	now := db.now()
 	out := map[netip.Addr]time.Time{}
-	err := db.bolt.View(func(tx *bolt.Tx) error {
-		bk := tx.Bucket(bucketTrust)
-		if bk == nil {
-			return nil
-		}
-		v := bk.Get(keyTrust)
+	err := db.kv.view(func(t kvTx) error {
+		v := t.Bucket(bucketTrust).Get(keyTrust)
 		if len(v)%trustRecordLen != 0 || len(v)/trustRecordLen > MaxTrustedSources {
 			return errors.New("store: trusted sources record is corrupt")
 		}

@@ -11,10 +11,10 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// tx wraps a bbolt transaction with the time fixed at its start, so every rule
-// inside one transaction sees the same "now".
+// tx is a transaction of either backend (kvTx) with the time fixed at its
+// start, so every rule inside one transaction sees the same "now".
 type tx struct {
-	*bolt.Tx
+	kvTx
 	now time.Time
 	db  *DB
 	// changes are the binding rows this transaction wrote or deleted, for
@@ -25,12 +25,17 @@ type tx struct {
 // update runs fn in its own write transaction and commit. It holds the
 // refresh gate until the commit, so no pure refresh is checked against a
 // state it is changing (see refreshOverlay).
+//
+// On etcd there is no overlay (every refresh is written) and no gate: each
+// update is its own optimistic transaction, re-run on a conflict.
 func (db *DB) update(fn func(*tx) error) error {
-	db.refresh.gate.Lock()
-	defer db.refresh.gate.Unlock()
+	if db.bolt != nil {
+		db.refresh.gate.Lock()
+		defer db.refresh.gate.Unlock()
+	}
 	var fnErr error
-	err := db.bolt.Update(func(btx *bolt.Tx) error {
-		fnErr = fn(&tx{Tx: btx, now: db.now(), db: db})
+	err := db.kv.update(func(k kvTx) error {
+		fnErr = fn(&tx{kvTx: k, now: db.now(), db: db})
 		return fnErr
 	})
 	if err == nil {
@@ -44,7 +49,18 @@ func (db *DB) update(fn func(*tx) error) error {
 // is on disk. fn may run more than once, so it must only touch the
 // transaction and overwrite (never append to) the variables it reports
 // through. An error from fn fails only its own call.
+//
+// On etcd, batch is update: etcd's own raft log batches concurrent
+// transactions, and fn already may run more than once.
 func (db *DB) batch(fn func(*tx) error) error {
+	if db.bolt == nil {
+		var fnErr error
+		err := db.kv.update(func(k kvTx) error {
+			fnErr = fn(&tx{kvTx: k, now: db.now(), db: db})
+			return fnErr
+		})
+		return db.committed(err, fnErr)
+	}
 	c := &batchCall{fn: fn, done: make(chan error, 1)}
 	l := &db.loop
 	l.mu.Lock()
@@ -166,7 +182,7 @@ func (db *DB) commitGroup(calls []*batchCall) {
 		failed, failErr := -1, error(nil)
 		err := db.bolt.Update(func(btx *bolt.Tx) error {
 			for i, c := range calls {
-				if err := runFn(c.fn, &tx{Tx: btx, now: db.now(), db: db}); err != nil {
+				if err := runFn(c.fn, &tx{kvTx: boltTx{btx}, now: db.now(), db: db}); err != nil {
 					failed, failErr = i, err
 					return err
 				}
@@ -202,19 +218,23 @@ func runFn(fn func(*tx) error, t *tx) (err error) {
 }
 
 func (db *DB) view(fn func(*tx) error) error {
-	return db.bolt.View(func(btx *bolt.Tx) error {
-		return fn(&tx{Tx: btx, now: db.now(), db: db})
+	return db.kv.view(func(k kvTx) error {
+		return fn(&tx{kvTx: k, now: db.now(), db: db})
 	})
 }
 
 // exclusive runs fn in a writable transaction that is always rolled back:
-// it sees a state no writer can change meanwhile, and changes nothing.
+// it sees a state no writer can change meanwhile, and changes nothing. On
+// etcd it is view: every read of a transaction is at one revision.
 func (db *DB) exclusive(fn func(*tx) error) error {
+	if db.bolt == nil {
+		return db.view(fn)
+	}
 	defer db.trim.rolledBack.Add(1) // bbolt counts no rolled-back writer
 	btx, err := db.bolt.Begin(true)
 	if err != nil {
 		return err
 	}
 	defer btx.Rollback()
-	return fn(&tx{Tx: btx, now: db.now(), db: db})
+	return fn(&tx{kvTx: boltTx{btx}, now: db.now(), db: db})
 }

@@ -47,6 +47,9 @@ type config struct {
 	SIPDialogMaxAge        time.Duration
 	AuditRetention         int // days; 0 keeps every audit entry
 	CallRetention          int // days; 0 keeps every call record
+
+	Store                     string // "" or bbolt: --data; etcd://host:port,…: etcd (storeflag.go)
+	EtcdCert, EtcdKey, EtcdCA string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -86,6 +89,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.AuditRetention, "audit-retention-days", 400, "delete audit entries older than this many days (0: keep them all)")
 	fs.IntVar(&c.CallRetention, "call-retention-days", 90, "delete call records older than this many days (0: keep them all)")
 
+	fs.StringVar(&c.Store, "store", "", "where the data lives: empty for the bbolt file in --data (the default), or etcd://host1:2379,host2:2379 for an etcd cluster several nodes share (secret.key still in --data, the same file on every node)")
+	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
+	fs.StringVar(&c.EtcdKey, "etcd-key", "", "PEM private key for --etcd-cert")
+	fs.StringVar(&c.EtcdCA, "etcd-ca", "", "PEM CA bundle that signed the etcd servers' certificates (enables TLS to etcd)")
+
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -124,6 +132,9 @@ func ifSet(isSet bool, v, def string) string {
 func (c config) tls() bool { return c.TLSCert != "" }
 
 func (c config) validate() error {
+	if _, err := c.etcdConfig(); err != nil {
+		return err
+	}
 	if c.AuditRetention < 0 || c.CallRetention < 0 {
 		return errors.New("--audit-retention-days and --call-retention-days must be 0 (keep all) or more")
 	}

@@ -1,0 +1,230 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialtone-voip/dialtone/store"
+	"github.com/dialtone-voip/dialtone/store/storetest"
+)
+
+// openNode opens a second store.DB on the same etcd prefix as dir's store,
+// as another dialtone node would (same secret.key).
+func openNode(t *testing.T, dir string, clock *storetest.Clock) *store.DB {
+	t.Helper()
+	db, err := store.OpenEtcd(storetest.EtcdConfig(dir), store.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// "No deletion while registered" across nodes: node A takes a REGISTER that
+// creates the user's first binding while node B deletes the user (disable,
+// then delete, as the admin API requires). Whatever the interleaving, one of
+// them loses: the REGISTER is refused (the user is disabled or gone) or the
+// DELETE is (the user is registered). Never a deleted user with a live
+// binding. Each round checks the store as the other node reads it.
+func TestTwoNodesRegisterDeleteRace(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only: two nodes share one etcd")
+	}
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	a := storetest.OpenDir(t, dir, clock)
+	b := openNode(t, dir, clock)
+	mustAccount(t, a)
+	rounds := 200
+	if testing.Short() {
+		rounds = 4
+	}
+	registered, deleted := 0, 0
+	for round := range rounds {
+		u, err := a.CreateUser(store.DefaultAccount, store.NewUser{Extension: fmt.Sprint(2000 + round), Name: "Racer"}, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every other pair of rounds, the REGISTER and the DISABLE both
+		// read before either commits (a barrier between rule and commit,
+		// first attempts only): the commits conflict and etcd's compare
+		// decides (a conflict when the DISABLE commits first; when the
+		// REGISTER does, both stand and the DELETE finds the binding). The
+		// other rounds interleave as the scheduler likes.
+		if round%4 < 2 {
+			meet := meeting()
+			store.BeforeEtcdCommitForTest(a, meet)
+			store.BeforeEtcdCommitForTest(b, meet)
+		} else {
+			store.BeforeEtcdCommitForTest(a, nil)
+			store.BeforeEtcdCommitForTest(b, nil)
+		}
+		// Alternate which node registers, so both directions are raced.
+		reg1, del1 := a, b
+		if round%2 == 1 {
+			reg1, del1 = b, a
+		}
+		var wg sync.WaitGroup
+		var regErr, delErr error
+		start := make(chan struct{})
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, regErr = reg1.Register(reg(u, "race", 1, "sip:x@192.0.2.9", 600))
+		}()
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, err := del1.DisableUser(u.AccountID, u.ID, admin); err != nil {
+				delErr = err
+				return
+			}
+			store.BeforeEtcdCommitForTest(del1, nil)
+			delErr = del1.DeleteUser(u.AccountID, u.ID, admin)
+		}()
+		close(start)
+		wg.Wait()
+		if testing.Verbose() && testing.Short() {
+			t.Logf("round %d: REGISTER %v, DELETE %v", round, regErr, delErr)
+		}
+		var inUse *store.InUseError
+		switch {
+		case regErr == nil && errors.As(delErr, &inUse):
+			registered++
+		case (errors.Is(regErr, store.ErrDisabled) || errors.Is(regErr, store.ErrNotFound)) && delErr == nil:
+			deleted++
+		default:
+			t.Fatalf("round %d: REGISTER = %v, DELETE = %v: want exactly one to win", round, regErr, delErr)
+		}
+		// A third view: the other node, reading after both returned.
+		_, userErr := reg1.User(u.AccountID, u.ID)
+		binds, err := del1.AccountBindings(u.AccountID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		live := 0
+		for _, bd := range binds {
+			if bd.UserID == u.ID {
+				live++
+			}
+		}
+		if errors.Is(userErr, store.ErrNotFound) && live > 0 {
+			t.Fatalf("round %d: user %s deleted with %d live binding(s)", round, u.ID, live)
+		}
+		if userErr == nil && live != 1 {
+			t.Fatalf("round %d: user kept with %d bindings, want 1 (REGISTER %v, DELETE %v)", round, live, regErr, delErr)
+		}
+	}
+	store.BeforeEtcdCommitForTest(a, nil)
+	store.BeforeEtcdCommitForTest(b, nil)
+	storetest.MustCheck(t, a)
+	commits, conflicts := store.EtcdStatsForTest(a)
+	commitsB, conflictsB := store.EtcdStatsForTest(b)
+	t.Logf("%d rounds: REGISTER won %d, DELETE won %d; etcd commits %d, re-runs after a conflict %d",
+		rounds, registered, deleted, commits+commitsB, conflicts+conflictsB)
+	if registered == 0 || deleted == 0 || conflicts+conflictsB < uint64(rounds/10) {
+		t.Fatalf("the race was not exercised: REGISTER won %d, DELETE won %d, conflicts %d", registered, deleted, conflicts+conflictsB)
+	}
+}
+
+// meeting returns a two-party barrier: the first two calls wait for each
+// other (at most 5 s, so a side that never commits cannot hang the test);
+// later calls (re-runs after the conflict) pass.
+func meeting() func() {
+	var mu sync.Mutex
+	n := 0
+	both := make(chan struct{})
+	return func() {
+		mu.Lock()
+		n++
+		me := n
+		if n == 2 {
+			close(both)
+		}
+		mu.Unlock()
+		if me <= 2 {
+			select {
+			case <-both:
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}
+}
+
+// A refresh on the etcd backend is a write (no overlay): one etcd
+// transaction per REGISTER, and reading through the other node sees it.
+func TestEtcdWritesPerRegister(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only")
+	}
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	a := storetest.OpenDir(t, dir, clock)
+	b := openNode(t, dir, clock)
+	mustAccount(t, a)
+	u := mustUser(t, a, "1002")
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
+	before, _ := store.EtcdStatsForTest(a)
+	for i := range n {
+		clock.Advance(60e9)
+		if _, err := a.Register(reg(u, "c1", uint32(i+2), "sip:1002@192.0.2.7", 600)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, _ := store.EtcdStatsForTest(a)
+	if got := after - before; got != n {
+		t.Fatalf("%d pure refreshes made %d etcd writes, want %d (one each: no overlay on etcd yet)", n, got, n)
+	}
+	bs, err := b.Bindings(u.AccountID, u.ID)
+	if err != nil || len(bs) != 1 || bs[0].CSeq != n+1 || !bs[0].ExpiresAt.Equal(clock.Now().Add(600e9)) {
+		t.Fatalf("node B reads %+v, %v: want the last refresh", bs, err)
+	}
+	t.Logf("etcd writes per pure refresh: %d", (after-before)/n)
+}
+
+// A password rotated through node B is what node A's digest check uses next
+// (node A's identity cache follows etcd's changes), within the watch's
+// delivery delay.
+func TestEtcdIdentityCacheFollowsOtherNode(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only")
+	}
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	a := storetest.OpenDir(t, dir, clock)
+	b := openNode(t, dir, clock)
+	acct := mustAccount(t, a)
+	u := mustUser(t, a, "1002")
+	before, err := a.SIPIdentity(acct.SIPDomain, "1002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !store.IdentityCachedForTest(a, acct.SIPDomain, "1002") {
+		t.Fatal("identity not cached on node A")
+	}
+	c, err := b.RotateSIPCredentials(u.AccountID, u.ID, admin)
+	if err != nil || c.Password == before.Password {
+		t.Fatalf("rotate on node B: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		id, err := a.SIPIdentity(acct.SIPDomain, "1002")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if id.Password == c.Password {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node A still answers the old password 10 s after node B rotated it")
+		}
+		time.Sleep(5 * time.Millisecond) // poll: the watch delivers asynchronously
+	}
+}
