@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dialtone-voip/dialtone/store"
+	"github.com/dialtone-voip/dialtone/store/storetest"
 )
 
 // mappedKiB is the resident size of path's mappings in this process
@@ -71,6 +72,7 @@ func readAll(t *testing.T, db *store.DB) {
 // nothing to the process's resident memory, and the store still reads
 // everything (the pages come back from the page cache).
 func TestTrimMappingLetsPagesGo(t *testing.T) {
+	storetest.BoltOnly(t, "the data file's map")
 	db, path := trimStore(t, store.Options{TrimInterval: -1})
 	readAll(t, db)
 	before := mappedKiB(t, path)
@@ -91,6 +93,7 @@ func TestTrimMappingLetsPagesGo(t *testing.T) {
 
 // The store trims by itself while transactions run.
 func TestTrimMappingRunsInBackground(t *testing.T) {
+	storetest.BoltOnly(t, "the data file's map")
 	db, path := trimStore(t, store.Options{TrimInterval: time.Millisecond})
 	readAll(t, db)
 	deadline := time.Now().Add(20 * time.Second)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/dialtone-voip/dialtone/store"
+	"github.com/dialtone-voip/dialtone/store/storetest"
 )
 
 // The memory a registration storm leaves in the store's Go heap: every phone
@@ -111,6 +112,7 @@ func BenchmarkStormMemory(b *testing.B) {
 // a bound (docs/design.md promises under 1 KiB per binding in all; the
 // store's share is kept far lower).
 func TestStormMemoryBound(t *testing.T) {
+	storetest.BoltOnly(t, "the heap bound is measured on the default backend")
 	if testing.Short() || raceEnabled {
 		t.Skip("creates 20,000 users; heap figures under the race detector are not the ones bounded")
 	}
