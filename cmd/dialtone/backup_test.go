@@ -6,8 +6,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -161,7 +163,11 @@ func TestBackupRestore(t *testing.T) {
 		t.Errorf("the device is not in the backup: %v", got)
 	}
 
-	// Quiet now: a backup restores to exactly the live data.
+	// Quiet now: a backup restores to exactly the live data. The phones
+	// stopped sending, but a REGISTER they gave up on may still be read or
+	// answered by the server: wait until nothing is in flight and no request
+	// arrived for a few scrapes.
+	waitSIPQuiet(t, a.addrs.Admin)
 	quiet := filepath.Join(out, "quiet.tar")
 	if err := runBackup(context.Background(), []string{"--out", quiet, "--admin-url", "http://" + a.addrs.Admin}, getenv, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)
@@ -266,5 +272,51 @@ func TestBackupOverTLS(t *testing.T) {
 	os.WriteFile(tokFile, []byte("wrong-token-0123456789\n"), 0o600)
 	if err := runBackup(context.Background(), []string{"--out", filepath.Join(out, "d.tar"), "--admin-url", url, "--ca-cert", cert, "--token-file", tokFile}, getenv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("backup with a wrong token = %v, want the 401", err)
+	}
+}
+
+// waitSIPQuiet waits until dialtone has no SIP request in flight and its
+// request count stayed the same over three scrapes 100 ms apart.
+func waitSIPQuiet(t *testing.T, admin string) {
+	t.Helper()
+	scrape := func() (total, inFlight float64) {
+		res, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			name, val, ok := strings.Cut(line, " ")
+			if !ok {
+				continue
+			}
+			v, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(name, "dialtone_sip_requests_total"):
+				total += v
+			case name == "dialtone_sip_in_flight_requests":
+				inFlight = v
+			}
+		}
+		return total, inFlight
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	last, stable := -1.0, 0
+	for stable < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("SIP requests kept arriving 30 s after the phones stopped")
+		}
+		total, inFlight := scrape()
+		if total == last && inFlight == 0 {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = total
+		time.Sleep(100 * time.Millisecond)
 	}
 }
