@@ -147,6 +147,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		s.close()
 		return nil, err
 	}
+	db.etcd.watched.Store(first.Header.Revision + 1)
 	go db.watchEtcd(first.Header.Revision + 1)
 	return db, nil
 }
@@ -175,6 +176,7 @@ func (db *DB) watchEtcd(rev int64) {
 				db.etcdChanged(string(ev.Kv.Key))
 			}
 			rev = resp.Header.Revision + 1
+			s.watched.Store(rev)
 		}
 		if !s.closed.Load() {
 			time.Sleep(100 * time.Millisecond) // the cluster lost its leader: watch again
@@ -214,6 +216,8 @@ type etcdKV struct {
 	// beforeCommit, if set, runs after a transaction's rule and before its
 	// commit (tests use it to make two nodes' transactions overlap).
 	beforeCommit atomic.Pointer[func()]
+	// watched is the revision the watch has applied up to (exclusive).
+	watched atomic.Int64
 }
 
 func (s *etcdKV) close() error {
@@ -822,4 +826,28 @@ func (db *DB) etcdStats() (commits, conflicts uint64) {
 		return 0, 0
 	}
 	return db.etcd.commits.Load(), db.etcd.conflicts.Load()
+}
+
+// waitWatched waits until the watch has applied every change committed
+// before the call (tests: a cache check must not race the watch's echo of
+// this node's own earlier writes).
+func (db *DB) waitWatched(ctx context.Context) error {
+	s := db.etcd
+	if s == nil {
+		return nil
+	}
+	// A write to a key nobody reads makes the watch deliver a revision at
+	// least as new as every earlier commit.
+	res, err := s.cli.Put(ctx, s.root+"_v/_sync", "")
+	if err != nil {
+		return err
+	}
+	for s.watched.Load() <= res.Header.Revision {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return nil
 }

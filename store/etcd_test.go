@@ -202,6 +202,9 @@ func TestEtcdIdentityCacheFollowsOtherNode(t *testing.T) {
 	b := openNode(t, dir, clock)
 	acct := mustAccount(t, a)
 	u := mustUser(t, a, "1002")
+	if err := store.WaitWatchedForTest(a); err != nil { // the echo of the creation must not drop what is cached next
+		t.Fatal(err)
+	}
 	before, err := a.SIPIdentity(acct.SIPDomain, "1002")
 	if err != nil {
 		t.Fatal(err)

@@ -1,5 +1,10 @@
 package store
 
+import (
+	"context"
+	"time"
+)
+
 // PutLegacyBindingForTest writes b as a release before the binary encoding
 // did (version byte 1 and JSON), with the live count told as Register would.
 func PutLegacyBindingForTest(db *DB, b Binding) error {
@@ -99,4 +104,12 @@ func BeforeEtcdCommitForTest(db *DB, fn func()) {
 		return
 	}
 	db.etcd.beforeCommit.Store(&fn)
+}
+
+// WaitWatchedForTest waits until an etcd store's watch has applied every
+// change committed before the call; on bbolt it returns at once.
+func WaitWatchedForTest(db *DB) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return db.waitWatched(ctx)
 }
