@@ -2,7 +2,17 @@
 // registrations (bindings), licences, admin tokens, the audit log, devices and
 // provisioning secrets, queues, callflows (versioned), numbers, groups,
 // offboarding jobs and call records, with the rules of docs/account-model.md
-// enforced inside the bbolt write transaction that changes them.
+// enforced inside the write transaction that changes them.
+//
+// # Backends
+//
+// The rules are written once, against a transaction of named buckets of
+// ordered keys (kv.go). [Open] keeps them in one bbolt file in a data
+// directory (the default, and what everything below describes); [OpenEtcd]
+// keeps them in an etcd cluster that several dialtone nodes share, where each
+// write transaction commits only if nothing it read changed meanwhile
+// (etcd.go; docs/design.md, "Several nodes (etcd)"). Backup, Check's page check
+// and the durability contract's refresh overlay are bbolt's only.
 //
 // # Basics
 //
@@ -19,7 +29,8 @@
 // A user with a live registration cannot be deleted. [DB.Register] checks that
 // the user exists (and is enabled, when adding bindings) and writes the binding
 // in one transaction; [DB.DeleteUser] looks for live bindings and deletes in one
-// transaction. bbolt allows one writer at a time, so the two never interleave;
+// transaction. bbolt allows one writer at a time, so the two never interleave
+// (on etcd the second to commit fails its compare and runs again);
 // a pure refresh is checked and recorded under a gate every update
 // transaction holds until its commit, and the deletion check reads it.
 // "Live" means ExpiresAt is after Options.Now(); expired rows never count, whether
