@@ -165,6 +165,15 @@ func (db *DB) SIPIdentity(domain, extension string) (SIPIdentity, error) {
 	if ok {
 		return id, nil
 	}
+	return db.loadSIPIdentity(domain, extension, key, epoch)
+}
+
+// loadSIPIdentity is SIPIdentity's cache miss. It is a function of its own
+// so that the hit path captures nothing in a closure (the transaction's
+// closure goes through an interface and would move id to the heap on every
+// call).
+func (db *DB) loadSIPIdentity(domain, extension, key string, epoch uint64) (SIPIdentity, error) {
+	var id SIPIdentity
 	err := db.view(func(t *tx) error {
 		acctID := t.Bucket(bDomains).Get([]byte(domain))
 		if acctID == nil {
