@@ -23,6 +23,18 @@ func openNode(t *testing.T, dir string, clock *storetest.Clock) *store.DB {
 	return db
 }
 
+// twoNodes opens two stores on one etcd prefix, as two dialtone nodes
+// sharing a cluster; it skips the test on bbolt.
+func twoNodes(t *testing.T) (*storetest.Clock, *store.DB, *store.DB) {
+	t.Helper()
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only: two nodes share one etcd")
+	}
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	return clock, storetest.OpenDir(t, dir, clock), openNode(t, dir, clock)
+}
+
 // "No deletion while registered" across nodes: node A takes a REGISTER that
 // creates the user's first binding while node B deletes the user (disable,
 // then delete, as the admin API requires). Whatever the interleaving, one of
@@ -30,13 +42,7 @@ func openNode(t *testing.T, dir string, clock *storetest.Clock) *store.DB {
 // DELETE is (the user is registered). Never a deleted user with a live
 // binding. Each round checks the store as the other node reads it.
 func TestTwoNodesRegisterDeleteRace(t *testing.T) {
-	if storetest.Backend() != "etcd" {
-		t.Skip("etcd only: two nodes share one etcd")
-	}
-	clock := storetest.NewClock()
-	dir := t.TempDir()
-	a := storetest.OpenDir(t, dir, clock)
-	b := openNode(t, dir, clock)
+	_, a, b := twoNodes(t)
 	mustAccount(t, a)
 	rounds := 200
 	if testing.Short() {
@@ -158,13 +164,7 @@ func meeting() func() {
 // A refresh on the etcd backend is a write (no overlay): one etcd
 // transaction per REGISTER, and reading through the other node sees it.
 func TestEtcdWritesPerRegister(t *testing.T) {
-	if storetest.Backend() != "etcd" {
-		t.Skip("etcd only")
-	}
-	clock := storetest.NewClock()
-	dir := t.TempDir()
-	a := storetest.OpenDir(t, dir, clock)
-	b := openNode(t, dir, clock)
+	clock, a, b := twoNodes(t)
 	mustAccount(t, a)
 	u := mustUser(t, a, "1002")
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
@@ -193,13 +193,7 @@ func TestEtcdWritesPerRegister(t *testing.T) {
 // (node A's identity cache follows etcd's changes), within the watch's
 // delivery delay.
 func TestEtcdIdentityCacheFollowsOtherNode(t *testing.T) {
-	if storetest.Backend() != "etcd" {
-		t.Skip("etcd only")
-	}
-	clock := storetest.NewClock()
-	dir := t.TempDir()
-	a := storetest.OpenDir(t, dir, clock)
-	b := openNode(t, dir, clock)
+	_, a, b := twoNodes(t)
 	acct := mustAccount(t, a)
 	u := mustUser(t, a, "1002")
 	if err := store.WaitWatchedForTest(a); err != nil { // the echo of the creation must not drop what is cached next
