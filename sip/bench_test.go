@@ -31,13 +31,8 @@ func BenchmarkRegister(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			e := newEnv(b, Config{DisableFastPath: bc.disable})
-			const users = 64
-			pws := make([]string, users)
-			exts := make([]string, users)
-			for i := range users {
-				u, pw := e.addUser(fmt.Sprintf("5%03d", i))
-				exts[i], pws[i] = u.Extension, pw
-			}
+			exts, pws := benchUsers(e)
+			users := len(exts)
 			var next atomic.Int64
 			b.SetParallelism(16)
 			b.ReportAllocs()
@@ -79,13 +74,8 @@ func BenchmarkRegisterUDP(b *testing.B) {
 	}{{"sipgo", true}, {"fastpath", false}} {
 		b.Run(mode.name, func(b *testing.B) {
 			e := newEnv(b, Config{DisableFastPath: mode.disable})
-			const users = 64
-			pws := make([]string, users)
-			exts := make([]string, users)
-			for i := range users {
-				u, pw := e.addUser(fmt.Sprintf("5%03d", i))
-				exts[i], pws[i] = u.Extension, pw
-			}
+			exts, pws := benchUsers(e)
+			users := len(exts)
 			var next atomic.Int64
 			b.SetParallelism(8)
 			b.ReportAllocs()
@@ -255,4 +245,15 @@ func BenchmarkRawUACWork(b *testing.B) {
 		_ = string(c.buf[:300]) // the 200 read as text
 	}
 	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/reg")
+}
+
+// benchUsers adds the 64 users the REGISTER benchmarks register as.
+func benchUsers(e *env) (exts, pws []string) {
+	const users = 64
+	exts, pws = make([]string, users), make([]string, users)
+	for i := range users {
+		u, pw := e.addUser(fmt.Sprintf("5%03d", i))
+		exts[i], pws[i] = u.Extension, pw
+	}
+	return exts, pws
 }
