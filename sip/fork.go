@@ -162,6 +162,7 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 					continue
 				}
 				winner.Store(int32(br.i))
+				call.answered() // before the caller can see the 200 (and hang up)
 				_ = p.relay(req, tx, ev.res)
 				rec := call.finishRecord(store.OutcomeAnswered, code, "answered by "+br.b.Contact)
 				if endedAt, ended := p.dialogs.setRecord(k, rec.AccountID, rec.Seq); ended {

@@ -70,6 +70,10 @@ func (c *callLog) finish(outcome string, status int, detail string) {
 	c.finishRecord(outcome, status, detail)
 }
 
+// answered notes the answer's time on the store's clock (like the BYE's
+// EndCall), when the 200 is relayed: the record itself may be written later.
+func (c *callLog) answered() { c.rec.AnsweredAt = c.p.core.db.Now() }
+
 // finishRecord is finish, returning the record as stored (Seq 0 if none was
 // written), so an answered call can be ended by its BYE (dialogs.end).
 func (c *callLog) finishRecord(outcome string, status int, detail string) store.CallRecord {
@@ -85,8 +89,8 @@ func (c *callLog) finishRecord(outcome string, status int, detail string) store.
 	c.rec.Outcome, c.rec.Status, c.rec.Detail = outcome, status, detail
 	c.rec.Duration = max(elapsed, time.Nanosecond) // RecordCall treats 0 as "compute it"
 	c.rec.EndedAt = c.rec.StartedAt.Add(elapsed)
-	if outcome == store.OutcomeAnswered {
-		c.rec.AnsweredAt = c.p.core.db.Now() // the store's clock, like the BYE's EndCall
+	if outcome == store.OutcomeAnswered && c.rec.AnsweredAt.IsZero() {
+		c.answered()
 	}
 	rec, err := c.p.core.db.RecordCall(c.rec)
 	if err != nil {
