@@ -18,6 +18,7 @@ import (
 //	varint      RegisteredAt, UpdatedAt (Unix nanoseconds)
 //	10 strings  AccountID, UserID, Contact, InstanceID, Q, Source, Transport,
 //	            UserAgent, MAC, CallID, each a uvarint length and the bytes
+//	1 string    Node, only when not empty (rows of a single node end above)
 //
 // Rows written by earlier releases (encodingV1, JSON) are still read, and
 // rewritten in the binary form the next time a REGISTER writes them.
@@ -47,6 +48,7 @@ func encodeBinding(b *Binding) []byte {
 	for _, s := range strs {
 		n += binary.MaxVarintLen32 + len(s)
 	}
+	n += binary.MaxVarintLen32 + len(b.Node)
 	out := make([]byte, 9, n)
 	out[0] = encodingBindingV2
 	binary.BigEndian.PutUint64(out[1:9], uint64(b.ExpiresAt.UnixNano()))
@@ -57,6 +59,10 @@ func encodeBinding(b *Binding) []byte {
 	for _, s := range strs {
 		out = binary.AppendUvarint(out, uint64(len(s)))
 		out = append(out, s...)
+	}
+	if b.Node != "" {
+		out = binary.AppendUvarint(out, uint64(len(b.Node)))
+		out = append(out, b.Node...)
 	}
 	return out
 }
@@ -78,6 +84,11 @@ func decodeBinding(v []byte, b *Binding) error {
 	nb.UpdatedAt = time.Unix(0, d.varint()).UTC()
 	for _, p := range [...]*string{&nb.AccountID, &nb.UserID, &nb.Contact, &nb.InstanceID, &nb.Q, &nb.Source, &nb.Transport, &nb.UserAgent, &nb.MAC, &nb.CallID} {
 		*p = d.str()
+	}
+	if len(d.buf) > 0 {
+		if nb.Node = d.str(); nb.Node == "" {
+			d.bad = true // an empty Node is never written
+		}
 	}
 	if d.bad || len(d.buf) != 0 || cseq > 1<<32-1 {
 		return errBadBinding

@@ -14,7 +14,9 @@ func sampleBinding() Binding {
 }
 
 func TestBindingCodecRoundTrip(t *testing.T) {
-	for _, b := range []Binding{sampleBinding(), {}} {
+	withNode := sampleBinding()
+	withNode.Node = "node-b"
+	for _, b := range []Binding{sampleBinding(), withNode, {}} {
 		var got Binding
 		if err := decodeBinding(encodeBinding(&b), &got); err != nil {
 			t.Fatal(err)

@@ -62,6 +62,11 @@ type EtcdConfig struct {
 	// MaxAttempts bounds the runs of one write transaction that keeps
 	// losing to concurrent writes. Zero means 32.
 	MaxAttempts int
+	// Node names this dialtone node among the deployment's nodes; the
+	// bindings it writes carry it (Binding.Node) and it announces itself
+	// under it (AnnounceNode). Unique per node and stable across its
+	// restarts. Empty means the host name.
+	Node string
 }
 
 // OpenEtcd opens the store kept in an etcd cluster. Every node of a
@@ -91,6 +96,16 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 32
+	}
+	if cfg.Node == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			return nil, errors.New("etcd store: no node name given and the host name is unknown")
+		}
+		cfg.Node = host
+	}
+	if strings.ContainsAny(cfg.Node, "/ \t\r\n") {
+		return nil, fmt.Errorf("etcd store: node name %q: no '/' or spaces", cfg.Node)
 	}
 	where := fmt.Sprintf("etcd %s prefix %s", strings.Join(cfg.Endpoints, ","), cfg.Prefix)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, TLS: cfg.TLS, DialTimeout: cfg.DialTimeout, Logger: zap.NewNop()})
@@ -131,7 +146,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		return fail(err)
 	}
 	db := newDB(opts, aead)
-	db.kv, db.etcd, db.dir = s, s, cfg.Dir
+	db.kv, db.etcd, db.dir, db.node = s, s, cfg.Dir, cfg.Node
 	db.refresh.delay = -1
 	db.loop.stopped = nil // no commit loop: batch is update
 	if err := guard("initialise "+where, func() error {
@@ -188,7 +203,7 @@ func (db *DB) watchEtcd(rev int64) {
 func (db *DB) etcdChanged(key string) {
 	bucket, rest, _ := strings.Cut(strings.TrimPrefix(key, db.etcd.root), "/")
 	switch bucket {
-	case "bindings", "calls", "audit", "_v", "_seq", "trusted_sources":
+	case "bindings", "calls", "audit", "_v", "_seq", "trusted_sources", "nodes":
 		return
 	case "users", "secrets":
 		acct, user, _ := strings.Cut(rest, "/")

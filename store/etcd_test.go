@@ -15,7 +15,9 @@ import (
 // as another dialtone node would (same secret.key).
 func openNode(t *testing.T, dir string, clock *storetest.Clock) *store.DB {
 	t.Helper()
-	db, err := store.OpenEtcd(storetest.EtcdConfig(dir), store.Options{Now: clock.Now})
+	cfg := storetest.EtcdConfig(dir)
+	cfg.Node = "node-b" // the other node has the host's name
+	db, err := store.OpenEtcd(cfg, store.Options{Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

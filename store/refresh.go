@@ -222,7 +222,7 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 	for _, c := range r.Contacts {
 		key := Binding{Contact: c.URI, InstanceID: c.InstanceID}.key()
 		b, exists := current[key]
-		if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport ||
+		if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport || b.Node != db.node ||
 			b.UserAgent != r.UserAgent || b.CallID != r.CallID || r.CSeq <= b.CSeq {
 			return nil, false, false
 		}

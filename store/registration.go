@@ -27,6 +27,10 @@ type Binding struct {
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 	ExpiresAt    time.Time `json:"expires_at"`
+	// Node is the dialtone node that holds the phone's flow (its TCP/TLS
+	// connection or UDP pinhole) in a deployment of several nodes on etcd:
+	// a request for the phone is sent from that node. Empty on one node.
+	Node string `json:"node,omitempty"`
 
 	// rev identifies one write of the row by a REGISTER that changed it (a
 	// new rev each time; a flushed refresh keeps it): a pending refresh
@@ -144,7 +148,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 			nb := Binding{AccountID: r.AccountID, UserID: r.UserID, Contact: c.URI, InstanceID: c.InstanceID, Q: c.Q,
 				Source: r.Source, Transport: strings.ToLower(r.Transport), UserAgent: r.UserAgent, MAC: mac,
 				CallID: r.CallID, CSeq: r.CSeq, RegisteredAt: t.now, UpdatedAt: t.now,
-				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second), rev: t.db.nextRev()}
+				ExpiresAt: t.now.Add(time.Duration(c.Expires) * time.Second), Node: t.db.node, rev: t.db.nextRev()}
 			key := nb.key()
 			old, exists := current[key]
 			if exists {

@@ -60,6 +60,7 @@ type DB struct {
 	now         func() time.Time
 	maxContacts int
 	dir         string
+	node        string      // this node's id on etcd (EtcdConfig.Node); empty on bbolt
 	health      writeHealth // commit failures (diskfull.go)
 
 	// gen counts committed update transactions, but not the group-committed
