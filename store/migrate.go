@@ -273,7 +273,8 @@ func copyBatch(sb, db kvBucket, from []byte, opts *MigrateOptions) (batchResult,
 		versions = map[string]struct{}{}
 	)
 	// fits reports whether one more write of key fits the budget, and if
-	// so counts it: the write and the version keys it adds on etcd.
+	// so counts it: the write and the version keys it adds on etcd. The
+	// first write of a batch always fits (a budget below 4 still moves on).
 	fits := func(key []byte) bool {
 		vs := writeVersionKeys(key)
 		n := 1
@@ -282,8 +283,8 @@ func copyBatch(sb, db kvBucket, from []byte, opts *MigrateOptions) (batchResult,
 				n++
 			}
 		}
-		if ops+n > opts.MaxOps {
-			return false
+		if ops+n > opts.MaxOps && ops > 0 {
+			return false // the next batch takes it
 		}
 		ops += n
 		for _, v := range vs {
