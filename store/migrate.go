@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -413,12 +414,26 @@ func bucketSequence(b kvBucket) (uint64, error) {
 		if b.t.err != nil {
 			return 0, b.t.err
 		}
-		if v == nil {
-			return 0, nil
+		var n uint64
+		if v != nil {
+			var err error
+			if n, err = strconv.ParseUint(string(v), 10, 64); err != nil {
+				return 0, damaged("sequence of %s is %q: the etcd data is damaged", b.name, v)
+			}
 		}
-		n, err := strconv.ParseUint(string(v), 10, 64)
-		if err != nil {
-			return 0, damaged("sequence of %s is %q: the etcd data is damaged", b.name, v)
+		// On etcd the counter is only a floor: NextSequence hands out
+		// time-ordered ids above it without writing it. The ids in use are
+		// the last 8 bytes of the keys of the buckets that take them.
+		if b.name == string(bAudit) || b.name == string(bCalls) {
+			err := b.ForEach(func(k, _ []byte) error {
+				if len(k) > 9 && k[len(k)-9] == '/' {
+					n = max(n, binary.BigEndian.Uint64(k[len(k)-8:]))
+				}
+				return nil
+			})
+			if err != nil {
+				return 0, err
+			}
 		}
 		return n, nil
 	}
