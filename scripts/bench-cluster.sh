@@ -20,6 +20,10 @@
 # is a change of source: a write); the steady part that follows is pure
 # refreshes (same contact, Call-ID and source, CSeq up), as phones send.
 #
+# A last ramp on the most nodes sends every REGISTER with a new Call-ID (a
+# change: one etcd write each): the cluster's write capacity, which bounds
+# how fast an outage storm of phones with new sources is absorbed.
+#
 # etcd writes per REGISTER: the cluster's revision (one per write
 # transaction) is sampled every 0.5 s during each step; the figure is its
 # growth over the steady part divided by the registrations answered in it.
@@ -101,7 +105,8 @@ etcd_rev() {
 	curl -s -m 2 -X POST "$ETCD_CLIENT/v3/kv/range" -d '{"key":"AA=="}' | sed -n 's/.*"revision":"\([0-9]*\)".*/\1/p'
 }
 
-# run_step N RATE: every generator at RATE/N against its node; prints
+# run_step N RATE: every generator at RATE/N against its node (with the
+# extra sipload flags in STEP_FLAGS); prints
 # "pass achieved p99max writes_per_reg".
 run_step() {
 	local n=$1 rate=$2 i per warm
@@ -111,7 +116,7 @@ run_step() {
 	for i in $(seq 1 "$n"); do
 		local node=n$i
 		"$BIN/sipload" -target "${NODE_SIP[$node]}" -transport "$TRANSPORT" -users-file "$TMP/users.$n.$i.csv" -domain "$DOMAIN" \
-			-rate "$per" -warmup "${warm}s" -duration "${STEP}s" -json >"$TMP/step.$i.out" 2>&1 &
+			-rate "$per" -warmup "${warm}s" -duration "${STEP}s" ${STEP_FLAGS:-} -json >"$TMP/step.$i.out" 2>&1 &
 		gens+=($!)
 	done
 	local samples="$TMP/revs"
@@ -204,6 +209,10 @@ SIPLOAD_TOKEN="$TOKEN" "$BIN/sipload" provision -admin "http://${NODE_ADMIN[n1]}
 for n in $NODES; do
 	ramp "etcd, $n node$([ "$n" = 1 ] || echo s)" "$n"
 done
+# Every REGISTER a change (a new Call-ID each time: an etcd write each), on
+# the most nodes: the cluster's write capacity, which bounds an outage storm.
+n=${NODES##* }
+STEP_FLAGS=-fresh-callid ramp "etcd, $n, all writes" "$n"
 for n in n1 n2 n3; do kill -0 "${NODE_PID[$n]}" 2>/dev/null || { tail -20 "$TMP/$n.log"; echo "node $n died during the run" >&2; exit 1; }; done
 
 echo
