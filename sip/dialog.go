@@ -77,6 +77,9 @@ type dialogKey struct {
 type flow struct {
 	source    string
 	transport string
+	// node is set when the party is reached through another node (hop.go):
+	// its id and announced address, dialled when the connection is gone.
+	node, nodeAddr string
 }
 
 type dialog struct {
@@ -298,7 +301,7 @@ func (d *dialogs) end(k dialogKey, at time.Time) (account string, seq uint64, ok
 		return "", 0, false
 	}
 	delete(d.m, k)
-	if dl.seq == 0 {
+	if dl.seq == 0 && dl.caller.node == "" { // another node records a call it passed us
 		if d.ended == nil {
 			d.ended = map[string]time.Time{}
 		}
