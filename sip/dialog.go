@@ -301,7 +301,10 @@ func (d *dialogs) end(k dialogKey, at time.Time) (account string, seq uint64, ok
 		return "", 0, false
 	}
 	delete(d.m, k)
-	if dl.seq == 0 && dl.caller.node == "" { // another node records a call it passed us
+	if dl.seq == 0 {
+		if dl.caller.node != "" {
+			return "", 0, false // the node that passed us the call keeps its record
+		}
 		if d.ended == nil {
 			d.ended = map[string]time.Time{}
 		}

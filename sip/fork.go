@@ -25,7 +25,7 @@ type branch struct {
 	b            store.Binding
 	node         *store.NodeInfo // the node it goes through, or nil
 	to           flow            // where its INVITE went (set by startBranch)
-	req          *sip.Request // the forwarded INVITE (never the server tx's request)
+	req          *sip.Request    // the forwarded INVITE (never the server tx's request)
 	tx           sip.ClientTransaction
 	provisional  bool // a 1xx came: CANCEL may be sent (RFC 3261 §9.1)
 	done         bool // final response received, or the transaction ended

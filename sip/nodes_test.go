@@ -2,6 +2,8 @@ package sip
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +19,9 @@ import (
 // "a" and "b" of one deployment: one prefix, one secret.key (the same data
 // directory), one clock. Each serves UDP, TCP and TLS and announces its TCP
 // listener.
-func twoNodes(t *testing.T) (a, b *callEnv) {
+// open opens a further store.DB of the deployment as node (never
+// announced unless the test does).
+func twoNodes(t *testing.T) (a, b *callEnv, open func(node string) *store.DB) {
 	t.Helper()
 	dir := t.TempDir()
 	etcd, err := etcdtest.Start(filepath.Join(dir, "etcd"))
@@ -26,7 +30,7 @@ func twoNodes(t *testing.T) (a, b *callEnv) {
 	}
 	t.Cleanup(etcd.Close)
 	clock := storetest.NewClock()
-	open := func(node string) *store.DB {
+	open = func(node string) *store.DB {
 		db, err := store.OpenEtcd(store.EtcdConfig{Endpoints: etcd.Endpoints, Dir: filepath.Join(dir, "data"), Prefix: "/xnode", Node: node},
 			store.Options{Now: clock.Now})
 		if err != nil {
@@ -38,7 +42,7 @@ func twoNodes(t *testing.T) (a, b *callEnv) {
 	dbA, dbB := open("a"), open("b")
 	a = newCallEnv(t, onStore(dbA, clock), asNode(), withTLS())
 	b = newCallEnv(t, onStore(dbB, clock), asNode(), withTLS())
-	return a, b
+	return a, b, open
 }
 
 // TestCallAcrossNodes: a phone registered through node B (over UDP, TCP,
@@ -48,7 +52,7 @@ func twoNodes(t *testing.T) (a, b *callEnv) {
 // the BYE (from either side) follow both nodes' dialog records; node A
 // writes the call record. The hop header never reaches a phone.
 func TestCallAcrossNodes(t *testing.T) {
-	a, b := twoNodes(t)
+	a, b, _ := twoNodes(t)
 	u, pw := a.addUser("1002")
 	for _, transport := range []string{"UDP", "TCP", "TLS"} {
 		t.Run(transport, func(t *testing.T) {
@@ -144,5 +148,172 @@ func TestCallAcrossNodes(t *testing.T) {
 			}
 			callee.reg.register("", "Contact: *", "Expires: 0")
 		})
+	}
+}
+
+// hopInvite is an INVITE from 1001 for contact, as a test client sends it,
+// with X-Dialtone-Hop claiming to come from node, signed with key (nil: a
+// made-up mac) at ts.
+func hopInvite(e *callEnv, contact, node string, key []byte, ts int64, u store.User) *sip.Request {
+	c := e.caller(nil, "TCP", "1001", "")
+	req := c.invite("1002", 1, fmt.Sprintf("hop-%d@test", callSeq.Add(1)), "htag", nil, "")
+	if err := sip.ParseUri(contact, &req.Recipient); err != nil {
+		e.t.Fatal(err)
+	}
+	h := hopClaim{node: node, ts: ts, acct: e.acct.ID, user: u.ID, mac: make([]byte, 32)}
+	if key != nil {
+		h.mac = hopMAC(key, req, h)
+	}
+	req.AppendHeader(sip.NewHeader(hopHeader, h.String()))
+	return req
+}
+
+// TestHopHeaderRefused: a request with X-Dialtone-Hop that does not verify
+// is an outside request (407 for an INVITE, never relayed to the phone):
+// a made-up mac, a stale one, one sent over UDP, one naming a node whose
+// announced host is not the sender's. The same request signed right from
+// the node's address rings the phone (so each refusal is the check's).
+func TestHopHeaderRefused(t *testing.T) {
+	a, b, open := twoNodes(t)
+	u, pw := a.addUser("1002")
+	contact := "sip:1002@192.0.2.10:5062;transport=tcp"
+	callee := b.newPhone("TCP", "1002", pw, contact, "")
+	key := a.srv.nodes.key()
+	if key == nil {
+		t.Fatal("no hop key on an etcd store")
+	}
+	// Node c announces an address on another host than the test's.
+	c := open("c")
+	if err := c.AnnounceNode(store.NodeInfo{SIPAddr: "192.0.2.77:5060"}); err != nil {
+		t.Fatal(err)
+	}
+	now := b.db.Now().Unix()
+	_, cli, _ := newTestUA(t)
+	for _, tc := range []struct {
+		name, transport, node string
+		key                   []byte
+		ts                    int64
+	}{
+		{"made-up mac", "TCP", "a", nil, now},
+		{"stale", "TCP", "a", key, now - 31},
+		{"from the future", "TCP", "a", key, now + 31},
+		{"over UDP", "UDP", "a", key, now},
+		{"node on another host", "TCP", "c", key, now},
+		{"from itself", "TCP", "b", key, now},
+		{"unknown node", "TCP", "zz", key, now},
+	} {
+		req := hopInvite(b, contact, tc.node, tc.key, tc.ts, u)
+		if res := doFinal(t, cli, req, tc.transport, b.addr(tc.transport)); res.StatusCode != 407 {
+			t.Errorf("%s: INVITE → %d, want 407 (an outside request)", tc.name, res.StatusCode)
+		}
+		expectNothing(t, callee, tc.name)
+	}
+	// The same, signed right: rung (then refused by the phone).
+	req := hopInvite(b, contact, "a", key, now, u)
+	req.SetTransport("TCP")
+	req.SetDestination(b.tcpAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	tx, err := cli.TransactionRequest(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Terminate()
+	in := callee.nextInvite(within)
+	if in.req.GetHeader(hopHeader) != nil {
+		t.Error("the phone got the hop header")
+	}
+	in.respond(t, 486, "Busy Here", "")
+	for res := range tx.Responses() {
+		if res.StatusCode >= 200 {
+			if res.StatusCode != 486 {
+				t.Errorf("signed hop INVITE → %d, want the phone's 486", res.StatusCode)
+			}
+			break
+		}
+	}
+}
+
+// TestCheckSyncAcrossNodes: a check-sync asked of node A reaches a phone
+// whose flow is on node B (UDP and TCP), through B; when B finds the
+// phone's connection gone, A reports ErrNoRegistration.
+func TestCheckSyncAcrossNodes(t *testing.T) {
+	a, b, _ := twoNodes(t)
+	u, pw := a.addUser("1002")
+	const mac = "805ec0aabbcc"
+	if _, err := a.db.CreateDevice(a.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for _, transport := range []string{"UDP", "TCP"} {
+		p := b.newPhone(transport, "1002", pw, "sip:1002@192.0.2.30:5062", "Yealink SIP-T46U 108.86.0.20 80:5e:c0:aa:bb:cc")
+		if err := a.notifier.CheckSync(ctx, a.acct.ID, mac); err != nil {
+			t.Fatalf("%s: CheckSync on node a = %v", transport, err)
+		}
+		select {
+		case n := <-p.notifies:
+			if ev := n.GetHeader("Event"); ev == nil || ev.Value() != "check-sync;reboot=false" {
+				t.Errorf("%s: Event = %v", transport, ev)
+			}
+			if n.Transport() != transport {
+				t.Errorf("arrived over %s, want %s (its flow)", n.Transport(), transport)
+			}
+			if n.GetHeader(hopHeader) != nil {
+				t.Errorf("%s: the phone got the hop header", transport)
+			}
+		case <-time.After(within):
+			t.Fatalf("%s: the phone got no NOTIFY", transport)
+		}
+		if transport == "TCP" {
+			p.ua.Close() // its connection goes
+			waitFor(t, "node b sees the connection closed", func() bool {
+				_, err := b.srv.ua.TransportLayer().GetConnection("TCP", b.bindings(u)[0].Source)
+				return err != nil
+			})
+			if err := a.notifier.CheckSync(ctx, a.acct.ID, mac); !errors.Is(err, ErrNoRegistration) {
+				t.Errorf("CheckSync with the flow on b gone = %v, want ErrNoRegistration", err)
+			}
+		}
+		p.reg.register("", "Contact: *", "Expires: 0")
+	}
+	if got := a.metric("dialtone_sip_check_sync_total", checkSyncOK); got != 2 {
+		t.Errorf("node a: check_sync_total{ok} = %v, want 2", got)
+	}
+}
+
+// TestDeadNodeSkipped: a binding held by a node that announced nothing (a
+// node gone) is unreachable: a call to its user gets 480 and a check-sync
+// ErrNoRegistration, as if it were not registered; a phone of the same
+// user on a live node is still rung.
+func TestDeadNodeSkipped(t *testing.T) {
+	a, b, open := twoNodes(t)
+	u, pw := a.addUser("1002")
+	const mac = "805ec0aabbee"
+	if _, err := a.db.CreateDevice(a.acct.ID, store.NewDevice{MAC: mac, Model: "T46U", Lines: []store.DeviceLine{{Line: 1, UserID: u.ID}}}, store.System); err != nil {
+		t.Fatal(err)
+	}
+	dead := open("gone")
+	if _, err := dead.Register(store.RegisterRequest{AccountID: a.acct.ID, UserID: u.ID, CallID: "dead@test", CSeq: 1,
+		Source: "192.0.2.5:5060", Transport: "udp", UserAgent: "Yealink SIP-T46U 108.86.0.20 80:5e:c0:aa:bb:ee",
+		Contacts: []store.ContactUpdate{{URI: "sip:1002@192.0.2.5:5060", Expires: 600}}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if err := a.notifier.CheckSync(ctx, a.acct.ID, mac); !errors.Is(err, ErrNoRegistration) {
+		t.Errorf("CheckSync of a phone on a dead node = %v, want ErrNoRegistration", err)
+	}
+	caller := a.caller(nil, "UDP", "1001", a.password)
+	if res := caller.start("1002", nil, false).waitFinal(within); res.StatusCode != 480 {
+		t.Errorf("call to a user held by a dead node → %d, want 480", res.StatusCode)
+	}
+	// A live phone of the same user on b is rung; the dead binding is not.
+	p := b.newPhone("UDP", "1002", pw, "sip:1002@192.0.2.30:5062", "")
+	cl := caller.start("1002", nil, false)
+	in := p.nextInvite(within)
+	in.respond(t, 486, "Busy Here", "")
+	if res := cl.waitFinal(within); res.StatusCode != 486 {
+		t.Errorf("call → %d, want the live phone's 486", res.StatusCode)
 	}
 }

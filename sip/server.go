@@ -308,7 +308,7 @@ type route struct {
 type routeTable struct {
 	byMethod map[sip.RequestMethod]route
 	hop      map[sip.RequestMethod]hopHandler // requests another node passed us (hop.go)
-	allow    string // the Allow header value
+	allow    string                           // the Allow header value
 }
 
 // hopHandler handles a request another node passed us with a verified
