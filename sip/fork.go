@@ -402,6 +402,9 @@ func (p *Proxy) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) {
 		r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 		mf := sip.MaxForwardsHeader(70)
 		r.AppendHeader(&mf)
+		if br.node != nil { // the node routes it inside its record of the dialog
+			r.AppendHeader(&sip.RouteHeader{Address: hopRoute(br.node.SIPAddr)})
+		}
 		r.SetBody(nil)
 		p.core.setFlow(r, inv.Transport(), inv.Destination())
 		return r

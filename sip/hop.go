@@ -10,11 +10,13 @@ package sip
 // is an outside request, whatever its source.
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -179,10 +181,16 @@ func (s *Server) remote(b store.Binding) bool {
 	return b.Node != "" && b.Node != s.db.NodeID()
 }
 
-// peer looks up the node that holds b's flow. A node without an
-// announcement (gone) is reported false and logged once at debug.
+// peer looks up the node that holds b's flow, with its SIPAddr resolved
+// to an IP address and port (an announced host name is looked up once
+// here, so the dialogs through it record the address its requests come
+// from). A node without an announcement (gone), or whose name does not
+// resolve, is reported false and logged once at debug.
 func (s *Server) peer(id string) (store.NodeInfo, bool) {
 	n, err := s.db.Node(id)
+	if err == nil {
+		n.SIPAddr, err = resolveHostPort(n.SIPAddr)
+	}
 	s.nodes.mu.Lock()
 	defer s.nodes.mu.Unlock()
 	if err != nil || n.SIPAddr == "" {
@@ -275,6 +283,31 @@ func stripHop(r headerSet) {
 		for r.RemoveHeader(n) {
 		}
 	}
+}
+
+// resolveTimeout bounds the look-up of a node's announced host name.
+const resolveTimeout = 2 * time.Second
+
+// resolveHostPort turns host:port into ip:port (the first address of a
+// host name).
+func resolveHostPort(addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", err
+	}
+	if net.ParseIP(host) != nil {
+		return addr, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return "", err
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("%s: no address", host)
+	}
+	return net.JoinHostPort(ips[0].IP.String(), port), nil
 }
 
 // hopRoute is the Route a request to another node's party carries: that

@@ -149,6 +149,31 @@ func TestCallAcrossNodes(t *testing.T) {
 			callee.reg.register("", "Contact: *", "Expires: 0")
 		})
 	}
+	// The caller's CANCEL goes a → b → the phone; the phone's 487 comes
+	// back; node a records a cancelled call.
+	t.Run("cancel", func(t *testing.T) {
+		callee := b.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.13:5062;transport=tcp", "")
+		cl := a.caller(nil, "UDP", "1001", a.password).start("1002", offer(4000, "0"), false)
+		in := callee.nextInvite(within)
+		in.respond(t, 180, "Ringing", "sip:1002@192.0.2.13:5062")
+		for r := cl.next(within); r.StatusCode != 180; r = cl.next(within) {
+		}
+		if res := cl.cancel(); res.StatusCode != 200 {
+			t.Fatalf("CANCEL → %d", res.StatusCode)
+		}
+		if f := cl.waitFinal(within); f.StatusCode != 487 {
+			t.Fatalf("final %d, want 487", f.StatusCode)
+		}
+		select {
+		case <-in.cancelled:
+		case <-time.After(within):
+			t.Fatal("the phone on b was not cancelled")
+		}
+		if rec := a.waitRecord(cl.callID); rec.Outcome != store.OutcomeCancelled {
+			t.Errorf("record %+v", rec)
+		}
+		callee.reg.register("", "Contact: *", "Expires: 0")
+	})
 }
 
 // hopInvite is an INVITE from 1001 for contact, as a test client sends it,
