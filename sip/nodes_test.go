@@ -233,6 +233,17 @@ func TestHopHeaderRefused(t *testing.T) {
 		}
 		expectNothing(t, callee, tc.name)
 	}
+	// An authenticated caller's own hop header is removed, not passed on.
+	local := b.caller(nil, "UDP", "1001", b.password)
+	local.headers = []string{hopHeader + ": a;ts=1;acct=x;user=y;mac=" + strings.Repeat("00", 32)}
+	cl := local.start("1002", nil, false)
+	in := callee.nextInvite(within)
+	if h := in.req.GetHeader(hopHeader); h != nil {
+		t.Errorf("a caller's %s reached the phone: %s", hopHeader, h.Value())
+	}
+	in.respond(t, 486, "Busy Here", "")
+	cl.waitFinal(within)
+
 	// The same, signed right: rung (then refused by the phone).
 	req := hopInvite(b, contact, "a", key, now, u)
 	req.SetTransport("TCP")
@@ -244,7 +255,7 @@ func TestHopHeaderRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Terminate()
-	in := callee.nextInvite(within)
+	in = callee.nextInvite(within)
 	if in.req.GetHeader(hopHeader) != nil {
 		t.Error("the phone got the hop header")
 	}
