@@ -244,6 +244,10 @@ func TestHopHeaderRefused(t *testing.T) {
 	in.respond(t, 486, "Busy Here", "")
 	cl.waitFinal(within)
 
+	if got := b.metric("dialtone_sip_hops_total", "refused"); got != 9 { // 7 cases, the caller's INVITE twice (407, then with credentials)
+		t.Errorf("hops_total{refused} = %v, want 9", got)
+	}
+
 	// The same, signed right: rung (then refused by the phone).
 	req := hopInvite(b, contact, "a", key, now, u)
 	req.SetTransport("TCP")
@@ -267,6 +271,9 @@ func TestHopHeaderRefused(t *testing.T) {
 			}
 			break
 		}
+	}
+	if got := b.metric("dialtone_sip_hops_total", "accepted"); got != 1 {
+		t.Errorf("hops_total{accepted} = %v, want 1", got)
 	}
 }
 

@@ -390,10 +390,12 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		h, ok := s.verifyHop(req)
 		stripHop(req)
 		if hh := t.hop[req.Method]; ok && hh != nil && !req.To().Params.Has("tag") {
+			s.metrics.hops.WithLabelValues("accepted").Inc()
 			hh(req, tx, h)
 			return
 		}
 		if !ok {
+			s.metrics.hops.WithLabelValues("refused").Inc()
 			s.log.Info("hop header refused", "method", methodLabel(req.Method), "source", req.Source(), "transport", req.Transport())
 		}
 	}
