@@ -50,6 +50,8 @@ type config struct {
 
 	Store                     string // "" or bbolt: --data; etcd://host:port,…: etcd (storeflag.go)
 	EtcdCert, EtcdKey, EtcdCA string
+	NodeID                    string // on etcd: this node's name (storeflag.go)
+	SIPAdvertise              string // on etcd: HOST:PORT the other nodes reach our SIP on
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -93,6 +95,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "PEM private key for --etcd-cert")
 	fs.StringVar(&c.EtcdCA, "etcd-ca", "", "PEM CA bundle that signed the etcd servers' certificates (enables TLS to etcd)")
+	fs.StringVar(&c.NodeID, "node-id", "", "with --store etcd://…: this node's name among the nodes, unique and stable across restarts (default: the host name)")
+	fs.StringVar(&c.SIPAdvertise, "sip-advertise", "", "with --store etcd://…: HOST:PORT the other nodes reach this node's SIP (UDP/TCP) listener on, to pass it calls and check-syncs for the phones registered here (default: --sip-addr when it is a specific IP)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err
