@@ -40,6 +40,23 @@ import (
 //
 // Lock order: gate, then bbolt's writer lock, then mu; mu is never held
 // while waiting for the writer.
+//
+// Held (etcd): the entries are this node's memory of the true expiry of the
+// binding rows it owns (Binding.Node is this node), and they are never
+// flushed. A row in etcd stores as ExpiresAt a horizon: the true expiry
+// plus horizonPeriods registration periods, written when a REGISTER changes
+// the row. A pure refresh is answered from memory, without an etcd write,
+// while its new expiry stays at or before the stored horizon; one that
+// passes it takes the slow path, which writes the row with a new horizon.
+// So at every moment stored horizon ≥ true expiry: a node that is not the
+// owner, reading the row, never finds it expired while the owner holds it
+// live (its DeleteUser is refused, its prune keeps it), and the expires_at
+// it shows is an upper bound. The owner applies its entries to what it
+// reads (its own DeleteUser, listings and 200 OK use the true expiry), and
+// its sweep (PruneExpired) deletes a row at the true expiry. If the owner
+// dies, the row vanishes with its lease (etcdlease.go); a graceful Close
+// first writes the true expiries (settleRows). An entry applies to a row of
+// this node with the same rev, Call-ID and a CSeq not newer than its own.
 type refreshOverlay struct {
 	gate sync.RWMutex
 	mu   sync.Mutex
@@ -56,6 +73,18 @@ type refreshOverlay struct {
 	// loop flushes every waiting entry.
 	timer *time.Timer
 	delay time.Duration // < 0: no overlay, every refresh written at once
+	held  bool          // etcd: entries are kept, never flushed (see above)
+	node  string        // held: this node's id (Binding.Node of its rows)
+}
+
+// horizonPeriods is how many registration periods past its true expiry a
+// held row's stored expiry lies (see refreshOverlay): a phone refreshing at
+// half its expiry costs one etcd write every 2·horizonPeriods+1 REGISTERs.
+const horizonPeriods = 10
+
+// horizon is the expiry stored for a row written at now for expires.
+func horizon(now time.Time, expires time.Duration) time.Time {
+	return now.Add(expires * (1 + horizonPeriods))
 }
 
 type aorOverlay struct {
@@ -85,10 +114,16 @@ func (e refreshEntry) applyTo(b *Binding) {
 // applyLocked gives b its acknowledged expiry; mu held.
 func (o *refreshOverlay) applyLocked(aor string, b *Binding) {
 	if st := o.aors[aor]; st != nil {
-		if e, ok := st.entries[b.key()]; ok && e.appliesTo(b) {
+		if e, ok := st.entries[b.key()]; ok && (e.appliesTo(b) || o.held && e.heldAppliesTo(b, o.node)) {
 			e.applyTo(b)
 		}
 	}
+}
+
+// heldAppliesTo: a held entry is the true state of the row written with
+// it (same CSeq) and of every later refresh of it.
+func (e refreshEntry) heldAppliesTo(b *Binding, node string) bool {
+	return e.rev == b.rev && e.callID == b.CallID && e.cseq >= b.CSeq && b.Node == node
 }
 
 // apply is applyLocked for every binding in bs, of the AOR "acct/user".
@@ -131,14 +166,36 @@ func (o *refreshOverlay) beginLocked(aor string) {
 }
 
 // end also records the bindings the REGISTER left (see hintedLocked), if it
-// succeeded.
-func (o *refreshOverlay) end(aor string, left []Binding, ok bool) {
+// succeeded; held, it remembers the true expiry of the rows it wrote and
+// forgets the entries of the rows it removed.
+func (o *refreshOverlay) end(aor string, left, wrote []Binding, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if ok {
 		o.hintedLocked(aor, left)
 	}
 	st := o.aors[aor]
+	if ok && o.held {
+		if st.entries == nil {
+			st.entries = map[string]refreshEntry{}
+		}
+		keep := make(map[string]bool, len(left))
+		for _, b := range left {
+			keep[b.key()] = true
+		}
+		for key := range st.entries {
+			if !keep[key] {
+				delete(st.entries, key)
+				o.n.Add(-1)
+			}
+		}
+		for _, b := range wrote {
+			if _, had := st.entries[b.key()]; !had {
+				o.n.Add(1)
+			}
+			st.entries[b.key()] = refreshEntry{rev: b.rev, callID: b.CallID, cseq: b.CSeq, expires: b.ExpiresAt, updated: b.UpdatedAt}
+		}
+	}
 	st.inflight--
 	if st.inflight == 0 && len(st.entries) == 0 {
 		delete(o.aors, aor)
@@ -157,6 +214,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 	o := &db.refresh
 	if o.delay < 0 || r.RemoveAll || len(r.Contacts) == 0 {
 		return nil, false, false
+	}
+	if o.held && db.etcd.lease.Load() == 0 {
+		return nil, false, false // no lease: the slow path says so
 	}
 	for _, c := range r.Contacts {
 		if c.Expires <= 0 {
@@ -212,7 +272,14 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 		return nil, false, false
 	}
 	current := make(map[string]Binding, len(rows))
+	var stored map[string]time.Time // held: each row's horizon
+	if o.held {
+		stored = make(map[string]time.Time, len(rows))
+	}
 	for _, b := range rows {
+		if o.held {
+			stored[b.key()] = b.ExpiresAt
+		}
 		o.applyLocked(aor, &b)
 		if b.Live(now) {
 			current[b.key()] = b
@@ -225,6 +292,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 		if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport || b.Node != db.node ||
 			b.UserAgent != r.UserAgent || b.CallID != r.CallID || r.CSeq <= b.CSeq {
 			return nil, false, false
+		}
+		if o.held && now.Add(time.Duration(c.Expires)*time.Second).After(stored[key]) {
+			return nil, false, false // past the horizon: written with a new one
 		}
 		olds = append(olds, b)
 		b.CSeq, b.UpdatedAt, b.ExpiresAt = r.CSeq, now, now.Add(time.Duration(c.Expires)*time.Second)
@@ -249,7 +319,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 		changes = append(changes, bindingChange{expires: old.ExpiresAt.UnixNano(), delta: -1}, bindingChange{expires: e.expires.UnixNano(), delta: +1})
 	}
 	db.live.apply(changes, now)
-	o.armTimerLocked(db.loop.flushDue)
+	if !o.held {
+		o.armTimerLocked(db.loop.flushDue)
+	}
 	out = sortedBindings(current)
 	db.sweep.lower(aor, out)
 	return out, true, false
@@ -268,6 +340,40 @@ func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
 }
 
 const maxHints = 1 << 20
+
+// hinted is hintedLocked for bindings found in the store (etcd: the rows a
+// node adopts at a restart).
+func (o *refreshOverlay) hinted(aor string, bs []Binding) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hintedLocked(aor, bs)
+}
+
+// forgetExpired drops the held entries of the AORs a sweep read that
+// expired at or before now (their rows are gone, or are no longer this
+// node's: another node rewrote or deleted them).
+func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
+	if !o.held || o.n.Load() == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for aor := range aors {
+		st := o.aors[aor]
+		if st == nil {
+			continue
+		}
+		for key, e := range st.entries {
+			if !e.expires.After(now) {
+				delete(st.entries, key)
+				o.n.Add(-1)
+			}
+		}
+		if st.inflight == 0 && len(st.entries) == 0 {
+			delete(o.aors, aor)
+		}
+	}
+}
 
 // hintKey hashes the AOR and the binding's key (Binding.key). Two bindings
 // with one hash share a hint: the second overwrites the first, whose next

@@ -97,8 +97,10 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 	if !begun {
 		db.refresh.begin(prefix)
 	}
+	held := db.refresh.held
+	var wrote []Binding // held: the rows written, with their true expiry
 	err := db.batch(func(t *tx) error {
-		out = nil // fn may run more than once
+		out, wrote = nil, wrote[:0] // fn may run more than once
 		u, err := t.user(r.AccountID, r.UserID)
 		if err != nil {
 			return err
@@ -182,7 +184,14 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
-			if err := b.Put([]byte(k(prefix, key)), encodeBinding(&nb)); err != nil {
+			row := nb
+			if held {
+				// The row stores the horizon; this node holds the true
+				// expiry (see refreshOverlay).
+				row.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
+				wrote = append(wrote, nb)
+			}
+			if err := b.Put([]byte(k(prefix, key)), encodeBinding(&row)); err != nil {
 				return err
 			}
 			if exists {
@@ -194,7 +203,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		out = sortedBindings(current)
 		return nil
 	})
-	db.refresh.end(prefix, out, err == nil)
+	db.refresh.end(prefix, out, wrote, err == nil)
 	if err == nil {
 		db.sweep.lower(prefix, out)
 	}
@@ -331,7 +340,10 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 func (db *DB) PruneExpired() (int, error) {
 	n := 0
 	var seen, kept map[string]int64
+	held := db.refresh.held
+	var swept time.Time
 	err := db.update(func(t *tx) error {
+		swept = t.now
 		n = 0
 		now := t.now.UnixNano()
 		seen, kept = t.db.sweep.due(now), map[string]int64{}
@@ -342,7 +354,15 @@ func (db *DB) PruneExpired() (int, error) {
 			doomed = doomed[:0]
 			if err := b.ForEachPrefix([]byte(aor+"/"), func(key, v []byte) error {
 				e, decErr := bindingExpiry(v)
-				if decErr == nil && e <= now {
+				if decErr == nil && held {
+					// The stored expiry of this node's rows is a horizon:
+					// the true one is in memory.
+					var bd Binding
+					if decodeBinding(v, &bd) == nil {
+						t.db.refresh.applyOne(&bd)
+						e = bd.ExpiresAt.UnixNano()
+					}
+				} else if decErr == nil && e <= now {
 					// Expired on disk; a refresh not yet written may keep it.
 					var bd Binding
 					if decodeBinding(v, &bd) == nil {
@@ -378,6 +398,7 @@ func (db *DB) PruneExpired() (int, error) {
 		return 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
 	db.sweep.settle(seen, kept)
+	db.refresh.forgetExpired(seen, swept)
 	return n, nil
 }
 
