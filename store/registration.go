@@ -184,14 +184,16 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
-			row := nb
+			row := &nb
 			if held {
 				// The row stores the horizon; this node holds the true
 				// expiry (see refreshOverlay).
-				row.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
+				h := nb
+				h.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
+				row = &h
 				wrote = append(wrote, nb)
 			}
-			if err := b.Put([]byte(k(prefix, key)), encodeBinding(&row)); err != nil {
+			if err := b.Put([]byte(k(prefix, key)), encodeBinding(row)); err != nil {
 				return err
 			}
 			if exists {
@@ -342,6 +344,12 @@ func (db *DB) PruneExpired() (int, error) {
 	var seen, kept map[string]int64
 	held := db.refresh.held
 	var swept time.Time
+	if held {
+		// As bbolt's update does: no pure refresh is checked against the
+		// rows this sweep is deleting (see refreshOverlay's gate).
+		db.refresh.gate.Lock()
+		defer db.refresh.gate.Unlock()
+	}
 	err := db.update(func(t *tx) error {
 		swept = t.now
 		n = 0

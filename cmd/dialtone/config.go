@@ -50,6 +50,7 @@ type config struct {
 
 	Store                     string // "" or bbolt: --data; etcd://host:port,…: etcd (storeflag.go)
 	EtcdCert, EtcdKey, EtcdCA string
+	EtcdLeaseTTL              time.Duration // 0: the store's default (15 s)
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -93,6 +94,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "PEM private key for --etcd-cert")
 	fs.StringVar(&c.EtcdCA, "etcd-ca", "", "PEM CA bundle that signed the etcd servers' certificates (enables TLS to etcd)")
+	fs.DurationVar(&c.EtcdLeaseTTL, "etcd-lease-ttl", 15*time.Second, "etcd: this node's lease; the registrations it holds vanish this long after it dies (whole seconds, at least 2s)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // --store: bbolt by default; etcd://… gives endpoints (https with the TLS
@@ -14,6 +15,7 @@ func TestStoreFlag(t *testing.T) {
 		args      []string
 		endpoints string
 		prefix    string
+		ttl       time.Duration // 0: the default, 15 s
 		err       string
 	}{
 		{args: nil},
@@ -23,6 +25,9 @@ func TestStoreFlag(t *testing.T) {
 		{args: []string{"--store", "etcd://e1"}, err: "not host:port"},
 		{args: []string{"--store", "etcd://e1:2379", "--etcd-cert", "c.pem"}, err: "go together"},
 		{args: []string{"--etcd-ca", "ca.pem"}, err: "need --store etcd"},
+		{args: []string{"--store", "etcd://e1:2379", "--etcd-lease-ttl", "1s"}, err: "at least 2s"},
+		{args: []string{"--store", "etcd://e1:2379", "--etcd-lease-ttl", "2500ms"}, err: "whole seconds"},
+		{args: []string{"--store", "etcd://e1:2379", "--etcd-lease-ttl", "4s"}, endpoints: "http://e1:2379", ttl: 4 * time.Second},
 	} {
 		cfg, err := parseConfig(c.args, noEnv, io.Discard)
 		if c.err != "" {
@@ -44,7 +49,10 @@ func TestStoreFlag(t *testing.T) {
 			}
 			continue
 		}
-		if got := strings.Join(ec.Endpoints, " "); got != c.endpoints || ec.Prefix != c.prefix || ec.Dir != cfg.DataDir {
+		if c.ttl == 0 {
+			c.ttl = 15 * time.Second
+		}
+		if got := strings.Join(ec.Endpoints, " "); got != c.endpoints || ec.Prefix != c.prefix || ec.Dir != cfg.DataDir || ec.LeaseTTL != c.ttl {
 			t.Errorf("%v: %+v, want endpoints %s prefix %q", c.args, ec, c.endpoints, c.prefix)
 		}
 	}
