@@ -26,7 +26,11 @@ type Binding struct {
 	CSeq         uint32    `json:"cseq"`
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
+	// ExpiresAt is when the binding ends without a refresh. On etcd, read
+	// through a node other than Node, it is an upper bound (the row's
+	// stored horizon, up to 10 registration periods later); the owner
+	// node knows the true expiry (see refreshOverlay).
+	ExpiresAt time.Time `json:"expires_at"`
 	// Node is the dialtone node that holds the phone's flow (its TCP/TLS
 	// connection or UDP pinhole) in a deployment of several nodes on etcd:
 	// a request for the phone is sent from that node. Empty on one node.
