@@ -199,7 +199,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		return nil, err
 	}
 	// A restart: the rows this node wrote before move onto its new lease.
-	if n, err := db.adoptRows(context.Background(), id); err != nil {
+	if n, _, err := db.adoptRows(context.Background(), id); err != nil {
 		s.close()
 		return nil, fmt.Errorf("open %s: adopt this node's bindings: %w", where, err)
 	} else if n > 0 {

@@ -21,10 +21,11 @@ import (
 //
 // When the lease is lost while the node runs (etcd unreachable for longer
 // than the TTL, or the lease revoked), the node grants itself a new one and
-// re-puts on it the rows naming it that are still there, and its nodes key;
-// until then every write of a binding row fails with ErrNoLease (nothing
-// written). Rows etcd already deleted come back at each phone's next
-// REGISTER, which finds no row and writes one.
+// re-puts on it the rows naming it that are still there, the live ones of
+// its memory that etcd deleted (restoreRows: through the rules, so never
+// for a user deleted meanwhile nor over another node's row), and its nodes
+// key; until then every write of a binding row fails with ErrNoLease
+// (nothing written).
 //
 // A restart with the same node id within the TTL adopts the rows naming it
 // (re-puts them on its new lease), so a quick restart drops no phone. Close
@@ -112,14 +113,31 @@ func (db *DB) keepLease(ctx context.Context) {
 			case <-time.After(rand.N(wait) + wait/2):
 			}
 		}
-		s.lease.Store(int64(id))
-		n, err := db.adoptRows(ctx, id)
-		if err == nil {
-			err = db.reannounce(ctx, id)
-		}
-		s.log.Warn("etcd lease granted again: this node's remaining bindings moved onto it (the ones etcd deleted meanwhile come back at each phone's next REGISTER)",
-			"node", db.node, "lease", fmt.Sprintf("%x", int64(id)), "rows", n, "err", err)
+		db.takeLease(ctx, id)
 	}
+}
+
+// takeLease makes id this node's lease, then puts on it what lived on the
+// one it lost: the rows naming this node that etcd still has, the ones of
+// its memory etcd deleted (through the rules: never for a user deleted
+// meanwhile, never over another node's row), and its nodes key.
+func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
+	s := db.etcd
+	select {
+	case <-s.leaseLost: // about a lease before this one
+	default:
+	}
+	s.lease.Store(int64(id))
+	moved, present, err := db.adoptRows(ctx, id)
+	restored := 0
+	if err == nil {
+		restored, err = db.restoreRows(present)
+	}
+	if err == nil {
+		err = db.reannounce(ctx, id)
+	}
+	s.log.Warn("etcd lease granted again: this node's bindings are on it (a phone whose binding is still missing gets it back at its next REGISTER)",
+		"node", db.node, "lease", fmt.Sprintf("%x", int64(id)), "moved", moved, "restored", restored, "err", err)
 }
 
 // etcdRow is one key as read, with the revision a re-put compares.
@@ -164,21 +182,102 @@ func (db *DB) ownRows(ctx context.Context) ([]etcdRow, error) {
 
 // adoptRows puts every row naming this node on lease id (at Open: the rows
 // of this node's previous run; after a lost lease: the rows etcd has not
-// deleted yet), and remembers them as this node's (refresh hints). It
-// returns how many it moved.
-func (db *DB) adoptRows(ctx context.Context, id clientv3.LeaseID) (int, error) {
+// deleted yet), and remembers them as this node's (refresh hints, and the
+// rows to restore if a lease is lost later). It returns how many it moved,
+// and the keys it found.
+func (db *DB) adoptRows(ctx context.Context, id clientv3.LeaseID) (int, map[string]bool, error) {
 	rows, err := db.ownRows(ctx)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	n, err := db.etcd.reput(ctx, rows, id)
+	present := make(map[string]bool, len(rows))
 	for _, r := range rows {
+		present[r.key] = true
 		var b Binding
 		if decodeBinding(r.val, &b) == nil {
-			db.refresh.hinted(k(b.AccountID, b.UserID), []Binding{b})
+			db.refresh.adopted(b, r.val)
 		}
 	}
-	return n, err
+	return n, present, err
+}
+
+// restoreBatch is how many AORs one restoring transaction covers: each
+// adds a user read, a range read, its rows and three version keys, under
+// etcd's default --max-txn-ops (128).
+const restoreBatch = 20
+
+// restoreRows puts back the rows of this node's memory that are live but
+// not among present (etcd deleted them with a lost lease), each through
+// the rules: only while its user exists and is enabled, only where the key
+// is still free (a phone that moved to another node keeps its row there).
+// It returns how many it put.
+func (db *DB) restoreRows(present map[string]bool) (int, error) {
+	type lost struct {
+		aor  string
+		keys []string
+		vals [][]byte
+	}
+	var todo []lost
+	now := db.now()
+	o := &db.refresh
+	o.mu.Lock()
+	for aor, st := range o.aors {
+		l := lost{aor: aor}
+		for key, r := range st.rows {
+			if present[db.etcd.root+string(bBindings)+"/"+k(aor, key)] {
+				continue
+			}
+			var b Binding
+			if decodeBinding(r.val, &b) != nil || b.Node != db.node {
+				continue
+			}
+			o.applyLocked(aor, &b)
+			if b.Live(now) {
+				l.keys, l.vals = append(l.keys, key), append(l.vals, r.val)
+			}
+		}
+		if len(l.keys) > 0 {
+			todo = append(todo, l)
+		}
+	}
+	o.mu.Unlock()
+	total := 0
+	for len(todo) > 0 {
+		batch := todo[:min(restoreBatch, len(todo))]
+		todo = todo[len(batch):]
+		n := 0
+		err := db.update(func(t *tx) error {
+			n = 0
+			bk := t.Bucket(bBindings)
+			for _, l := range batch {
+				acct, user, _ := strings.Cut(l.aor, "/")
+				u, err := t.user(acct, user)
+				if errors.Is(err, ErrNotFound) || err == nil && u.Status != StatusEnabled {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				for i, key := range l.keys {
+					rk := []byte(k(l.aor, key))
+					if bk.Get(rk) != nil {
+						continue
+					}
+					if err := bk.Put(rk, l.vals[i]); err != nil {
+						return err
+					}
+					n++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+	}
+	return total, nil
 }
 
 // reput writes rows again, each only if unchanged since read (a row another

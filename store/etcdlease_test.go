@@ -373,16 +373,16 @@ func TestEtcdLostLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a new lease", func() bool { l := store.LeaseForTest(a); return l != 0 && l != old })
+	// The revoke deleted the row; node A puts it back from its memory, and
+	// announces itself again.
 	waitFor(t, "node A announced again", func() bool { _, err := b.Node("node-a"); return err == nil })
-	if bs := liveOn(t, b, u); len(bs) != 0 {
-		t.Fatalf("rows of a revoked lease still listed: %+v", bs)
-	}
-	// The row is gone: the phone's next REGISTER writes it again.
+	waitFor(t, "the binding restored", func() bool { return len(liveOn(t, b, u)) == 1 })
+	c := commits(a)
 	if bs, err := a.Register(reg(u, "c1", 2, "sip:1002@192.0.2.7", 600)); err != nil || len(bs) != 1 {
-		t.Fatalf("register after a new lease: %+v, %v", bs, err)
+		t.Fatalf("refresh after a new lease: %+v, %v", bs, err)
 	}
-	if bs := liveOn(t, b, u); len(bs) != 1 {
-		t.Fatalf("node B sees %+v", bs)
+	if commits(a) != c {
+		t.Fatal("the refresh of a restored row was written")
 	}
 
 	store.DropLeaseForTest(a)
@@ -401,4 +401,68 @@ func TestEtcdLostLease(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("refusing without a lease took %v", d)
 	}
+}
+
+// A node whose lost lease took its rows puts them back through the rules:
+// not for a user deleted meanwhile (through another node, which was free to
+// delete once the rows had vanished), not over the row of a phone that
+// moved to another node; the others come back as they were.
+func TestEtcdRestoreAfterLostLeaseFollowsRules(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	gone, moved, kept := mustUser(t, b, "1002"), mustUser(t, b, "1003"), mustUser(t, b, "1004")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	for _, u := range []store.User{gone, moved, kept} {
+		if _, err := a.Register(reg(u, "c1", 1, "sip:"+u.Extension+"@192.0.2.7", 600)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(200 * time.Second)
+	if _, err := a.Register(reg(kept, "c1", 2, "sip:1004@192.0.2.7", 600)); err != nil { // in memory
+		t.Fatal(err)
+	}
+	// etcd unreachable for longer than the TTL, as node A sees it; the
+	// lease expires (revoked here) and its rows with it.
+	old := store.LeaseForTest(a)
+	store.DropLeaseForTest(a)
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.DisableUser(gone.AccountID, gone.ID, admin); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteUser(gone.AccountID, gone.ID, admin); err != nil {
+		t.Fatalf("DeleteUser once node A's rows vanished = %v", err)
+	}
+	if _, err := b.Register(reg(moved, "c7", 1, "sip:1003@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RegainLeaseForTest(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.User(gone.AccountID, gone.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted user: %v", err)
+	}
+	all, err := b.AccountBindings(gone.AccountID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bd := range all {
+		if bd.UserID == gone.ID {
+			t.Fatalf("binding of the deleted user restored: %+v", bd)
+		}
+	}
+	if bs := liveOn(t, b, moved); len(bs) != 1 || bs[0].Node != b.NodeID() || bs[0].CallID != "c7" {
+		t.Fatalf("the moved phone's row: %+v", bs)
+	}
+	bs := liveOn(t, a, kept)
+	if len(bs) != 1 || bs[0].Node != "node-a" || !bs[0].ExpiresAt.Equal(clock.Now().Add(600*time.Second)) {
+		t.Fatalf("the kept phone on node A: %+v, want its refreshed expiry", bs)
+	}
+	if bs := liveOn(t, b, kept); len(bs) != 1 {
+		t.Fatalf("the kept phone on node B: %+v", bs)
+	}
+	storetest.MustCheck(t, b)
 }

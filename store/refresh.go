@@ -90,6 +90,27 @@ func horizon(now time.Time, expires time.Duration) time.Time {
 type aorOverlay struct {
 	inflight int                     // group-committed REGISTERs of the AOR not yet finished
 	entries  map[string]refreshEntry // Binding.key() → newest acknowledged refresh
+	// rows (held only): Binding.key() → the row as this node last put it,
+	// to put it again if etcd deleted it with a lost lease (restoreRows).
+	rows map[string]heldRow
+}
+
+// heldRow is one row of this node as stored, and its stored expiry.
+type heldRow struct {
+	val   []byte
+	until time.Time
+}
+
+// heldWrite is a row a REGISTER wrote on etcd: with its true expiry, and as
+// stored.
+type heldWrite struct {
+	b   Binding
+	val []byte
+}
+
+// unused reports whether st holds nothing (the AOR's overlay can go).
+func (st *aorOverlay) unused() bool {
+	return st.inflight == 0 && len(st.entries) == 0 && len(st.rows) == 0
 }
 
 // refreshEntry is an acknowledged refresh of one binding row. It applies to
@@ -168,7 +189,7 @@ func (o *refreshOverlay) beginLocked(aor string) {
 // end also records the bindings the REGISTER left (see hintedLocked), if it
 // succeeded; held, it remembers the true expiry of the rows it wrote and
 // forgets the entries of the rows it removed.
-func (o *refreshOverlay) end(aor string, left, wrote []Binding, ok bool) {
+func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if ok {
@@ -177,7 +198,7 @@ func (o *refreshOverlay) end(aor string, left, wrote []Binding, ok bool) {
 	st := o.aors[aor]
 	if ok && o.held {
 		if st.entries == nil {
-			st.entries = map[string]refreshEntry{}
+			st.entries, st.rows = map[string]refreshEntry{}, map[string]heldRow{}
 		}
 		keep := make(map[string]bool, len(left))
 		for _, b := range left {
@@ -189,15 +210,22 @@ func (o *refreshOverlay) end(aor string, left, wrote []Binding, ok bool) {
 				o.n.Add(-1)
 			}
 		}
-		for _, b := range wrote {
+		for key := range st.rows {
+			if !keep[key] {
+				delete(st.rows, key)
+			}
+		}
+		for _, w := range wrote {
+			b := w.b
 			if _, had := st.entries[b.key()]; !had {
 				o.n.Add(1)
 			}
 			st.entries[b.key()] = refreshEntry{rev: b.rev, callID: b.CallID, cseq: b.CSeq, expires: b.ExpiresAt, updated: b.UpdatedAt}
+			st.rows[b.key()] = heldRow{val: w.val, until: horizon(b.UpdatedAt, b.ExpiresAt.Sub(b.UpdatedAt))}
 		}
 	}
 	st.inflight--
-	if st.inflight == 0 && len(st.entries) == 0 {
+	if st.unused() {
 		delete(o.aors, aor)
 	}
 }
@@ -341,12 +369,22 @@ func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
 
 const maxHints = 1 << 20
 
-// hinted is hintedLocked for bindings found in the store (etcd: the rows a
-// node adopts at a restart).
-func (o *refreshOverlay) hinted(aor string, bs []Binding) {
+// adopted records a row of this node found in etcd (at a restart, or
+// after a new lease): a hint for its refreshes, and the row as stored.
+func (o *refreshOverlay) adopted(b Binding, val []byte) {
+	aor := k(b.AccountID, b.UserID)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.hintedLocked(aor, bs)
+	o.hintedLocked(aor, []Binding{b})
+	st := o.aors[aor]
+	if st == nil {
+		st = &aorOverlay{}
+		o.aors[aor] = st
+	}
+	if st.rows == nil {
+		st.rows = map[string]heldRow{}
+	}
+	st.rows[b.key()] = heldRow{val: val, until: b.ExpiresAt}
 }
 
 // forgetExpired drops the held entries of the AORs a sweep read that
@@ -366,10 +404,16 @@ func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
 		for key, e := range st.entries {
 			if !e.expires.After(now) {
 				delete(st.entries, key)
+				delete(st.rows, key)
 				o.n.Add(-1)
 			}
 		}
-		if st.inflight == 0 && len(st.entries) == 0 {
+		for key, r := range st.rows {
+			if _, ok := st.entries[key]; !ok && !r.until.After(now) {
+				delete(st.rows, key)
+			}
+		}
+		if st.unused() {
 			delete(o.aors, aor)
 		}
 	}
@@ -485,7 +529,7 @@ func (o *refreshOverlay) flushed(snap map[string]map[string]refreshEntry) {
 				o.n.Add(-1)
 			}
 		}
-		if st.inflight == 0 && len(st.entries) == 0 {
+		if st.unused() {
 			delete(o.aors, aor)
 		}
 	}

@@ -102,7 +102,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		db.refresh.begin(prefix)
 	}
 	held := db.refresh.held
-	var wrote []Binding // held: the rows written, with their true expiry
+	var wrote []heldWrite // held: the rows written, with their true expiry
 	err := db.batch(func(t *tx) error {
 		out, wrote = nil, wrote[:0] // fn may run more than once
 		u, err := t.user(r.AccountID, r.UserID)
@@ -195,9 +195,12 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				h := nb
 				h.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
 				row = &h
-				wrote = append(wrote, nb)
 			}
-			if err := b.Put([]byte(k(prefix, key)), encodeBinding(row)); err != nil {
+			val := encodeBinding(row)
+			if held {
+				wrote = append(wrote, heldWrite{b: nb, val: val})
+			}
+			if err := b.Put([]byte(k(prefix, key)), val); err != nil {
 				return err
 			}
 			if exists {

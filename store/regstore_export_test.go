@@ -132,3 +132,15 @@ func DropLeaseForTest(db *DB) {
 // HorizonPeriods is how many registration periods past its true expiry an
 // etcd row's stored expiry lies.
 const HorizonPeriods = horizonPeriods
+
+// RegainLeaseForTest grants db a new lease and puts on it what its lost
+// lease held, as the keeper does once etcd answers again (after
+// DropLeaseForTest; the keeper is not started again).
+func RegainLeaseForTest(db *DB) error {
+	id, err := db.etcd.grantLease(context.Background())
+	if err != nil {
+		return err
+	}
+	db.takeLease(context.Background(), id)
+	return nil
+}
