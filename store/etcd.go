@@ -168,6 +168,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	db.refresh.delay = -1
 	if opts.RefreshWriteDelay >= 0 {
 		db.refresh.delay, db.refresh.held, db.refresh.node = 0, true, cfg.Node
+		db.refresh.rows = map[string]map[string]heldRow{}
 	}
 	db.loop.stopped = nil // no commit loop: batch is update
 	id, err := s.grantLease(context.Background())

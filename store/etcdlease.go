@@ -222,9 +222,9 @@ func (db *DB) restoreRows(present map[string]bool) (int, error) {
 	now := db.now()
 	o := &db.refresh
 	o.mu.Lock()
-	for aor, st := range o.aors {
+	for aor, rows := range o.rows {
 		l := lost{aor: aor}
-		for key, r := range st.rows {
+		for key, r := range rows {
 			if present[db.etcd.root+string(bBindings)+"/"+k(aor, key)] {
 				continue
 			}

@@ -75,6 +75,10 @@ type refreshOverlay struct {
 	delay time.Duration // < 0: no overlay, every refresh written at once
 	held  bool          // etcd: entries are kept, never flushed (see above)
 	node  string        // held: this node's id (Binding.Node of its rows)
+	// rows (held): "acct/user" → Binding.key() → the row as this node last
+	// put it, to put it again if etcd deleted it with a lost lease
+	// (restoreRows). Under mu.
+	rows map[string]map[string]heldRow
 }
 
 // horizonPeriods is how many registration periods past its true expiry a
@@ -90,9 +94,6 @@ func horizon(now time.Time, expires time.Duration) time.Time {
 type aorOverlay struct {
 	inflight int                     // group-committed REGISTERs of the AOR not yet finished
 	entries  map[string]refreshEntry // Binding.key() → newest acknowledged refresh
-	// rows (held only): Binding.key() → the row as this node last put it,
-	// to put it again if etcd deleted it with a lost lease (restoreRows).
-	rows map[string]heldRow
 }
 
 // heldRow is one row of this node as stored, and its stored expiry.
@@ -108,10 +109,6 @@ type heldWrite struct {
 	val []byte
 }
 
-// unused reports whether st holds nothing (the AOR's overlay can go).
-func (st *aorOverlay) unused() bool {
-	return st.inflight == 0 && len(st.entries) == 0 && len(st.rows) == 0
-}
 
 // refreshEntry is an acknowledged refresh of one binding row. It applies to
 // the row while the row is the one it was checked against (rev, Call-ID) and
@@ -198,7 +195,12 @@ func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, ok b
 	st := o.aors[aor]
 	if ok && o.held {
 		if st.entries == nil {
-			st.entries, st.rows = map[string]refreshEntry{}, map[string]heldRow{}
+			st.entries = map[string]refreshEntry{}
+		}
+		rows := o.rows[aor]
+		if rows == nil {
+			rows = map[string]heldRow{}
+			o.rows[aor] = rows
 		}
 		keep := make(map[string]bool, len(left))
 		for _, b := range left {
@@ -210,9 +212,9 @@ func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, ok b
 				o.n.Add(-1)
 			}
 		}
-		for key := range st.rows {
+		for key := range rows {
 			if !keep[key] {
-				delete(st.rows, key)
+				delete(rows, key)
 			}
 		}
 		for _, w := range wrote {
@@ -221,11 +223,14 @@ func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, ok b
 				o.n.Add(1)
 			}
 			st.entries[b.key()] = refreshEntry{rev: b.rev, callID: b.CallID, cseq: b.CSeq, expires: b.ExpiresAt, updated: b.UpdatedAt}
-			st.rows[b.key()] = heldRow{val: w.val, until: horizon(b.UpdatedAt, b.ExpiresAt.Sub(b.UpdatedAt))}
+			rows[b.key()] = heldRow{val: w.val, until: horizon(b.UpdatedAt, b.ExpiresAt.Sub(b.UpdatedAt))}
+		}
+		if len(rows) == 0 {
+			delete(o.rows, aor)
 		}
 	}
 	st.inflight--
-	if st.unused() {
+	if st.inflight == 0 && len(st.entries) == 0 {
 		delete(o.aors, aor)
 	}
 }
@@ -376,45 +381,44 @@ func (o *refreshOverlay) adopted(b Binding, val []byte) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.hintedLocked(aor, []Binding{b})
-	st := o.aors[aor]
-	if st == nil {
-		st = &aorOverlay{}
-		o.aors[aor] = st
+	rows := o.rows[aor]
+	if rows == nil {
+		rows = map[string]heldRow{}
+		o.rows[aor] = rows
 	}
-	if st.rows == nil {
-		st.rows = map[string]heldRow{}
-	}
-	st.rows[b.key()] = heldRow{val: val, until: b.ExpiresAt}
+	rows[b.key()] = heldRow{val: val, until: b.ExpiresAt}
 }
 
 // forgetExpired drops the held entries of the AORs a sweep read that
 // expired at or before now (their rows are gone, or are no longer this
 // node's: another node rewrote or deleted them).
 func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
-	if !o.held || o.n.Load() == 0 {
+	if !o.held {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for aor := range aors {
-		st := o.aors[aor]
-		if st == nil {
-			continue
-		}
-		for key, e := range st.entries {
-			if !e.expires.After(now) {
-				delete(st.entries, key)
-				delete(st.rows, key)
-				o.n.Add(-1)
+		rows := o.rows[aor]
+		if st := o.aors[aor]; st != nil {
+			for key, e := range st.entries {
+				if !e.expires.After(now) {
+					delete(st.entries, key)
+					delete(rows, key)
+					o.n.Add(-1)
+				}
+			}
+			if st.inflight == 0 && len(st.entries) == 0 {
+				delete(o.aors, aor)
 			}
 		}
-		for key, r := range st.rows {
-			if _, ok := st.entries[key]; !ok && !r.until.After(now) {
-				delete(st.rows, key)
+		for key, r := range rows {
+			if !r.until.After(now) {
+				delete(rows, key) // adopted, never refreshed, past its stored expiry
 			}
 		}
-		if st.unused() {
-			delete(o.aors, aor)
+		if len(rows) == 0 {
+			delete(o.rows, aor)
 		}
 	}
 }
@@ -529,7 +533,7 @@ func (o *refreshOverlay) flushed(snap map[string]map[string]refreshEntry) {
 				o.n.Add(-1)
 			}
 		}
-		if st.unused() {
+		if st.inflight == 0 && len(st.entries) == 0 {
 			delete(o.aors, aor)
 		}
 	}

@@ -101,10 +101,17 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 	if !begun {
 		db.refresh.begin(prefix)
 	}
-	held := db.refresh.held
-	var wrote []heldWrite // held: the rows written, with their true expiry
+	// held (etcd): the rows written, with their true expiry. A pointer set
+	// only then, so that bbolt's closure captures nothing more.
+	var wrote *[]heldWrite
+	if db.refresh.held {
+		wrote = &[]heldWrite{}
+	}
 	err := db.batch(func(t *tx) error {
-		out, wrote = nil, wrote[:0] // fn may run more than once
+		out = nil // fn may run more than once
+		if wrote != nil {
+			*wrote = (*wrote)[:0]
+		}
 		u, err := t.user(r.AccountID, r.UserID)
 		if err != nil {
 			return err
@@ -188,19 +195,17 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
-			row := &nb
-			if held {
+			if wrote != nil {
 				// The row stores the horizon; this node holds the true
 				// expiry (see refreshOverlay).
 				h := nb
 				h.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
-				row = &h
-			}
-			val := encodeBinding(row)
-			if held {
-				wrote = append(wrote, heldWrite{b: nb, val: val})
-			}
-			if err := b.Put([]byte(k(prefix, key)), val); err != nil {
+				val := encodeBinding(&h)
+				*wrote = append(*wrote, heldWrite{b: nb, val: val})
+				if err := b.Put([]byte(k(prefix, key)), val); err != nil {
+					return err
+				}
+			} else if err := b.Put([]byte(k(prefix, key)), encodeBinding(&nb)); err != nil {
 				return err
 			}
 			if exists {
@@ -212,7 +217,11 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		out = sortedBindings(current)
 		return nil
 	})
-	db.refresh.end(prefix, out, wrote, err == nil)
+	var written []heldWrite
+	if wrote != nil {
+		written = *wrote
+	}
+	db.refresh.end(prefix, out, written, err == nil)
 	if err == nil {
 		db.sweep.lower(prefix, out)
 	}
