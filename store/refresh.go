@@ -109,7 +109,6 @@ type heldWrite struct {
 	val []byte
 }
 
-
 // refreshEntry is an acknowledged refresh of one binding row. It applies to
 // the row while the row is the one it was checked against (rev, Call-ID) and
 // its CSeq is older than the entry's.
