@@ -185,6 +185,13 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		if n, err := db.settleRows(ctx); err != nil || n > 0 {
 			s.log.Info("etcd store closing: bindings' true expiries written", "node", db.node, "rows", n, "err", err)
 		}
+		if s.announced.Load() != nil {
+			// Leaving the node list at once: no other node sends this
+			// one requests meanwhile (a restart announces it again).
+			if _, err := cli.Delete(ctx, s.root+"nodes/"+db.node); err != nil {
+				s.log.Warn("etcd store closing: cannot leave the node list; the entry goes with the lease", "node", db.node, "err", err)
+			}
+		}
 	}
 	if err := guard("initialise "+where, func() error {
 		return db.update(func(t *tx) error { return db.initRecords(t, where) })

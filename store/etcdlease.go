@@ -29,10 +29,12 @@ import (
 //
 // A restart with the same node id within the TTL adopts the rows naming it
 // (re-puts them on its new lease), so a quick restart drops no phone. Close
-// revokes nothing: a graceful stop first writes each of its rows' true
-// expiry (see refreshOverlay, "held"), so rows the node does not come back
-// for vanish at the latest a TTL after the stop, and a phone that
-// re-registers through another node meanwhile replaces its row there.
+// revokes nothing (revoking would drop every UDP phone of a quick restart
+// until its next refresh): a graceful stop writes each of its rows' true
+// expiry (see refreshOverlay, "held") and deletes its nodes/<id> key; rows
+// the node does not come back for vanish at the latest a TTL after the
+// stop, and a phone that re-registers through another node meanwhile
+// replaces its row there (same key) or lets the old one vanish.
 
 // ErrNoLease means this node holds no etcd lease at the moment (etcd was
 // unreachable for longer than the lease TTL, or the lease was revoked), so

@@ -302,7 +302,7 @@ func TestEtcdRestartAdoptsRows(t *testing.T) {
 	if err := store.CrashCloseForTest(a); err != nil {
 		t.Fatal(err)
 	}
-	a = openLeased(t, dir, clock, "node-a", ttl)
+	a = openLeased(t, dir, clock, "node-a", 0) // the default TTL: only the old lease has to expire here
 	if store.LeaseForTest(a) == old || store.LeaseForTest(a) == 0 {
 		t.Fatal("the restarted node has no new lease")
 	}
@@ -326,12 +326,16 @@ func TestEtcdRestartAdoptsRows(t *testing.T) {
 	}
 }
 
-// A graceful Close writes the true expiry of the node's rows: the other
-// nodes (and a restart) see exactly when each ends.
+// A graceful Close writes the true expiry of the node's rows (the other
+// nodes, and a restart, see exactly when each ends) and takes the node off
+// the node list.
 func TestEtcdCloseWritesTrueExpiries(t *testing.T) {
 	clock, a, b := twoNodes(t)
 	mustAccount(t, a)
 	u := mustUser(t, a, "1002")
+	if err := a.AnnounceNode(store.NodeInfo{SIPAddr: "127.0.0.1:5071"}); err != nil {
+		t.Fatal(err)
+	}
 	for cseq := uint32(1); cseq <= 5; cseq++ {
 		if _, err := a.Register(reg(u, "c1", cseq, "sip:1002@192.0.2.7", 60)); err != nil {
 			t.Fatal(err)
@@ -350,6 +354,9 @@ func TestEtcdCloseWritesTrueExpiries(t *testing.T) {
 	if bs := liveOn(t, b, u); len(bs) != 0 {
 		t.Fatalf("node B still lists %+v past the true expiry", bs)
 	}
+	if _, err := b.Node(a.NodeID()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Node(%s) after its graceful close = %v, want ErrNotFound (it left the node list)", a.NodeID(), err)
+	}
 }
 
 // A node that lost its lease writes no binding (a clear error, at once),
@@ -361,7 +368,7 @@ func TestEtcdLostLease(t *testing.T) {
 	b := storetest.OpenDir(t, dir, clock)
 	mustAccount(t, b)
 	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 3*time.Second) // keep-alives every second: the revoke is seen soon
+	a := openLeased(t, dir, clock, "node-a", 4*time.Second) // keep-alives every 1.3 s: the revoke is seen soon
 	if err := a.AnnounceNode(store.NodeInfo{SIPAddr: "127.0.0.1:5071"}); err != nil {
 		t.Fatal(err)
 	}
