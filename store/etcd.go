@@ -168,7 +168,7 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	db.refresh.delay = -1
 	if opts.RefreshWriteDelay >= 0 {
 		db.refresh.delay, db.refresh.held, db.refresh.node = 0, true, cfg.Node
-		db.refresh.rows = map[string]map[string]heldRow{}
+		db.refresh.rows = map[string]*heldAOR{}
 	}
 	db.loop.stopped = nil // no commit loop: batch is update
 	id, err := s.grantLease(context.Background())
@@ -207,7 +207,9 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		return nil, err
 	}
 	// A restart: the rows this node wrote before move onto its new lease.
-	if n, _, err := db.adoptRows(context.Background(), id); err != nil {
+	adopt, rev := s.adopt, s.adoptRev
+	s.adopt = nil
+	if n, err := db.adoptRows(context.Background(), adopt, rev, id); err != nil {
 		s.close()
 		return nil, fmt.Errorf("open %s: adopt this node's bindings: %w", where, err)
 	} else if n > 0 {
@@ -292,6 +294,10 @@ type etcdKV struct {
 	leaseDone chan struct{} // closed when the keeper returns
 	stopLease context.CancelFunc
 	announced atomic.Pointer[string] // what AnnounceNode put, for a new lease
+	// adopt are the rows naming this node that Open found (loadLive), read
+	// at adoptRev, for adoptRows.
+	adopt    []etcdRow
+	adoptRev int64
 	// settle, run by a graceful close, writes the true expiries of this
 	// node's rows (nil: a store that failed to open; noSettle: a crash).
 	settle   func()
@@ -381,6 +387,8 @@ type etcdTx struct {
 	writable bool
 	rev      int64 // the revision every read is at; 0 until the first read
 	err      error // the first failed read; the transaction's outcome
+
+	committed int64 // the revision of its commit (0: none, or nothing written)
 
 	reads    map[string]etcdRead    // full key → what was read
 	ranges   map[string]struct{}    // version keys of ranges read
@@ -586,6 +594,7 @@ func (t *etcdTx) commit() (bool, error) {
 	}
 	if resp.Succeeded {
 		t.s.commits.Add(1)
+		t.committed = resp.Header.Revision
 	}
 	return resp.Succeeded, nil
 }

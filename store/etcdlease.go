@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -120,9 +121,10 @@ func (db *DB) keepLease(ctx context.Context) {
 }
 
 // takeLease makes id this node's lease, then puts on it what lived on the
-// one it lost: the rows naming this node that etcd still has, the ones of
-// its memory etcd deleted (through the rules: never for a user deleted
-// meanwhile, never over another node's row), and its nodes key.
+// one it lost, from this node's memory of its rows (refreshOverlay.rows):
+// the rows etcd still has as this node put them move onto it; the live
+// ones etcd deleted with the old lease are put back (restoreRows); and its
+// nodes key.
 func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
 	s := db.etcd
 	select {
@@ -130,10 +132,19 @@ func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
 	default:
 	}
 	s.lease.Store(int64(id))
-	moved, present, err := db.adoptRows(ctx, id)
+	var rows []etcdRow
+	o := &db.refresh
+	o.mu.Lock()
+	for aor, h := range o.rows {
+		for key, r := range h.rows {
+			rows = append(rows, etcdRow{key: s.root + string(bBindings) + "/" + k(aor, key), old: r.val, val: r.val})
+		}
+	}
+	o.mu.Unlock()
+	moved, missing, err := s.reput(ctx, rows, id)
 	restored := 0
 	if err == nil {
-		restored, err = db.restoreRows(present)
+		restored, err = db.restoreRows(missing)
 	}
 	if err == nil {
 		err = db.reannounce(ctx, id)
@@ -142,117 +153,111 @@ func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
 		"node", db.node, "lease", fmt.Sprintf("%x", int64(id)), "moved", moved, "restored", restored, "err", err)
 }
 
-// etcdRow is one key as read, with the revision a re-put compares.
+// etcdRow is a row to put again: at key, replacing old (compared by value:
+// a row another node, or a rule, changed or deleted since is left as it
+// is) with val.
 type etcdRow struct {
-	key string
-	mod int64
-	val []byte
+	key      string
+	old, val []byte
 }
 
-// ownRows reads every binding row naming this node (one paged read of the
-// bindings).
-func (db *DB) ownRows(ctx context.Context) ([]etcdRow, error) {
-	s := db.etcd
-	from := s.root + string(bBindings) + "/"
-	to := clientv3.GetPrefixRangeEnd(from)
-	var out []etcdRow
-	var rev int64
-	for start := from; ; {
-		opts := []clientv3.OpOption{clientv3.WithRange(to), clientv3.WithLimit(etcdPage), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev))
-		}
-		rctx, cancel := context.WithTimeout(ctx, s.timeout)
-		resp, err := s.cli.Get(rctx, start, opts...)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("read this node's bindings: %w", err)
-		}
-		rev = resp.Header.Revision
-		for _, kv := range resp.Kvs {
-			var b Binding
-			if decodeBinding(kv.Value, &b) == nil && b.Node == db.node {
-				out = append(out, etcdRow{key: string(kv.Key), mod: kv.ModRevision, val: kv.Value})
-			}
-		}
-		if !resp.More || len(resp.Kvs) == 0 {
-			return out, nil
-		}
-		start = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+// ownRow reports whether v is a binding row naming node; a cheap test of
+// its end (Node is the row's last field) before decoding.
+func ownRow(v []byte, node string) bool {
+	if !bytes.HasSuffix(v, []byte(node)) {
+		return false
 	}
+	var b Binding
+	return decodeBinding(v, &b) == nil && b.Node == node
 }
 
-// adoptRows puts every row naming this node on lease id (at Open: the rows
-// of this node's previous run; after a lost lease: the rows etcd has not
-// deleted yet), and remembers them as this node's (refresh hints, and the
-// rows to restore if a lease is lost later). It returns how many it moved,
-// and the keys it found.
-func (db *DB) adoptRows(ctx context.Context, id clientv3.LeaseID) (int, map[string]bool, error) {
-	rows, err := db.ownRows(ctx)
-	if err != nil {
-		return 0, nil, err
+// adoptRows moves the rows of this node's previous run (read at revision
+// rev, when the store opened) onto lease id, and remembers them as this
+// node's: refresh hints, and the rows to keep on its leases. It returns how
+// many it moved.
+func (db *DB) adoptRows(ctx context.Context, rows []etcdRow, rev int64, id clientv3.LeaseID) (int, error) {
+	n, missing, err := db.etcd.reput(ctx, rows, id)
+	gone := make(map[string]bool, len(missing))
+	for _, r := range missing {
+		gone[r.key] = true
 	}
-	n, err := db.etcd.reput(ctx, rows, id)
-	present := make(map[string]bool, len(rows))
 	for _, r := range rows {
-		present[r.key] = true
 		var b Binding
-		if decodeBinding(r.val, &b) == nil {
-			db.refresh.adopted(b, r.val)
+		if !gone[r.key] && decodeBinding(r.val, &b) == nil {
+			db.refresh.adopted(b, r.val, rev)
 		}
 	}
-	return n, present, err
+	return n, err
 }
 
-// restoreBatch is how many AORs one restoring transaction covers: each
-// adds a user read, a range read, its rows and three version keys, under
-// etcd's default --max-txn-ops (128).
-const restoreBatch = 20
+// restoreBatch bounds the rows one restoring transaction puts back: with
+// its reads (a user, a version key, each row key) and writes (each row, the
+// version keys) under etcd's default --max-txn-ops (128).
+const restoreBatch = 40
 
-// restoreRows puts back the rows of this node's memory that are live but
-// not among present (etcd deleted them with a lost lease), each through
-// the rules: only while its user exists and is enabled, only where the key
-// is still free (a phone that moved to another node keeps its row there).
-// It returns how many it put.
-func (db *DB) restoreRows(present map[string]bool) (int, error) {
+// restoreRows puts back the rows of this node's memory that etcd no longer
+// has as this node put them, when they vanished with a lost lease and
+// nothing else: only where the AOR is unchanged since this node's last
+// write or adoption (its version key has not moved: the expiry of a lease
+// moves none, a rule that deleted or replaced a row does), the key is
+// free, the row still live by this node's memory, and its user exists and
+// is enabled. It returns how many it put.
+func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 	type lost struct {
 		aor  string
+		rev  int64
 		keys []string
 		vals [][]byte
 	}
-	var todo []lost
+	byAOR := map[string]*lost{}
+	var todo []*lost
 	now := db.now()
+	pre := db.etcd.root + string(bBindings) + "/"
 	o := &db.refresh
 	o.mu.Lock()
-	for aor, rows := range o.rows {
-		l := lost{aor: aor}
-		for key, r := range rows {
-			if present[db.etcd.root+string(bBindings)+"/"+k(aor, key)] {
-				continue
-			}
-			var b Binding
-			if decodeBinding(r.val, &b) != nil || b.Node != db.node {
-				continue
-			}
-			o.applyLocked(aor, &b)
-			if b.Live(now) {
-				l.keys, l.vals = append(l.keys, key), append(l.vals, r.val)
-			}
+	for _, r := range missing {
+		var b Binding
+		if decodeBinding(r.old, &b) != nil {
+			continue
 		}
-		if len(l.keys) > 0 {
+		aor := k(b.AccountID, b.UserID)
+		h := o.rows[aor]
+		if h == nil {
+			continue
+		}
+		o.applyLocked(aor, &b)
+		if !b.Live(now) {
+			continue
+		}
+		l := byAOR[aor]
+		if l == nil {
+			l = &lost{aor: aor, rev: h.rev}
+			byAOR[aor] = l
 			todo = append(todo, l)
 		}
+		l.keys, l.vals = append(l.keys, strings.TrimPrefix(r.key, pre)), append(l.vals, r.old)
 	}
 	o.mu.Unlock()
 	total := 0
 	for len(todo) > 0 {
-		batch := todo[:min(restoreBatch, len(todo))]
-		todo = todo[len(batch):]
+		var batch []*lost
+		for rows := 0; len(todo) > 0 && (len(batch) == 0 || rows+len(todo[0].keys) <= restoreBatch); todo = todo[1:] {
+			rows += 1 + len(todo[0].keys)
+			batch = append(batch, todo[0])
+		}
 		n := 0
 		err := db.update(func(t *tx) error {
 			n = 0
+			et, _ := t.kvTx.(*etcdTx)
 			bk := t.Bucket(bBindings)
 			for _, l := range batch {
+				vk := et.s.root + "_v/" + string(bBindings) + "/" + l.aor + "/"
+				if et.get(vk); et.err != nil {
+					return et.err
+				}
+				if et.reads[vk].mod > l.rev {
+					continue // a rule changed the AOR since: not only the lease
+				}
 				acct, user, _ := strings.Cut(l.aor, "/")
 				u, err := t.user(acct, user)
 				if errors.Is(err, ErrNotFound) || err == nil && u.Status != StatusEnabled {
@@ -262,11 +267,10 @@ func (db *DB) restoreRows(present map[string]bool) (int, error) {
 					return err
 				}
 				for i, key := range l.keys {
-					rk := []byte(k(l.aor, key))
-					if bk.Get(rk) != nil {
+					if bk.Get([]byte(key)) != nil {
 						continue
 					}
-					if err := bk.Put(rk, l.vals[i]); err != nil {
+					if err := bk.Put([]byte(key), l.vals[i]); err != nil {
 						return err
 					}
 					n++
@@ -282,19 +286,20 @@ func (db *DB) restoreRows(present map[string]bool) (int, error) {
 	return total, nil
 }
 
-// reput writes rows again, each only if unchanged since read (a row another
-// node replaced or deleted meanwhile is left as it is), on lease id, in
-// transactions of leaseBatch rows. It bumps no range version key: the rows'
-// contents are the ones read (or, from settle, an earlier expiry), so no
-// reader of a range could have concluded otherwise about what is live.
-func (s *etcdKV) reput(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (int, error) {
+// reput writes rows again on lease id, each only if it still holds old, in
+// transactions of leaseBatch rows. It bumps no range version key: a row
+// moves to another lease or gets an earlier expiry, and no reader of a
+// range could have relied on the difference. It returns how many it wrote,
+// and the rows it left (changed or gone).
+func (s *etcdKV) reput(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (int, []etcdRow, error) {
 	done := 0
+	var left []etcdRow
 	for len(rows) > 0 {
 		batch := rows[:min(leaseBatch, len(rows))]
 		rows = rows[len(batch):]
 		ok, err := s.reputTxn(ctx, batch, id)
 		if err != nil {
-			return done, err
+			return done, left, err
 		}
 		if ok {
 			done += len(batch)
@@ -304,21 +309,23 @@ func (s *etcdKV) reput(ctx context.Context, rows []etcdRow, id clientv3.LeaseID)
 		for _, r := range batch {
 			ok, err := s.reputTxn(ctx, []etcdRow{r}, id)
 			if err != nil {
-				return done, err
+				return done, left, err
 			}
 			if ok {
 				done++
+			} else {
+				left = append(left, r)
 			}
 		}
 	}
-	return done, nil
+	return done, left, nil
 }
 
 func (s *etcdKV) reputTxn(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (bool, error) {
 	cmps := make([]clientv3.Cmp, 0, len(rows))
 	ops := make([]clientv3.Op, 0, len(rows))
 	for _, r := range rows {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(r.key), "=", r.mod))
+		cmps = append(cmps, clientv3.Compare(clientv3.Value(r.key), "=", string(r.old)))
 		ops = append(ops, clientv3.OpPut(r.key, string(r.val), clientv3.WithLease(id)))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -349,28 +356,28 @@ func (db *DB) reannounce(ctx context.Context, id clientv3.LeaseID) error {
 // and this node's next run, see exactly when it ends.
 func (db *DB) settleRows(ctx context.Context) (int, error) {
 	id := clientv3.LeaseID(db.etcd.lease.Load())
-	if id == 0 || !db.refresh.held || db.refresh.n.Load() == 0 {
+	if id == 0 || !db.refresh.held {
 		return 0, nil
 	}
-	rows, err := db.ownRows(ctx)
-	if err != nil {
-		return 0, err
-	}
-	settled := rows[:0]
-	for _, r := range rows {
-		var b Binding
-		if decodeBinding(r.val, &b) != nil {
-			continue
+	var rows []etcdRow
+	o := &db.refresh
+	o.mu.Lock()
+	for aor, h := range o.rows {
+		for key, r := range h.rows {
+			var b Binding
+			if decodeBinding(r.val, &b) != nil {
+				continue
+			}
+			stored := b.ExpiresAt
+			o.applyLocked(aor, &b)
+			if b.ExpiresAt.Before(stored) {
+				rows = append(rows, etcdRow{key: db.etcd.root + string(bBindings) + "/" + k(aor, key), old: r.val, val: encodeBinding(&b)})
+			}
 		}
-		stored := b.ExpiresAt
-		db.refresh.applyOne(&b)
-		if !b.ExpiresAt.Before(stored) {
-			continue
-		}
-		r.val = encodeBinding(&b)
-		settled = append(settled, r)
 	}
-	return db.etcd.reput(ctx, settled, id)
+	o.mu.Unlock()
+	n, _, err := db.etcd.reput(ctx, rows, id)
+	return n, err
 }
 
 // discardLogger is the logger of a store opened without one.

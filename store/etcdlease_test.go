@@ -420,14 +420,20 @@ func TestEtcdRestoreAfterLostLeaseFollowsRules(t *testing.T) {
 	b := storetest.OpenDir(t, dir, clock)
 	mustAccount(t, b)
 	gone, moved, kept := mustUser(t, b, "1002"), mustUser(t, b, "1003"), mustUser(t, b, "1004")
+	signedOut := mustUser(t, b, "1005")
 	a := openLeased(t, dir, clock, "node-a", 0)
-	for _, u := range []store.User{gone, moved, kept} {
+	for _, u := range []store.User{gone, moved, kept, signedOut} {
 		if _, err := a.Register(reg(u, "c1", 1, "sip:"+u.Extension+"@192.0.2.7", 600)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	clock.Advance(200 * time.Second)
 	if _, err := a.Register(reg(kept, "c1", 2, "sip:1004@192.0.2.7", 600)); err != nil { // in memory
+		t.Fatal(err)
+	}
+	// An administrator signs a phone out through node B: node A's memory
+	// still has its row.
+	if _, err := b.SignOut(signedOut.AccountID, signedOut.ID, admin); err != nil {
 		t.Fatal(err)
 	}
 	// etcd unreachable for longer than the TTL, as node A sees it; the
@@ -470,6 +476,9 @@ func TestEtcdRestoreAfterLostLeaseFollowsRules(t *testing.T) {
 	}
 	if bs := liveOn(t, b, kept); len(bs) != 1 {
 		t.Fatalf("the kept phone on node B: %+v", bs)
+	}
+	if bs := liveOn(t, b, signedOut); len(bs) != 0 {
+		t.Fatalf("a signed-out phone put back: %+v", bs)
 	}
 	storetest.MustCheck(t, b)
 }

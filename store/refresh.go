@@ -75,10 +75,28 @@ type refreshOverlay struct {
 	delay time.Duration // < 0: no overlay, every refresh written at once
 	held  bool          // etcd: entries are kept, never flushed (see above)
 	node  string        // held: this node's id (Binding.Node of its rows)
-	// rows (held): "acct/user" → Binding.key() → the row as this node last
-	// put it, to put it again if etcd deleted it with a lost lease
-	// (restoreRows). Under mu.
-	rows map[string]map[string]heldRow
+	// rows (held): "acct/user" → the rows of the AOR as this node last put
+	// them, to move them to a new lease or put them back if etcd deleted
+	// them with a lost lease (etcdlease.go). Under mu.
+	rows map[string]*heldAOR
+}
+
+// heldAOR is what this node put in one AOR: its rows, and the etcd revision
+// at which they were all as this node knows them (its last write to the
+// AOR, or the read that adopted them).
+type heldAOR struct {
+	rev  int64
+	rows map[string]heldRow // Binding.key() → the row
+}
+
+// heldAORLocked is the AOR's record, created if needed; mu held.
+func (o *refreshOverlay) heldAORLocked(aor string) *heldAOR {
+	h := o.rows[aor]
+	if h == nil {
+		h = &heldAOR{rows: map[string]heldRow{}}
+		o.rows[aor] = h
+	}
+	return h
 }
 
 // horizonPeriods is how many registration periods past its true expiry a
@@ -107,6 +125,13 @@ type heldRow struct {
 type heldWrite struct {
 	b   Binding
 	val []byte
+}
+
+// heldWrites are the rows one REGISTER wrote on etcd, and the revision of
+// its commit.
+type heldWrites struct {
+	rows []heldWrite
+	rev  int64
 }
 
 // refreshEntry is an acknowledged refresh of one binding row. It applies to
@@ -185,7 +210,7 @@ func (o *refreshOverlay) beginLocked(aor string) {
 // end also records the bindings the REGISTER left (see hintedLocked), if it
 // succeeded; held, it remembers the true expiry of the rows it wrote and
 // forgets the entries of the rows it removed.
-func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, ok bool) {
+func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, rev int64, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if ok {
@@ -196,11 +221,9 @@ func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, ok b
 		if st.entries == nil {
 			st.entries = map[string]refreshEntry{}
 		}
-		rows := o.rows[aor]
-		if rows == nil {
-			rows = map[string]heldRow{}
-			o.rows[aor] = rows
-		}
+		h := o.heldAORLocked(aor)
+		h.rev = max(h.rev, rev)
+		rows := h.rows
 		keep := make(map[string]bool, len(left))
 		for _, b := range left {
 			keep[b.key()] = true
@@ -375,17 +398,14 @@ const maxHints = 1 << 20
 
 // adopted records a row of this node found in etcd (at a restart, or
 // after a new lease): a hint for its refreshes, and the row as stored.
-func (o *refreshOverlay) adopted(b Binding, val []byte) {
+func (o *refreshOverlay) adopted(b Binding, val []byte, rev int64) {
 	aor := k(b.AccountID, b.UserID)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.hintedLocked(aor, []Binding{b})
-	rows := o.rows[aor]
-	if rows == nil {
-		rows = map[string]heldRow{}
-		o.rows[aor] = rows
-	}
-	rows[b.key()] = heldRow{val: val, until: b.ExpiresAt}
+	h := o.heldAORLocked(aor)
+	h.rev = max(h.rev, rev)
+	h.rows[b.key()] = heldRow{val: val, until: b.ExpiresAt}
 }
 
 // forgetExpired drops the held entries of the AORs a sweep read that
@@ -398,7 +418,10 @@ func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for aor := range aors {
-		rows := o.rows[aor]
+		var rows map[string]heldRow
+		if h := o.rows[aor]; h != nil {
+			rows = h.rows
+		}
 		if st := o.aors[aor]; st != nil {
 			for key, e := range st.entries {
 				if !e.expires.After(now) {

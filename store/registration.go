@@ -103,14 +103,17 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 	}
 	// held (etcd): the rows written, with their true expiry. A pointer set
 	// only then, so that bbolt's closure captures nothing more.
-	var wrote *[]heldWrite
+	var wrote *heldWrites
 	if db.refresh.held {
-		wrote = &[]heldWrite{}
+		wrote = &heldWrites{}
 	}
 	err := db.batch(func(t *tx) error {
 		out = nil // fn may run more than once
 		if wrote != nil {
-			*wrote = (*wrote)[:0]
+			wrote.rows = wrote.rows[:0]
+			if et, ok := t.kvTx.(*etcdTx); ok {
+				t.OnCommit(func() { wrote.rev = et.committed })
+			}
 		}
 		u, err := t.user(r.AccountID, r.UserID)
 		if err != nil {
@@ -201,7 +204,7 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				h := nb
 				h.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
 				val := encodeBinding(&h)
-				*wrote = append(*wrote, heldWrite{b: nb, val: val})
+				wrote.rows = append(wrote.rows, heldWrite{b: nb, val: val})
 				if err := b.Put([]byte(k(prefix, key)), val); err != nil {
 					return err
 				}
@@ -218,10 +221,11 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		return nil
 	})
 	var written []heldWrite
+	var writtenAt int64
 	if wrote != nil {
-		written = *wrote
+		written, writtenAt = wrote.rows, wrote.rev
 	}
-	db.refresh.end(prefix, out, written, err == nil)
+	db.refresh.end(prefix, out, written, writtenAt, err == nil)
 	if err == nil {
 		db.sweep.lower(prefix, out)
 	}
