@@ -52,12 +52,13 @@ import (
 // expiry + one period: a node that is not the owner, reading the row, never
 // finds it expired while the owner holds it live (its DeleteUser is
 // refused, its prune keeps it), even with a clock up to a period ahead of
-// the owner's, and the expires_at it shows is an upper bound. The owner applies its entries to what it
-// reads (its own DeleteUser, listings and 200 OK use the true expiry), and
-// its sweep (PruneExpired) deletes a row at the true expiry. If the owner
-// dies, the row vanishes with its lease (etcdlease.go); a graceful Close
-// first writes the true expiries (settleRows). An entry applies to a row of
-// this node with the same rev, Call-ID and a CSeq not newer than its own.
+// the owner's, and the expires_at it shows is an upper bound. The owner
+// applies its entries to what it reads (its own DeleteUser, listings and
+// 200 OK use the true expiry), and its sweep (PruneExpired) deletes a row
+// at the true expiry. If the owner dies, the row vanishes with its lease
+// (etcdlease.go); a graceful Close first writes the true expiries
+// (settleRows). An entry applies to a row of this node with the same rev,
+// Call-ID and a CSeq not newer than its own.
 type refreshOverlay struct {
 	gate sync.RWMutex
 	mu   sync.Mutex
