@@ -367,6 +367,22 @@ func (s *etcdKV) view(fn func(kvTx) error) error {
 	return err
 }
 
+// viewLocal is view with serializable reads: the member the client talks
+// to answers from what it has applied, without a quorum round, so a read
+// may miss a commit of the last few milliseconds (see DB.viewLocal).
+func (s *etcdKV) viewLocal(fn func(kvTx) error) error {
+	if s.closed.Load() {
+		return berrors.ErrDatabaseNotOpen
+	}
+	t := s.begin(false)
+	t.local = true
+	err := fn(t)
+	if t.err != nil {
+		return t.err
+	}
+	return err
+}
+
 func (s *etcdKV) update(fn func(kvTx) error) error {
 	for attempt := 1; ; attempt++ {
 		if s.closed.Load() {
@@ -415,6 +431,7 @@ func (s *etcdKV) update(fn func(kvTx) error) error {
 type etcdTx struct {
 	s        *etcdKV
 	writable bool
+	local    bool  // serializable reads (viewLocal)
 	rev      int64 // the revision every read is at; 0 until the first read
 	err      error // the first failed read; the transaction's outcome
 
@@ -468,6 +485,9 @@ func (t *etcdTx) rangeGet(key string, opts ...clientv3.OpOption) (*clientv3.GetR
 	}
 	if t.rev > 0 {
 		opts = append(opts, clientv3.WithRev(t.rev))
+	}
+	if t.local {
+		opts = append(opts, clientv3.WithSerializable())
 	}
 	ctx, cancel := t.ctx()
 	defer cancel()

@@ -305,7 +305,7 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 
 	var now time.Time
 	var rows []Binding
-	err := db.view(func(t *tx) error {
+	err := db.viewLocal(func(t *tx) error {
 		now = t.now
 		u, err := t.user(r.AccountID, r.UserID)
 		if err != nil || u.Status != StatusEnabled {
