@@ -134,6 +134,15 @@ func (s *Server) authenticate(req *sip.Request, rs responder, proxy bool) (store
 	known := err == nil
 	password := id.Password
 	if !known {
+		if errors.Is(err, store.ErrUnavailable) {
+			// Several nodes: etcd does not answer (no quorum). Nothing
+			// is decided; the phone retries (§21.5.4).
+			s.log.Debug("sip identity lookup: the store does not answer", "user", guardUser, "err", err)
+			res := s.newResponse(req, 503, "Service Unavailable")
+			res.AppendHeader(sip.NewHeader("Retry-After", "5"))
+			_ = s.send(req, rs, res)
+			return store.SIPIdentity{}, false
+		}
 		if !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("sip identity lookup", "user", guardUser, "err", err)
 			s.reply(req, rs, 500, "Server Internal Error")
