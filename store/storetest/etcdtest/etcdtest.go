@@ -7,6 +7,7 @@ package etcdtest
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"path/filepath"
@@ -77,10 +78,13 @@ func awaitReady(e *embed.Etcd) error {
 }
 
 // Cluster is a running cluster of several members in this process.
+// Clients reach each member through a TCP proxy of its own (the URLs of
+// Endpoints), so that Kill can cut every client connection at once, as a
+// member's crash does.
 type Cluster struct {
 	mu      sync.Mutex
 	members []*embed.Etcd // nil once killed
-	clients []string
+	proxies []*proxy
 }
 
 // StartCluster starts n members (data in dir/m0, dir/m1, …) forming one
@@ -101,7 +105,12 @@ func StartCluster(dir string, n int) (*Cluster, error) {
 		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
 		cfgs[i] = memberConfig(fmt.Sprintf("m%d", i), filepath.Join(dir, fmt.Sprintf("m%d", i)), client, peer)
 		initial = append(initial, cfgs[i].Name+"="+peer.String())
-		c.clients = append(c.clients, client.String())
+		p, err := newProxy(client.Host)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.proxies = append(c.proxies, p)
 	}
 	// Each member waits for a quorum of its peers before it is ready, so
 	// all are started before any is waited for.
@@ -126,17 +135,45 @@ func StartCluster(dir string, n int) (*Cluster, error) {
 
 // Endpoints returns every member's client URL, killed ones included (as an
 // operator's configuration would still list them).
-func (c *Cluster) Endpoints() []string { return append([]string(nil), c.clients...) }
+func (c *Cluster) Endpoints() []string {
+	var out []string
+	for _, p := range c.proxies {
+		out = append(out, "http://"+p.ln.Addr().String())
+	}
+	return out
+}
 
-// Kill stops member i: its client and peer connections close and it takes
-// part in no more elections. Killing a killed member does nothing.
+// Kill stops member i abruptly, as a crash does: every client connection
+// is cut at once (reset), and its raft stops without handing its
+// leadership over (when it led, the others elect a leader after their
+// election timeout; WaitLeader waits for that). Killing a killed member
+// does nothing.
 func (c *Cluster) Kill(i int) {
 	c.mu.Lock()
 	e := c.members[i]
 	c.members[i] = nil
 	c.mu.Unlock()
+	if i < len(c.proxies) {
+		c.proxies[i].close()
+	}
 	if e != nil {
-		e.Close()
+		e.Server.HardStop()
+		e.Close() // quick: no client connection is left to drain
+	}
+}
+
+// WaitLeader waits until one of the members still running leads the
+// cluster, for at most d, and returns its index.
+func (c *Cluster) WaitLeader(d time.Duration) (int, error) {
+	deadline := time.Now().Add(d)
+	for {
+		if l := c.Leader(); l >= 0 {
+			return l, nil
+		}
+		if time.Now().After(deadline) {
+			return -1, fmt.Errorf("etcdtest: no leader within %v", d)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -156,8 +193,98 @@ func (c *Cluster) Leader() int {
 // Close stops every member still running.
 func (c *Cluster) Close() {
 	for i := range c.members {
-		c.Kill(i)
+		c.mu.Lock()
+		e := c.members[i]
+		c.members[i] = nil
+		c.mu.Unlock()
+		if e != nil {
+			e.Close()
+		}
 	}
+	for _, p := range c.proxies {
+		p.close()
+	}
+}
+
+// proxy forwards TCP connections to a member's client URL until closed.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func newProxy(target string) (*proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	go p.serve()
+	return p, nil
+}
+
+func (p *proxy) serve() {
+	for {
+		in, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			in.Close()
+			continue
+		}
+		if !p.track(in, out) {
+			in.Close()
+			out.Close()
+			return
+		}
+		pipe := func(dst, src net.Conn) {
+			_, _ = io.Copy(dst, src)
+			p.drop(in, out)
+		}
+		go pipe(in, out)
+		go pipe(out, in)
+	}
+}
+
+func (p *proxy) track(cs ...net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	for _, c := range cs {
+		p.conns[c] = struct{}{}
+	}
+	return true
+}
+
+// drop closes the connections (a reset: nothing is drained).
+func (p *proxy) drop(cs ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range cs {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+func (p *proxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	var cs []net.Conn
+	for c := range p.conns {
+		cs = append(cs, c)
+	}
+	p.mu.Unlock()
+	p.ln.Close()
+	p.drop(cs...)
 }
 
 // freePorts asks the kernel for n free ports on 127.0.0.1 (127.0.0.1:0),
