@@ -5,7 +5,7 @@ LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
 FUZZTIME ?= 30s
 
-.PHONY: all build run test test-short lint vet fmt fmt-check depcheck cover bench bench-compare conformance fuzz soak cert clean
+.PHONY: all build run test test-short lint vet fmt fmt-check depcheck cover bench bench-compare bench-cluster conformance fuzz soak cert clean
 
 all: build
 
@@ -58,6 +58,11 @@ bench:
 	@if [ -x scripts/bench-e2e.sh ]; then scripts/bench-e2e.sh; fi
 	@if [ -x scripts/bench-provisioning.sh ]; then scripts/bench-provisioning.sh; fi
 	DIALTONE_POWERUP_PHONES=2000 $(GO) test -count=1 -run '^TestPowerUp$$' -v ./cmd/dialtone
+	@if command -v etcd >/dev/null; then scripts/bench-cluster.sh; else echo "bench-cluster skipped: it needs etcd (apt-get install etcd-server)"; fi
+
+# Several nodes on one 3-member etcd cluster (scripts/bench-cluster.sh).
+bench-cluster:
+	scripts/bench-cluster.sh
 
 bench-compare:
 	@if [ -x scripts/bench-compare.sh ]; then scripts/bench-compare.sh; else echo "bench-compare: not built yet (issue 6)"; exit 1; fi

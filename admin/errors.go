@@ -126,6 +126,10 @@ func toError(err error) (status int, body errorBody, internal bool) {
 		}
 	case errors.Is(err, store.ErrNoSpace):
 		status, d.Code, d.Message = http.StatusInsufficientStorage, "insufficient_storage", "the server's disk is full: nothing was changed; retry once space is freed"
+	case errors.Is(err, store.ErrConflict):
+		// Several nodes on etcd: writes through other nodes changed what
+		// this one read, on every attempt. Nothing changed; retrying works.
+		status, d.Code, d.Message = http.StatusServiceUnavailable, "unavailable", "concurrent changes through other nodes won every attempt: nothing was changed; retry"
 	case errors.Is(err, store.ErrNotFound):
 		d.Code, d.Message = "not_found", err.Error()
 	case errors.Is(err, store.ErrExists):

@@ -181,6 +181,9 @@ func (s *server) writeError(c *gin.Context, err error) int {
 	if internal {
 		s.log.ErrorContext(c, "request failed", "method", c.Request.Method, "route", c.FullPath(), "err", err)
 	}
+	if status == http.StatusServiceUnavailable {
+		c.Header("Retry-After", "1")
+	}
 	writeJSON(c, status, body)
 	c.Abort()
 	return status

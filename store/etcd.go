@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -26,7 +27,9 @@ import (
 // The etcd backend. Key layout, under EtcdConfig.Prefix (P):
 //
 //	P/<bucket>/<key>      a record, exactly as bbolt keeps it in <bucket>
-//	P/_seq/<bucket>       the bucket's NextSequence, in decimal
+//	P/_seq/<bucket>       a floor for the bucket's NextSequence, in decimal
+//	                      (written by earlier releases and by copies from
+//	                      bbolt; new ids are time-ordered, see NextSequence)
 //	P/_v/<bucket>/<pre>   a version key (empty value): every write of a key of
 //	                      <bucket> puts the version keys of its first two
 //	                      '/'-prefixes ("acct/", "acct/user/") and of the
@@ -228,6 +231,8 @@ type etcdKV struct {
 	// Counters for tests and operators: transactions that wrote, and runs
 	// lost to a conflict.
 	commits, conflicts atomic.Uint64
+	// lastSeq is the newest id NextSequence handed out (nextSeq).
+	lastSeq atomic.Uint64
 	// beforeCommit, if set, runs after a transaction's rule and before its
 	// commit (tests use it to make two nodes' transactions overlap).
 	beforeCommit atomic.Pointer[func()]
@@ -315,6 +320,7 @@ type etcdTx struct {
 	ranges   map[string]struct{}    // version keys of ranges read
 	writes   map[string]etcdWrite   // full key → buffered write
 	wseq     int                    // bumped on every write (cursors' local view)
+	fresh    map[string]uint64      // bucket → the id NextSequence gave last (freshKey)
 	buckets  map[string]*etcdBucket // by name
 	onCommit []func()
 }
@@ -534,6 +540,7 @@ func (b *etcdBucket) Put(key, value []byte) error {
 	if len(key) == 0 {
 		return berrors.ErrKeyRequired
 	}
+	b.freshKey(key)
 	return b.t.write(b.pre+string(key), etcdWrite{bucket: b.name, rel: string(key), val: append([]byte{}, value...)})
 }
 
@@ -617,19 +624,64 @@ func (b *etcdBucket) localKeys() []string {
 }
 
 func (b *etcdBucket) NextSequence() (uint64, error) {
-	key := b.t.s.root + "_seq/" + b.name
-	var n uint64
-	if v := b.t.get(key); v != nil {
+	// Not a counter: a counter key that every writer of the bucket reads
+	// and compares is one hot key, and concurrent audit or call writes on
+	// any node lose to each other until ErrConflict. The id is this
+	// process's clock in microseconds, above every id it handed out before
+	// and above the bucket's counter as written by releases that kept one
+	// (or by a copy from bbolt): ids grow with time on every node, so a
+	// listing by id is newest-last across nodes as well. Two nodes may pick
+	// the same id in the same microsecond: the Put of a key ending in a
+	// fresh id compares that the key is absent, so the later commit runs
+	// its rule again with a new id rather than overwrite (Put, freshKey).
+	if !b.t.writable {
+		return 0, berrors.ErrTxNotWritable
+	}
+	floor := uint64(0)
+	if v := b.t.get(b.t.s.root + "_seq/" + b.name); v != nil {
 		var err error
-		if n, err = strconv.ParseUint(string(v), 10, 64); err != nil {
+		if floor, err = strconv.ParseUint(string(v), 10, 64); err != nil {
 			return 0, damaged("sequence of %s is %q: the etcd data is damaged", b.name, v)
 		}
 	}
 	if b.t.err != nil {
 		return 0, b.t.err
 	}
-	n++
-	return n, b.t.write(key, etcdWrite{val: []byte(strconv.FormatUint(n, 10))})
+	n := b.t.s.nextSeq(floor)
+	if b.t.fresh == nil {
+		b.t.fresh = map[string]uint64{}
+	}
+	b.t.fresh[b.name] = n
+	return n, nil
+}
+
+// nextSeq is a time-ordered id above floor and above every id handed out
+// by this process (see etcdBucket.NextSequence).
+func (s *etcdKV) nextSeq(floor uint64) uint64 {
+	for {
+		last := s.lastSeq.Load()
+		n := max(uint64(time.Now().UnixMicro()), last+1, floor+1)
+		if s.lastSeq.CompareAndSwap(last, n) {
+			return n
+		}
+	}
+}
+
+// freshKey records that key, put in bucket b, must not exist yet when it
+// ends in the id NextSequence just gave: the commit compares its absence.
+func (b *etcdBucket) freshKey(key []byte) {
+	n, ok := b.t.fresh[b.name]
+	if !ok || len(key) < 8 || binary.BigEndian.Uint64(key[len(key)-8:]) != n {
+		return
+	}
+	full := b.pre + string(key)
+	if _, read := b.t.reads[full]; read {
+		return
+	}
+	if b.t.reads == nil {
+		b.t.reads = map[string]etcdRead{}
+	}
+	b.t.reads[full] = etcdRead{} // absent: compared as CreateRevision = 0
 }
 
 // count is the number of keys in the bucket as of the transaction's

@@ -51,6 +51,8 @@ func main() {
 		err = runRestore(os.Args[2:], os.Stdout, os.Stderr)
 	case "check":
 		err = runCheck(os.Args[2:], os.Stdout, os.Stderr)
+	case "migrate":
+		err = runMigrate(os.Args[2:], os.Stdout, os.Stderr)
 	default:
 		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil)
 	}
