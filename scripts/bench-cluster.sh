@@ -77,7 +77,7 @@ start_node() {
 	local port
 	port=$(free_port)
 	if [ -n "${STORE:-}" ]; then
-		set -- "$@" --store "$STORE" ${CLUSTER_FLAGS:+--node-id "$name" --sip-advertise "127.0.0.1:$port"}
+		set -- "$@" --store "$STORE" --node-id "$name" --sip-advertise "127.0.0.1:$port"
 	fi
 	"$BIN/dialtone" --data "$data" --sip-addr "127.0.0.1:$port" --admin-addr 127.0.0.1:0 --provisioning-addr 127.0.0.1:0 \
 		--domain "$DOMAIN" --bootstrap-token "$TOKEN" --log-level info "$@" >"$TMP/$name.log" 2>&1 &

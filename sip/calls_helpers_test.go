@@ -3,6 +3,7 @@ package sip
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -74,12 +75,12 @@ func (e *env) metric(name, label string) float64 {
 
 // newTestUA returns a user agent with a client and a server on it (so the
 // requests dialtone sends over the UA's flows reach the server's handlers).
-func newTestUA(t testing.TB) (*sipgo.UserAgent, *sipgo.Client, *sipgo.Server) {
+func newTestUA(t testing.TB, opts ...sipgo.UserAgentOption) (*sipgo.UserAgent, *sipgo.Client, *sipgo.Server) {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("tester"),
+	ua, err := sipgo.NewUA(append([]sipgo.UserAgentOption{sipgo.WithUserAgent("tester"),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(quiet)),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet)))
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(quiet))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +128,26 @@ func (in *incoming) respond(t testing.TB, code int, reason string, contact strin
 	}
 }
 
+// inDialog builds a request of the callee in the dialog of the INVITE it
+// answered: route set = the INVITE's Record-Route, to the caller's
+// Contact, sent over transport to dst (its flow to dialtone).
+func (in *incoming) inDialog(method sip.RequestMethod, seq uint32, transport, dst string) *sip.Request {
+	r := sip.NewRequest(method, in.req.Contact().Address)
+	for _, h := range in.req.GetHeaders("Record-Route") {
+		r.AppendHeader(&sip.RouteHeader{Address: h.(*sip.RecordRouteHeader).Address})
+	}
+	from := sip.HeaderClone(in.req.To()).(*sip.ToHeader)
+	from.Params.Add("tag", in.tag)
+	r.AppendHeader(&sip.FromHeader{Address: from.Address, Params: from.Params})
+	to := in.req.From()
+	r.AppendHeader(&sip.ToHeader{Address: to.Address, Params: to.Params.Clone()})
+	r.AppendHeader(sip.HeaderClone(in.req.CallID()))
+	r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
+	r.SetTransport(transport)
+	r.SetDestination(dst)
+	return r
+}
+
 // phone is a registered test user agent that records what reaches it.
 type phone struct {
 	t        testing.TB
@@ -148,7 +169,11 @@ type phone struct {
 // non-empty userAgent replaces the User-Agent header.
 func (e *callEnv) newPhone(transport, ext, password, contact, userAgent string) *phone {
 	e.t.Helper()
-	ua, cli, srv := newTestUA(e.t)
+	var opts []sipgo.UserAgentOption
+	if transport == "TLS" {
+		opts = append(opts, sipgo.WithUserAgenTLSConfig(&tls.Config{RootCAs: e.tlsRoots, MinVersion: tls.VersionTLS12}))
+	}
+	ua, cli, srv := newTestUA(e.t, opts...)
 	p := &phone{t: e.t, e: e, ua: ua, cli: cli, contact: contact,
 		invites: make(chan *incoming, 16), acks: make(chan *sip.Request, 16),
 		byes: make(chan *sip.Request, 16), notifies: make(chan *sip.Request, 16),

@@ -77,6 +77,9 @@ type dialogKey struct {
 type flow struct {
 	source    string
 	transport string
+	// node is set when the party is reached through another node (hop.go):
+	// its id and announced address, dialled when the connection is gone.
+	node, nodeAddr string
 }
 
 type dialog struct {
@@ -299,6 +302,9 @@ func (d *dialogs) end(k dialogKey, at time.Time) (account string, seq uint64, ok
 	}
 	delete(d.m, k)
 	if dl.seq == 0 {
+		if dl.caller.node != "" {
+			return "", 0, false // the node that passed us the call keeps its record
+		}
 		if d.ended == nil {
 			d.ended = map[string]time.Time{}
 		}

@@ -4,7 +4,7 @@
 //
 // # Components
 //
-//   - Server (New; server.go, auth.go, outbound.go and the transport files
+//   - Server (New; server.go, auth.go, outbound.go, hop.go and the transport files
 //     frontdoor*.go, fastpath.go, udp.go, transport_tcp.go, listener.go) is
 //     the endpoint. It serves the sockets (ServeUDP, ServeTCP, ServeTLS),
 //     runs the front door and the fast path, owns sipgo's user agent,
@@ -189,6 +189,23 @@
 //     later requests get 481.
 //   - Check-sync (Notifier): NOTIFY Event: check-sync to a Yealink over the
 //     flow it registered on.
+//   - Several nodes on etcd (hop.go; docs/design.md, "Several nodes"): a
+//     binding held by another node (store.Binding.Node) is reached through
+//     that node, never over a new connection to the phone. The INVITE
+//     branch (or the check-sync NOTIFY) goes to the node's announced
+//     address (store.NodeInfo.SIPAddr) over TCP with our Record-Route and
+//     X-Dialtone-Hop: <node>;ts=…;acct=…;user=…;mac=…, an HMAC-SHA256 under
+//     store.DB.HopKey over the method, Call-ID, From tag, Request-URI,
+//     account, user, node and ts. The receiving node takes it without
+//     digest only if it verifies (one header, over TCP/TLS, another node,
+//     within 30 s, the right mac, from the host that node announced, for a
+//     live binding it holds whose contact is the Request-URI), rings that
+//     binding alone over its flow and records the dialog; the sending node
+//     writes the call record. Otherwise the header is removed and the
+//     request handled as any outside request. Requests one node passes the
+//     other inside a dialog carry a Route to the other's announced address
+//     (Config.NodeAddr is ours). Bindings of a node without an
+//     announcement are skipped as unreachable.
 //   - Brute force: failed digests count per source and per user
 //     (internal/guard); past the limit a source gets 403 without a challenge,
 //     but a source with working registrations only loses the guessed user.

@@ -12,11 +12,20 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
+// target is a binding to ring: over its flow, or through the node that
+// holds it (node set; hop.go).
+type target struct {
+	b    store.Binding
+	node *store.NodeInfo
+}
+
 // branch is one forked INVITE towards one binding.
 type branch struct {
 	i            int
 	b            store.Binding
-	req          *sip.Request // the forwarded INVITE (never the server tx's request)
+	node         *store.NodeInfo // the node it goes through, or nil
+	to           flow            // where its INVITE went (set by startBranch)
+	req          *sip.Request    // the forwarded INVITE (never the server tx's request)
 	tx           sip.ClientTransaction
 	provisional  bool // a 1xx came: CANCEL may be sent (RFC 3261 §9.1)
 	done         bool // final response received, or the transaction ended
@@ -47,7 +56,7 @@ type branchEvent struct {
 // and every branch is cancelled. A CANCEL from the caller cancels every
 // branch. A 2xx arriving after the call was decided is acknowledged and hung
 // up (ACK + BYE), so the phone stops ringing and no one is left in a call.
-func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *callLog, targets []store.Binding, ringFor time.Duration, asserted string) {
+func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *callLog, targets []target, ringFor time.Duration, asserted string) {
 	if !p.dialogs.room() {
 		p.core.log.Warn("dialog table full: call refused", "call_id", call.rec.CallID, "max", p.dialogs.lim.Max)
 		p.core.reply(req, tx, 503, "Service Unavailable")
@@ -69,8 +78,9 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 	defer wg.Wait()
 	branches := make([]*branch, 0, len(targets))
 	pending := 0
-	for _, b := range targets {
-		br := &branch{i: len(branches), b: b}
+	for _, tg := range targets {
+		b := tg.b
+		br := &branch{i: len(branches), b: b, node: tg.node}
 		branches = append(branches, br)
 		if err := p.startBranch(req, br, &winner, asserted); err != nil {
 			p.core.log.Info("fork: branch not started", "call_id", call.rec.CallID, "contact", b.Contact, "source", b.Source, "transport", b.Transport, "err", err)
@@ -87,6 +97,9 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 	callID := req.CallID().Value()
 	callerTag, _ := req.From().Params.Get("tag")
 	caller := flow{source: req.Source(), transport: strings.ToUpper(req.Transport())}
+	if call.hopFrom != nil {
+		caller.node, caller.nodeAddr = call.hopFrom.ID, call.hopFrom.SIPAddr
+	}
 	var early []dialogKey
 	defer func() {
 		for _, k := range early {
@@ -222,10 +235,9 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 	call.finish(outcomeOf(code), code, "")
 }
 
-// flow is the flow the branch's INVITE went over: the binding's.
-func (br *branch) flow() flow {
-	return flow{source: br.b.Source, transport: strings.ToUpper(br.req.Transport())}
-}
+// flow is the flow the branch's INVITE went over: the binding's, or the
+// hop to the node that holds it.
+func (br *branch) flow() flow { return br.to }
 
 // startBranch builds and sends the INVITE of br. The caller's identity and
 // auto-answer headers are replaced by asserted, the P-Asserted-Identity of
@@ -240,7 +252,14 @@ func (p *Proxy) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, 
 	if tr == "" {
 		tr = "UDP"
 	}
-	if sip.IsReliable(tr) {
+	dest := b.Source
+	br.to = flow{source: dest, transport: tr}
+	if br.node != nil {
+		// Through the node that holds the flow: a connection to it may be
+		// dialled (nodes reach each other directly).
+		tr, dest = hopTransport, br.node.SIPAddr
+		br.to = flow{source: dest, transport: tr, node: br.node.ID, nodeAddr: dest}
+	} else if sip.IsReliable(tr) {
 		conn, err := p.core.ua.TransportLayer().GetConnection(tr, b.Source)
 		if err != nil {
 			return errNoFlow
@@ -253,6 +272,7 @@ func (p *Proxy) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, 
 	}
 	for fwd.RemoveHeader("Proxy-Authorization") {
 	}
+	stripHop(fwd)
 	stripCallerAssertions(fwd)
 	if asserted != "" {
 		fwd.AppendHeader(sip.NewHeader("P-Asserted-Identity", asserted))
@@ -264,13 +284,18 @@ func (p *Proxy) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, 
 		fwd.AppendHeader(&m)
 	}
 	inRR := p.core.ourURI(req.Source(), req.Transport(), true)
-	outRR := p.core.ourURI(b.Source, tr, true)
+	outRR := p.core.ourURI(dest, tr, true)
 	if inRR.String() != outRR.String() {
 		fwd.PrependHeader(&sip.RecordRouteHeader{Address: inRR})
 	}
 	fwd.PrependHeader(&sip.RecordRouteHeader{Address: outRR})
-	p.core.addVia(fwd, req.Source(), tr, b.Source)
-	p.core.setFlow(fwd, tr, b.Source)
+	p.core.addVia(fwd, req.Source(), tr, dest)
+	p.core.setFlow(fwd, tr, dest)
+	if br.node != nil {
+		if err := p.core.signHop(fwd, b); err != nil {
+			return err
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
 	defer cancel()
@@ -377,6 +402,9 @@ func (p *Proxy) hangUpStray(br *branch, res *sip.Response, wg *sync.WaitGroup) {
 		r.AppendHeader(&sip.CSeqHeader{SeqNo: seq, MethodName: method})
 		mf := sip.MaxForwardsHeader(70)
 		r.AppendHeader(&mf)
+		if br.node != nil { // the node routes it inside its record of the dialog
+			r.AppendHeader(&sip.RouteHeader{Address: hopRoute(br.node.SIPAddr)})
+		}
 		r.SetBody(nil)
 		p.core.setFlow(r, inv.Transport(), inv.Destination())
 		return r

@@ -99,3 +99,27 @@ func FuzzParseContact(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseHop: parseHop never panics, and what it accepts prints back to
+// a value it reads the same.
+func FuzzParseHop(f *testing.F) {
+	mac := strings.Repeat("ab", 32)
+	for _, s := range []string{"a;ts=1700000000;acct=acme;user=u1;mac=" + mac, "a;ts=1;acct=x;user=y;mac=" + mac + ";x=1",
+		"a;ts=1;ts=2;acct=x;user=y;mac=" + mac, ";ts=1;acct=x;user=y;mac=" + mac, "a;ts=-1;acct=x;user=y;mac=" + mac,
+		"a;ts=1;acct=x;user=y;mac=zz", "a ; TS = 5 ; acct=x;user=y;mac=" + mac, "", ";;;;", "a;ts=1;acct=x y;user=y;mac=" + mac} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := parseHop(s)
+		if err != nil {
+			return
+		}
+		if !hopToken(h.node) || !hopToken(h.acct) || !hopToken(h.user) || h.ts <= 0 || len(h.mac) != 32 {
+			t.Fatalf("parseHop(%q) = %+v: accepted a bad field", s, h)
+		}
+		again, err := parseHop(h.String())
+		if err != nil || again.String() != h.String() {
+			t.Fatalf("parseHop(%q).String() = %q reads back as %+v, %v", s, h.String(), again, err)
+		}
+	})
+}

@@ -3,6 +3,8 @@ package sip
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
@@ -38,6 +40,8 @@ type env struct {
 	reg       *prometheus.Registry
 	udpAddr   string
 	tcpAddr   string
+	tlsAddr   string         // with withTLS
+	tlsRoots  *x509.CertPool // trusts the TLS listener's certificate
 	acct      store.Account
 	user      store.User // extension 1001, enabled
 	password  string
@@ -82,6 +86,10 @@ type parts struct {
 	announcer *AnnouncerConfig
 	notifier  bool
 	setup     []func(*env)
+	db        *store.DB        // onStore: the store (else a new one)
+	clock     *storetest.Clock // onStore: its clock
+	node      bool             // asNode
+	tls       bool             // withTLS
 }
 
 type envOption func(*parts)
@@ -93,6 +101,21 @@ func withRegistrar(c RegistrarConfig) envOption { return func(p *parts) { p.regi
 func withProxy(c ProxyConfig) envOption         { return func(p *parts) { p.proxy = &c } }
 func withAnnouncer(c AnnouncerConfig) envOption { return func(p *parts) { p.announcer = &c } }
 func withNotifier() envOption                   { return func(p *parts) { p.notifier = true } }
+
+// onStore serves db (with its clock) instead of a new store; the account
+// and user 1001 are the ones already there, if any (a second node of a
+// deployment on etcd).
+func onStore(db *store.DB, clock *storetest.Clock) envOption {
+	return func(p *parts) { p.db, p.clock = db, clock }
+}
+
+// asNode makes the endpoint a node of a deployment on etcd: it announces
+// its TCP listener (store.NodeInfo.SIPAddr, Config.NodeAddr).
+func asNode() envOption { return func(p *parts) { p.node = true } }
+
+// withTLS serves TLS too (tlsAddr), with a self-signed certificate that
+// tlsRoots trusts.
+func withTLS() envOption { return func(p *parts) { p.tls = true } }
 
 // withSetup runs f on the env after the components were built, before the
 // endpoint serves (handlers must not be registered while requests are
@@ -109,8 +132,25 @@ func newEnv(t testing.TB, cfg Config, opts ...envOption) *env {
 	for _, o := range opts {
 		o(&p)
 	}
-	clock := storetest.NewClock()
-	db := storetest.Open(t, clock)
+	clock, db := p.clock, p.db
+	if db == nil {
+		clock = storetest.NewClock()
+		db = storetest.Open(t, clock)
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.node {
+		cfg.NodeAddr = ln.Addr().String()
+		if err := db.AnnounceNode(store.NodeInfo{SIPAddr: cfg.NodeAddr}); err != nil {
+			t.Fatalf("AnnounceNode() = %v", err)
+		}
+	}
 	reg := prometheus.NewRegistry()
 	srv, err := New(cfg, db, testLogger(t), reg)
 	if err != nil {
@@ -140,27 +180,40 @@ func newEnv(t testing.TB, cfg Config, opts ...envOption) *env {
 	for _, f := range p.setup {
 		f(e)
 	}
-	e.acct, err = db.CreateAccount("acme", testDomain, store.System)
-	if err != nil {
-		t.Fatal(err)
+	if acct, err := db.AccountByDomain(testDomain); err == nil {
+		e.acct = acct
+		if e.user, err = db.UserByExtension(acct.ID, "1001"); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.SIPCredentials(acct.ID, e.user.ID, store.System)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.password = c.Password
+	} else {
+		if e.acct, err = db.CreateAccount("acme", testDomain, store.System); err != nil {
+			t.Fatal(err)
+		}
+		e.user, e.password = e.addUser("1001")
 	}
-	e.user, e.password = e.addUser("1001")
 
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	e.udpAddr, e.tcpAddr = pc.LocalAddr().String(), ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	wg.Add(2)
 	go func() { defer wg.Done(); errs <- srv.ServeUDP(ctx, pc) }()
 	go func() { defer wg.Done(); errs <- srv.ServeTCP(ctx, ln) }()
+	if p.tls {
+		cert, pool := selfSigned(t)
+		tl, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.tlsAddr, e.tlsRoots = tl.Addr().String(), pool
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- srv.ServeTLS(ctx, tl) }()
+	}
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -191,8 +244,11 @@ func (e *env) addUser(ext string) (store.User, string) {
 }
 
 func (e *env) addr(transport string) string {
-	if transport == "UDP" {
+	switch transport {
+	case "UDP":
 		return e.udpAddr
+	case "TLS":
+		return e.tlsAddr
 	}
 	return e.tcpAddr
 }

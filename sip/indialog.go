@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,13 +39,22 @@ func (p *Proxy) forwardable(req *sip.Request) (*sip.Request, dialogMatch, int, s
 	dest, tr := m.to.source, m.to.transport
 	if sip.IsReliable(tr) {
 		conn, err := p.core.ua.TransportLayer().GetConnection(tr, dest)
-		if err != nil {
+		switch {
+		case err == nil:
+			_, _ = conn.TryClose() // GetConnection took a reference
+		case m.to.node != "":
+			dest = m.to.nodeAddr // another node: dial it again
+		default:
 			return nil, m, 480, "Temporarily Unavailable"
 		}
-		_, _ = conn.TryClose() // GetConnection took a reference
 	}
 	fwd := req.Clone()
 	for fwd.RemoveHeader("Route") {
+	}
+	stripHop(fwd)
+	if m.to.node != "" {
+		// The other node routes it inside its own record of the dialog.
+		fwd.PrependHeader(&sip.RouteHeader{Address: hopRoute(m.to.nodeAddr)})
 	}
 	if mf := fwd.MaxForwards(); mf != nil {
 		mf.Dec()
@@ -172,6 +182,9 @@ func (p *Proxy) isOurs(u sip.Uri) bool {
 		return false
 	}
 	host := strings.ToLower(strings.Trim(u.Host, "[]"))
+	if s.cfg.NodeAddr != "" && strings.EqualFold(net.JoinHostPort(host, strconv.Itoa(port)), s.cfg.NodeAddr) {
+		return true // the address the other nodes route on
+	}
 	switch {
 	case s.cfg.Hostname != "" && host == strings.ToLower(s.cfg.Hostname),
 		p.ann != nil && p.ann.cfg.MediaIP != "" && host == p.ann.cfg.MediaIP:

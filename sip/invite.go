@@ -51,6 +51,9 @@ type callLog struct {
 	rec   store.CallRecord
 	start time.Time
 	done  bool
+	// hopFrom is the node that passed us the INVITE (hop.go): that node
+	// writes the record and counts the call; this one only rings.
+	hopFrom *store.NodeInfo
 }
 
 func (p *Proxy) newCallLog(req *sip.Request) *callLog {
@@ -77,7 +80,8 @@ func (c *callLog) answered() { c.rec.AnsweredAt = c.p.core.db.Now() }
 // finishRecord is finish, returning the record as stored (Seq 0 if none was
 // written), so an answered call can be ended by its BYE (dialogs.end).
 func (c *callLog) finishRecord(outcome string, status int, detail string) store.CallRecord {
-	if c.done {
+	if c.done || c.hopFrom != nil {
+		c.done = true
 		return store.CallRecord{}
 	}
 	c.done = true
@@ -144,18 +148,18 @@ func (p *Proxy) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			return
 		}
 	}
-	target := strings.TrimSpace(unescapeUser(req.Recipient.User))
-	if target == "" {
+	callee := strings.TrimSpace(unescapeUser(req.Recipient.User))
+	if callee == "" {
 		fail(404, "Not Found", store.OutcomeNotFound, "no user in Request-URI")
 		return
 	}
-	r, err := p.core.db.Route(acct.ID, target)
+	r, err := p.core.db.Route(acct.ID, callee)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			fail(404, "Not Found", store.OutcomeNotFound, "")
 			return
 		}
-		p.core.log.Error("route", "account", acct.ID, "target", target, "err", err)
+		p.core.log.Error("route", "account", acct.ID, "target", callee, "err", err)
 		fail(500, "Server Internal Error", store.OutcomeFailed, "route lookup failed")
 		return
 	}
@@ -199,7 +203,7 @@ func (p *Proxy) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 
-	var targets []store.Binding
+	var targets []target
 	for _, u := range ring {
 		bs, err := p.core.db.Bindings(acct.ID, u.ID)
 		if err != nil {
@@ -211,7 +215,15 @@ func (p *Proxy) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 			if b.Source == req.Source() && strings.EqualFold(b.Transport, req.Transport()) {
 				continue
 			}
-			targets = append(targets, b)
+			if p.core.remote(b) {
+				// Held by another node: rung through it (hop.go), unless
+				// that node is gone (its binding is unreachable).
+				if n, ok := p.core.peer(b.Node); ok {
+					targets = append(targets, target{b: b, node: &n})
+				}
+				continue
+			}
+			targets = append(targets, target{b: b})
 		}
 	}
 	if len(targets) == 0 {
@@ -223,6 +235,25 @@ func (p *Proxy) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		ringFor = time.Duration(r.TimeoutS) * time.Second
 	}
 	p.proxyInvite(req, tx, call, targets, ringFor, assertedIdentity(id.User, id.Account.SIPDomain))
+}
+
+// onHopInvite handles an INVITE another node passed us for one of our
+// bindings (hop.go): the node authenticated and routed the caller, wrote
+// the call record and decides how long it rings (its CANCEL ends ours), so
+// we only ring the phone over its flow, with the P-Asserted-Identity the
+// node set, and relay the answers.
+func (p *Proxy) onHopInvite(req *sip.Request, tx sip.ServerTransaction, h hopped) {
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		p.core.reply(req, tx, 483, "Too Many Hops")
+		return
+	}
+	call := p.newCallLog(req)
+	call.hopFrom = &h.from
+	asserted := ""
+	if pai := req.GetHeader("P-Asserted-Identity"); pai != nil {
+		asserted = pai.Value()
+	}
+	p.proxyInvite(req, tx, call, []target{{b: h.binding}}, hopRingMax, asserted)
 }
 
 // announce hands a call to a disabled target to the Announcer (announce.go)

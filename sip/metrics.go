@@ -14,6 +14,7 @@ type metrics struct {
 	handlerPanics prometheus.Counter
 	blocks        prometheus.Counter
 	blockedDrops  prometheus.Counter
+	hops          *prometheus.CounterVec // requests from other nodes (hop.go), by result
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -50,8 +51,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "dialtone_sip_blocked_requests_total",
 			Help: "Requests refused because their source (or user from that source) is blocked.",
 		}),
+		hops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dialtone_sip_hops_total",
+			Help: "Requests carrying X-Dialtone-Hop (another node passing a call or check-sync for a phone whose flow is here), by result: accepted, or refused (the header did not verify; the request was handled as an outside one).",
+		}, []string{"result"}),
 	}
-	if err := registerAll(reg, m.requests, m.registers, m.authFailures, m.inFlight, m.overloaded, m.handlerPanics, m.blocks, m.blockedDrops); err != nil {
+	if err := registerAll(reg, m.requests, m.registers, m.authFailures, m.inFlight, m.overloaded, m.handlerPanics, m.blocks, m.blockedDrops, m.hops); err != nil {
 		return nil, err
 	}
 	return m, nil

@@ -40,7 +40,11 @@ func NewNotifier(s *Server) (*Notifier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip: notifier metrics: %w", err)
 	}
-	return &Notifier{core: s, m: m}, nil
+	n := &Notifier{core: s, m: m}
+	if err := s.routeHop(sip.NOTIFY, n.onHop); err != nil {
+		return nil, err
+	}
+	return n, nil
 }
 
 // CheckSync asks a Yealink phone to fetch its configuration again: NOTIFY
@@ -74,24 +78,39 @@ func (n *Notifier) CheckSync(ctx context.Context, accountID, mac string) error {
 		ctx, cancel = context.WithTimeout(ctx, checkSyncTimeout)
 		defer cancel()
 	}
-	// One NOTIFY per flow: two lines of one phone share it.
+	// One NOTIFY per flow: two lines of one phone share it. A flow held by
+	// another node is reached through that node (hop.go); one held by a
+	// node that is gone is skipped.
 	seen := map[string]bool{}
-	var targets []store.Binding
+	var targets []target
 	for _, b := range bs {
-		k := strings.ToLower(b.Transport) + "/" + b.Source
-		if !seen[k] {
-			seen[k] = true
-			targets = append(targets, b)
+		k := b.Node + "/" + strings.ToLower(b.Transport) + "/" + b.Source
+		if seen[k] {
+			continue
 		}
+		seen[k] = true
+		t := target{b: b}
+		if s.remote(b) {
+			nd, ok := s.peer(b.Node)
+			if !ok {
+				continue
+			}
+			t.node = &nd
+		}
+		targets = append(targets, t)
+	}
+	if len(targets) == 0 {
+		m.checkSyncs.WithLabelValues(checkSyncNoRegistration).Inc()
+		return fmt.Errorf("check-sync %s: %w (its node is gone)", mac, ErrNoRegistration)
 	}
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
-	for i, b := range targets {
+	for i, t := range targets {
 		wg.Add(1)
 		errs[i] = errors.New("check-sync panicked")
 		go s.safely("check-sync", func() {
 			defer wg.Done()
-			errs[i] = n.notifyCheckSync(ctx, acct, b)
+			errs[i] = n.notifyCheckSync(ctx, acct, t.b, t.node)
 		})
 	}
 	wg.Wait()
@@ -103,9 +122,18 @@ func (n *Notifier) CheckSync(ctx context.Context, accountID, mac string) error {
 	return fmt.Errorf("check-sync %s: %w", mac, errors.Join(errs...))
 }
 
+// rejectedError is a final response other than 2xx to a NOTIFY.
+type rejectedError struct {
+	code   int
+	reason string
+}
+
+func (e rejectedError) Error() string { return fmt.Sprintf("%d %s", e.code, e.reason) }
+
 // notifyCheckSync sends one check-sync NOTIFY to binding b and waits for
-// the final response.
-func (n *Notifier) notifyCheckSync(ctx context.Context, acct store.Account, b store.Binding) error {
+// the final response: over b's flow, or, when node is set, to that node
+// (which holds the flow) with our X-Dialtone-Hop (hop.go); it sends it on.
+func (n *Notifier) notifyCheckSync(ctx context.Context, acct store.Account, b store.Binding, node *store.NodeInfo) error {
 	s, m := n.core, n.m
 	result := checkSyncError
 	defer func() { m.checkSyncs.WithLabelValues(result).Inc() }()
@@ -118,7 +146,10 @@ func (n *Notifier) notifyCheckSync(ctx context.Context, acct store.Account, b st
 	if tr == "" {
 		tr = "UDP"
 	}
-	if sip.IsReliable(tr) {
+	dest := b.Source
+	if node != nil {
+		tr, dest = hopTransport, node.SIPAddr
+	} else if sip.IsReliable(tr) {
 		// sipgo would dial a new connection, which does not reach a phone
 		// behind NAT (RFC 5626 §3: only the flow the phone opened reaches it);
 		// the phone re-registers anyway.
@@ -136,7 +167,7 @@ func (n *Notifier) notifyCheckSync(ctx context.Context, acct store.Account, b st
 		ext = contact.User
 	}
 	nt := sip.NewRequest(sip.NOTIFY, contact)
-	s.addVia(nt, "", tr, b.Source)
+	s.addVia(nt, "", tr, dest)
 	from := &sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "dialtone", Host: acct.SIPDomain}, Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(16))
 	nt.AppendHeader(from)
@@ -146,24 +177,65 @@ func (n *Notifier) notifyCheckSync(ctx context.Context, acct store.Account, b st
 	nt.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.NOTIFY})
 	mf := sip.MaxForwardsHeader(70)
 	nt.AppendHeader(&mf)
-	nt.AppendHeader(&sip.ContactHeader{Address: s.ourURI(b.Source, tr, false)})
+	nt.AppendHeader(&sip.ContactHeader{Address: s.ourURI(dest, tr, false)})
 	nt.AppendHeader(sip.NewHeader("Event", "check-sync;reboot=false"))
 	nt.AppendHeader(sip.NewHeader("Subscription-State", "terminated"))
 	nt.AppendHeader(sip.NewHeader("User-Agent", s.cfg.ServerName))
 	nt.SetBody(nil)
-	s.setFlow(nt, tr, b.Source)
+	s.setFlow(nt, tr, dest)
+	via := ""
+	if node != nil {
+		if err := s.signHop(nt, b); err != nil {
+			return fmt.Errorf("NOTIFY through node %s: %w", node.ID, err)
+		}
+		via = " through node " + node.ID
+	}
 
 	res, err := s.cli.Do(ctx, nt, noBuild)
 	if err != nil {
-		return fmt.Errorf("NOTIFY to %s over %s: %w", b.Source, tr, err)
+		return fmt.Errorf("NOTIFY to %s over %s%s: %w", dest, tr, via, err)
 	}
 	if !res.IsSuccess() {
 		result = checkSyncRejected
-		return fmt.Errorf("NOTIFY to %s over %s: %d %s", b.Source, tr, res.StatusCode, res.Reason)
+		if node != nil && res.StatusCode == 480 {
+			result = checkSyncNoFlow // the node found the phone's connection gone
+			return fmt.Errorf("NOTIFY to %s over %s%s: %w (%w)", b.Source, tr, via, ErrNoRegistration, rejectedError{res.StatusCode, res.Reason})
+		}
+		return fmt.Errorf("NOTIFY to %s over %s%s: %w", b.Source, tr, via, rejectedError{res.StatusCode, res.Reason})
 	}
 	result = checkSyncOK
-	s.log.Info("check-sync sent", "account", acct.ID, "mac", b.MAC, "source", b.Source, "transport", tr)
+	s.log.Info("check-sync sent", "account", acct.ID, "mac", b.MAC, "source", b.Source, "transport", tr, "node", b.Node)
 	return nil
+}
+
+// hopCheckSyncTimeout bounds the NOTIFY we send for another node: shorter
+// than that node's own wait (checkSyncTimeout), so it hears our answer.
+const hopCheckSyncTimeout = checkSyncTimeout - 2*time.Second
+
+// onHop sends the check-sync NOTIFY another node asked us to send to one
+// of our bindings (hop.go) over the binding's flow, and answers that node:
+// 200 when the phone took it, 480 when its flow is gone, the phone's own
+// refusal, or 408 when it did not answer.
+func (n *Notifier) onHop(req *sip.Request, tx sip.ServerTransaction, h hopped) {
+	acct, err := n.core.db.Account(h.binding.AccountID)
+	if err != nil {
+		n.core.reply(req, tx, 404, "Not Found")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hopCheckSyncTimeout)
+	defer cancel()
+	err = n.notifyCheckSync(ctx, acct, h.binding, nil)
+	var rej rejectedError
+	switch {
+	case err == nil:
+		n.core.reply(req, tx, 200, "OK")
+	case errors.Is(err, ErrNoRegistration):
+		n.core.reply(req, tx, 480, "Temporarily Unavailable")
+	case errors.As(err, &rej) && rej.code >= 300 && rej.code < 700:
+		n.core.reply(req, tx, rej.code, rej.reason)
+	default:
+		n.core.reply(req, tx, 408, "Request Timeout")
+	}
 }
 
 // WaitForFetch waits until the device has fetched its configuration at or

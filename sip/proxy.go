@@ -83,6 +83,9 @@ func NewProxy(s *Server, cfg ProxyConfig, ann *Announcer) (*Proxy, error) {
 			return nil, err
 		}
 	}
+	if err := s.routeHop(sip.INVITE, p.onHopInvite); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

@@ -213,20 +213,7 @@ func TestCallBetweenRegisteredPhones(t *testing.T) {
 					t.Fatal("B got no BYE")
 				}
 			} else { // B hangs up: route set = the INVITE's Record-Route, to A's contact
-				bye := sip.NewRequest(sip.BYE, in.req.Contact().Address)
-				for _, h := range in.req.GetHeaders("Record-Route") {
-					bye.AppendHeader(&sip.RouteHeader{Address: h.(*sip.RecordRouteHeader).Address})
-				}
-				from := sip.HeaderClone(in.req.To()).(*sip.ToHeader)
-				from.Params.Add("tag", in.tag)
-				bye.AppendHeader(&sip.FromHeader{Address: from.Address, Params: from.Params})
-				to := in.req.From()
-				bye.AppendHeader(&sip.ToHeader{Address: to.Address, Params: to.Params.Clone()})
-				bye.AppendHeader(sip.HeaderClone(in.req.CallID()))
-				bye.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.BYE})
-				bye.SetTransport(transport)
-				bye.SetDestination(e.addr(transport))
-				res, err := b.cli.Do(ctx, bye)
+				res, err := b.cli.Do(ctx, in.inDialog(sip.BYE, 1, transport, e.addr(transport)))
 				if err != nil || res.StatusCode != 200 {
 					t.Fatalf("B's BYE → %v %v, want 200", res, err)
 				}

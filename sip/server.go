@@ -71,6 +71,12 @@ type Config struct {
 	// A guard passed in is used as it is: its OnBlock should log and count.
 	Guard *guard.Guard
 
+	// NodeAddr is the host:port the other nodes of a deployment on etcd
+	// reach this node's SIP listener on (what it announces in
+	// store.NodeInfo.SIPAddr) [""]: requests passed between nodes route on
+	// it, so it is one of ours (Proxy). Unused on one node.
+	NodeAddr string
+
 	// DisableFastPath hands REGISTER and OPTIONS to sipgo's transaction
 	// layer like every other request, instead of answering them statelessly
 	// from the front door (fastpath.go). For comparison and as a fallback.
@@ -158,6 +164,8 @@ type Server struct {
 	dummyPassword string
 
 	guard *guard.Guard
+
+	nodes *nodes // the other nodes of a deployment on etcd (hop.go)
 
 	inFlight atomic.Int64
 
@@ -272,6 +280,7 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 		}
 		return ips
 	})
+	s.nodes = newNodes(s)
 	s.routes.Store(&routeTable{})
 	if err := s.route(sip.OPTIONS, route{answer: s.onOptions, allow: true}); err != nil {
 		ua.Close()
@@ -298,8 +307,13 @@ type route struct {
 // that dispatch reads it without a lock.
 type routeTable struct {
 	byMethod map[sip.RequestMethod]route
-	allow    string // the Allow header value
+	hop      map[sip.RequestMethod]hopHandler // requests another node passed us (hop.go)
+	allow    string                           // the Allow header value
 }
+
+// hopHandler handles a request another node passed us with a verified
+// X-Dialtone-Hop (hop.go), for one of our bindings.
+type hopHandler func(*sip.Request, sip.ServerTransaction, hopped)
 
 // allowOrder is the order methods are listed in Allow.
 var allowOrder = []sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER, sip.OPTIONS}
@@ -313,7 +327,7 @@ func (s *Server) route(m sip.RequestMethod, r route) error {
 	if _, taken := old.byMethod[m]; taken {
 		return fmt.Errorf("sip: %s already has a handler (one component per method)", m)
 	}
-	t := &routeTable{byMethod: make(map[sip.RequestMethod]route, len(old.byMethod)+1)}
+	t := &routeTable{byMethod: make(map[sip.RequestMethod]route, len(old.byMethod)+1), hop: old.hop}
 	for k, v := range old.byMethod {
 		t.byMethod[k] = v
 	}
@@ -326,6 +340,26 @@ func (s *Server) route(m sip.RequestMethod, r route) error {
 	}
 	t.allow = strings.Join(allow, ", ")
 	s.routes.Store(t)
+	return nil
+}
+
+// routeHop registers h for the initial requests of method m that another
+// node passes us (hop.go). Components call it from their constructors,
+// before the server serves.
+func (s *Server) routeHop(m sip.RequestMethod, h hopHandler) error {
+	s.routeMu.Lock()
+	defer s.routeMu.Unlock()
+	old := s.routes.Load()
+	if _, taken := old.hop[m]; taken {
+		return fmt.Errorf("sip: %s from other nodes already has a handler", m)
+	}
+	t := *old
+	t.hop = make(map[sip.RequestMethod]hopHandler, len(old.hop)+1)
+	for k, v := range old.hop {
+		t.hop[k] = v
+	}
+	t.hop[m] = h
+	s.routes.Store(&t)
 	return nil
 }
 
@@ -345,8 +379,27 @@ func (s *Server) answerer(m sip.RequestMethod) func(*sip.Request, responder) {
 // its method. An ACK nobody takes is absorbed (ACKs are never answered; on
 // TCP the ACK for a non-2xx final response reaches us); any other request
 // gets onNoRoute's 405 or 501.
+//
+// A request carrying X-Dialtone-Hop goes to the component that takes
+// requests from other nodes when the header verifies (verifyHop) and it
+// starts a transaction (no To tag); the header is removed either way, so a
+// request from outside with one is handled as if it had none.
 func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
-	r, ok := s.routes.Load().byMethod[req.Method]
+	t := s.routes.Load()
+	if req.GetHeader(hopHeader) != nil {
+		h, ok := s.verifyHop(req)
+		stripHop(req)
+		if hh := t.hop[req.Method]; ok && hh != nil && !req.To().Params.Has("tag") {
+			s.metrics.hops.WithLabelValues("accepted").Inc()
+			hh(req, tx, h)
+			return
+		}
+		if !ok {
+			s.metrics.hops.WithLabelValues("refused").Inc()
+			s.log.Info("hop header refused", "method", methodLabel(req.Method), "source", req.Source(), "transport", req.Transport())
+		}
+	}
+	r, ok := t.byMethod[req.Method]
 	switch {
 	case ok && r.tx != nil:
 		r.tx(req, tx)

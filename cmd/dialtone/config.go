@@ -19,6 +19,7 @@ type config struct {
 	SIPAddr          string
 	SIPTLSAddr       string
 	SIPHost          string
+	PhoneSIPServer   string
 	ProvisioningAddr string
 	ProvisioningURL  string
 	AdminAddr        string
@@ -50,6 +51,8 @@ type config struct {
 
 	Store                     string // "" or bbolt: --data; etcd://host:port,…: etcd (storeflag.go)
 	EtcdCert, EtcdKey, EtcdCA string
+	NodeID                    string // on etcd: this node's name (storeflag.go)
+	SIPAdvertise              string // on etcd: HOST:PORT the other nodes reach our SIP on
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -59,6 +62,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.DataDir, "data", "./data", "data directory: the bbolt file, the secret key and admin-token live here")
 	fs.StringVar(&c.SIPAddr, "sip-addr", "0.0.0.0:5060", "SIP listen address, UDP and TCP")
 	fs.StringVar(&c.SIPTLSAddr, "sip-tls-addr", "0.0.0.0:5061", "SIP over TLS listen address (only with --tls-cert and --tls-key)")
+	fs.StringVar(&c.PhoneSIPServer, "phone-sip-server", "", "SIP server written into phone configs; default: --sip-host, else the account's domain. With several nodes: a DNS name listing every node (SRV or A records), while each node's --sip-host names that node (its Record-Route)")
 	fs.StringVar(&c.SIPHost, "sip-host", "", "host name or IP phones use to reach SIP (rendered into phone configs, Record-Route); default: the listen IP, or the account's domain")
 	fs.StringVar(&c.ProvisioningAddr, "provisioning-addr", "0.0.0.0:8080", "provisioning (Yealink) HTTP(S) listen address")
 	fs.StringVar(&c.ProvisioningURL, "provisioning-url", "", "base URL phones use to reach provisioning, e.g. https://prov.example.test:8080 (default: built from --provisioning-addr)")
@@ -93,6 +97,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "PEM client certificate for etcd (with --etcd-key)")
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "PEM private key for --etcd-cert")
 	fs.StringVar(&c.EtcdCA, "etcd-ca", "", "PEM CA bundle that signed the etcd servers' certificates (enables TLS to etcd)")
+	fs.StringVar(&c.NodeID, "node-id", "", "with --store etcd://…: this node's name among the nodes, unique and stable across restarts (default: the host name)")
+	fs.StringVar(&c.SIPAdvertise, "sip-advertise", "", "with --store etcd://…: HOST:PORT the other nodes reach this node's SIP (UDP/TCP) listener on, to pass it calls and check-syncs for the phones registered here (default: --sip-addr when it is a specific IP)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err

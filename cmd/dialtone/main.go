@@ -179,13 +179,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// The SIP endpoint, and on it one component per job: the registrar,
 	// the announcer, the proxy (which hands calls to disabled targets to the
 	// announcer) and the check-sync notifier.
+	// On etcd, the other nodes pass this one the calls and check-syncs of
+	// the phones registered here, at the address it announces.
+	nodeAddr := ""
+	if db.NodeID() != "" {
+		nodeAddr = cfg.sipAdvertise(udp.LocalAddr())
+	}
 	sipSrv, err := sip.New(sip.Config{
 		Hostname: cfg.SIPHost, ServerName: "dialtone/" + version,
 		TCPIdleTimeout: time.Duration(cfg.MaxExpires)*time.Second + time.Minute, MaxConnections: cfg.SIPMaxConnections,
 		MaxConnectionsPerIP: cfg.SIPMaxConnectionsPerIP, FirstRequestTimeout: cfg.SIPFirstRequestTimeout, UDPSources: cfg.SIPUDPSources,
+		NodeAddr: nodeAddr,
 	}, db, log.With("component", "sip"), reg)
 	if err != nil {
 		return fmt.Errorf("SIP: %w", err)
+	}
+	if nodeAddr != "" {
+		if err := db.AnnounceNode(store.NodeInfo{SIPAddr: nodeAddr, StartedAt: time.Now()}); err != nil {
+			return err
+		}
+		log.Info("node announced", "node", db.NodeID(), "sip_advertise", nodeAddr)
 	}
 	sipParts, err := newSIPComponents(sipSrv, cfg, announcement)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, g *guard.Guard, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
 	ext := provisioningURL(cfg, boundAddr, domain)
 	h, err := provisioning.NewHandler(db, provisioning.Config{
-		SIPServer:       cfg.SIPHost,
+		SIPServer:       phoneSIPServer(cfg),
 		SIPPort:         portOf(sipAddr),
 		SIPTransport:    "udp",
 		RegisterExpires: cfg.DefaultExpires,
@@ -40,6 +40,18 @@ func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string
 		log.Info("provisioning listener is plain HTTP; phones use HTTPS, so TLS must be terminated in front of it", "url", ext)
 	}
 	return h, nil
+}
+
+// phoneSIPServer is the SIP server phone configs name: --phone-sip-server,
+// else --sip-host (empty: the account's domain). Several nodes need the
+// two apart: phones register to a name that lists every node, so another
+// node takes them when theirs is gone, while a node's Record-Route must
+// name the node itself, which holds the phone's flow and its dialogs.
+func phoneSIPServer(cfg config) string {
+	if cfg.PhoneSIPServer != "" {
+		return cfg.PhoneSIPServer
+	}
+	return cfg.SIPHost
 }
 
 // provisioningURL is --provisioning-url, or a URL built from the address

@@ -33,3 +33,21 @@ func TestProvisioningPlainHTTPWarning(t *testing.T) {
 		}
 	}
 }
+
+// Phone configs name --phone-sip-server when it is set (several nodes:
+// the name listing every node), else --sip-host, else nothing (the
+// provisioning handler then uses the account's domain).
+func TestPhoneSIPServer(t *testing.T) {
+	for _, c := range []struct {
+		cfg  config
+		want string
+	}{
+		{config{}, ""},
+		{config{SIPHost: "sip1.example.test"}, "sip1.example.test"},
+		{config{SIPHost: "sip1.example.test", PhoneSIPServer: "sip.example.test"}, "sip.example.test"},
+	} {
+		if got := phoneSIPServer(c.cfg); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.cfg, got, c.want)
+		}
+	}
+}

@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/dialtone-voip/dialtone/store"
@@ -18,6 +20,9 @@ func (c config) etcdConfig() (*store.EtcdConfig, error) {
 		if c.EtcdCert != "" || c.EtcdKey != "" || c.EtcdCA != "" {
 			return nil, errors.New("--etcd-cert, --etcd-key and --etcd-ca need --store etcd://…")
 		}
+		if c.NodeID != "" || c.SIPAdvertise != "" {
+			return nil, errors.New("--node-id and --sip-advertise need --store etcd://… (one node needs neither)")
+		}
 		return nil, nil
 	}
 	rest, ok := strings.CutPrefix(c.Store, "etcd://")
@@ -25,7 +30,7 @@ func (c config) etcdConfig() (*store.EtcdConfig, error) {
 		return nil, fmt.Errorf("--store %q: want etcd://host:port[,host:port…][/prefix], or nothing for the bbolt file in --data", c.Store)
 	}
 	hosts, prefix, _ := strings.Cut(rest, "/")
-	ec := &store.EtcdConfig{Dir: c.DataDir}
+	ec := &store.EtcdConfig{Dir: c.DataDir, Node: c.NodeID}
 	if prefix != "" {
 		ec.Prefix = "/" + strings.TrimSuffix(prefix, "/")
 	}
@@ -42,7 +47,43 @@ func (c config) etcdConfig() (*store.EtcdConfig, error) {
 	if (c.EtcdCert == "") != (c.EtcdKey == "") {
 		return nil, errors.New("--etcd-cert and --etcd-key go together")
 	}
+	if c.NodeID != "" && !validNodeID(c.NodeID) {
+		return nil, fmt.Errorf("--node-id %q: want 1-64 letters, digits, '.', '_' or '-'", c.NodeID)
+	}
+	if c.SIPAdvertise != "" {
+		host, port, err := net.SplitHostPort(c.SIPAdvertise)
+		if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("--sip-advertise %q: want HOST:PORT (the address other nodes reach this node's SIP on)", c.SIPAdvertise)
+		}
+	} else if host, _, err := net.SplitHostPort(c.SIPAddr); err == nil {
+		if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+			return nil, fmt.Errorf("--sip-advertise: set it to the HOST:PORT other nodes reach this node's SIP on (--sip-addr %q is not one specific IP)", c.SIPAddr)
+		}
+	}
 	return ec, nil
+}
+
+// validNodeID: a node's name goes into etcd keys and SIP headers.
+func validNodeID(id string) bool {
+	if len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return id != ""
+}
+
+// sipAdvertise is the address this node announces to the other nodes
+// (store.NodeInfo.SIPAddr): --sip-advertise, else the SIP socket's bound
+// address (--sip-addr, with the port the kernel picked for :0).
+func (c config) sipAdvertise(bound net.Addr) string {
+	if c.SIPAdvertise != "" {
+		return c.SIPAdvertise
+	}
+	return bound.String()
 }
 
 // etcdTLS loads the --etcd-* files; nil for plain connections.
