@@ -39,7 +39,6 @@ const clusterBase = "/api/v1/accounts/default"
 type etcdCluster struct {
 	t     *testing.T
 	bin   string
-	flags map[string]bool // the flags the binary knows
 	etcd  *etcdtest.Cluster
 	store string // the --store value naming every member
 	key   []byte // secret.key, the same on every node
@@ -55,7 +54,7 @@ type clusterNode struct {
 // api returns the admin API helpers of the node for test t.
 func (n *clusterNode) api(t *testing.T) *app { return &app{t: t, addrs: n.addrs} }
 
-func newEtcdCluster(t *testing.T, bin string, flags map[string]bool) *etcdCluster {
+func newEtcdCluster(t *testing.T, bin string) *etcdCluster {
 	t.Helper()
 	ec, err := etcdtest.StartCluster(t.TempDir(), 3)
 	if err != nil {
@@ -66,7 +65,7 @@ func newEtcdCluster(t *testing.T, bin string, flags map[string]bool) *etcdCluste
 	for _, ep := range ec.Endpoints() {
 		hosts = append(hosts, strings.TrimPrefix(ep, "http://"))
 	}
-	return &etcdCluster{t: t, bin: bin, flags: flags, etcd: ec, store: "etcd://" + strings.Join(hosts, ",")}
+	return &etcdCluster{t: t, bin: bin, etcd: ec, store: "etcd://" + strings.Join(hosts, ",")}
 }
 
 // startNode starts a dialtone node named id on the cluster. The first node
@@ -82,13 +81,7 @@ func (c *etcdCluster) startNode(id string, extra ...string) *clusterNode {
 		}
 	}
 	sipAddr := freeSIPAddr(t)
-	args := []string{"--store", c.store, "--sip-addr", sipAddr}
-	if c.flags["node-id"] {
-		args = append(args, "--node-id", id)
-	}
-	if c.flags["sip-advertise"] {
-		args = append(args, "--sip-advertise", sipAddr)
-	}
+	args := []string{"--store", c.store, "--sip-addr", sipAddr, "--node-id", id, "--sip-advertise", sipAddr}
 	p := startProcess(t, c.bin, data, append(args, extra...)...)
 	t.Cleanup(p.kill)
 	if c.key == nil {
@@ -197,20 +190,17 @@ func TestCluster(t *testing.T) {
 	}
 
 	t.Run("Shared", func(t *testing.T) {
-		c := newEtcdCluster(t, bin, flags)
+		c := newEtcdCluster(t, bin)
 		a := c.startNode("a", "--announcement", ann)
 		b := c.startNode("b", "--announcement", ann)
 		t.Run("SameAsOneNode", func(t *testing.T) { clusterSameAsOneNode(t, a, b) })
 		t.Run("RegisterDeleteRace", func(t *testing.T) { clusterRegisterDeleteRace(t, a, b) })
-		t.Run("CallAcrossNodes", func(t *testing.T) {
-			needFlags(t, flags, "cross-node forwarding (the xnode branch: sip/ forwards to the node holding the flow)", "node-id", "sip-advertise")
-			clusterCallAcrossNodes(t, a, b)
-		})
+		t.Run("CallAcrossNodes", func(t *testing.T) { clusterCallAcrossNodes(t, a, b) })
 	})
-	t.Run("EtcdMemberFailure", func(t *testing.T) { clusterEtcdMemberFailure(t, newEtcdCluster(t, bin, flags)) })
+	t.Run("EtcdMemberFailure", func(t *testing.T) { clusterEtcdMemberFailure(t, newEtcdCluster(t, bin)) })
 	t.Run("NodeFailure", func(t *testing.T) {
-		needFlags(t, flags, "node leases (the lease branch: store/etcd*.go)", "etcd-lease-ttl", "node-id")
-		clusterNodeFailure(t, newEtcdCluster(t, bin, flags))
+		needFlags(t, flags, "node leases (the lease branch: store/etcd*.go)", "etcd-lease-ttl")
+		clusterNodeFailure(t, newEtcdCluster(t, bin))
 	})
 }
 
@@ -602,8 +592,8 @@ func clusterCallAcrossNodes(t *testing.T, na, nb *clusterNode) {
 	defer sess.Close()
 	select {
 	case req := <-invites:
-		if req.Recipient.User != callee.ext && !strings.Contains(req.Recipient.String(), "3101") {
-			t.Errorf("the phone got an INVITE for %s", req.Recipient.String())
+		if req.Recipient.User != callee.ext {
+			t.Errorf("the phone got an INVITE for %s, want its Contact", req.Recipient.String())
 		}
 	default:
 		t.Fatal("answered, but the phone saw no INVITE")
