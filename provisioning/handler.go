@@ -84,7 +84,10 @@ type Config struct {
 	SIPServer string
 	// SIPPort is the registrar's port; 0 means 5060 (5061 for TLS).
 	SIPPort int
-	// SIPTransport is "udp", "tcp" or "tls"; "" means udp.
+	// SIPTransport is "udp", "tcp" or "tls"; "" means udp. "dns-naptr"
+	// makes phones resolve SIPServer by RFC 3263 (NAPTR, SRV, then A
+	// records: Yealink's transport type 3 with port 0), so that they
+	// register to another node when theirs stops answering.
 	SIPTransport string
 	// RegisterExpires is the REGISTER expiry phones ask for; 0 means 3600.
 	RegisterExpires int
@@ -177,18 +180,22 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 		h.sip.Transport = 1
 	case "tls":
 		h.sip.Transport = 2
+	case "dns-naptr":
+		h.sip.Transport = 3
 	default:
-		return nil, fmt.Errorf("provisioning: SIP transport %q must be udp, tcp or tls", cfg.SIPTransport)
+		return nil, fmt.Errorf("provisioning: SIP transport %q must be udp, tcp, tls or dns-naptr", cfg.SIPTransport)
 	}
 	h.sip.Proxy = cfg.SIPServer
 	h.sip.Port = cfg.SIPPort
-	if h.sip.Port == 0 {
+	if h.sip.Transport == 3 {
+		h.sip.Port = 0 // the port comes from the SRV records
+	} else if h.sip.Port == 0 {
 		h.sip.Port = 5060
 		if h.sip.Transport == 2 {
 			h.sip.Port = 5061
 		}
 	}
-	if h.sip.Port < 1 || h.sip.Port > 65535 {
+	if h.sip.Transport != 3 && (h.sip.Port < 1 || h.sip.Port > 65535) {
 		return nil, fmt.Errorf("provisioning: SIP port %d out of range", cfg.SIPPort)
 	}
 	h.sip.Expires = cfg.RegisterExpires

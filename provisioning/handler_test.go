@@ -890,3 +890,22 @@ func TestConcurrentFetches(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With SIPTransport "dns-naptr" (several nodes behind one name), a phone's
+// file names that name as its outbound proxy with Yealink's transport type
+// 3 and port 0, so the phone resolves it by NAPTR/SRV and registers to
+// another node when its own stops answering.
+func TestDNSNAPTRServer(t *testing.T) {
+	f := newFixture(t, provisioning.Config{SIPServer: "sip.example.test", SIPTransport: "dns-naptr", SIPPort: 5070})
+	r := f.phone(1, t54wUA).get(f.path(t54wMAC + ".cfg"))
+	if r.status != http.StatusOK {
+		t.Fatalf("status = %d %q, want 200", r.status, r.body)
+	}
+	for _, want := range []string{"account.1.sip_server.1.address = example.test\n", "account.1.outbound_proxy_enable = 1\n",
+		"account.1.outbound_proxy.1.address = sip.example.test\n", "account.1.outbound_proxy.1.port = 0\n",
+		"account.1.sip_server.1.port = 0\n", "account.1.sip_server.1.transport_type = 3\n"} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("body lacks %q", want)
+		}
+	}
+}

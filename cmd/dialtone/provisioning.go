@@ -19,10 +19,11 @@ import (
 // over plain HTTP (docs/provisioning.md, "HTTPS").
 func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string, g *guard.Guard, log *slog.Logger, reg prometheus.Registerer) (*provisioning.Handler, error) {
 	ext := provisioningURL(cfg, boundAddr, domain)
+	server, port, transport := phoneSIPServer(cfg, portOf(sipAddr))
 	h, err := provisioning.NewHandler(db, provisioning.Config{
-		SIPServer:       phoneSIPServer(cfg),
-		SIPPort:         portOf(sipAddr),
-		SIPTransport:    "udp",
+		SIPServer:       server,
+		SIPPort:         port,
+		SIPTransport:    transport,
 		RegisterExpires: cfg.DefaultExpires,
 		ExternalURL:     ext,
 		NTPServer:       cfg.NTPServer,
@@ -42,16 +43,27 @@ func newProvisioning(db *store.DB, cfg config, boundAddr, sipAddr, domain string
 	return h, nil
 }
 
-// phoneSIPServer is the SIP server phone configs name: --phone-sip-server,
-// else --sip-host (empty: the account's domain). Several nodes need the
-// two apart: phones register to a name that lists every node, so another
-// node takes them when theirs is gone, while a node's Record-Route must
-// name the node itself, which holds the phone's flow and its dialogs.
-func phoneSIPServer(cfg config) string {
-	if cfg.PhoneSIPServer != "" {
-		return cfg.PhoneSIPServer
+// phoneSIPServer is the SIP server phone configs name, its port and
+// transport: --phone-sip-server, else --sip-host (empty: the account's
+// domain) on sipPort over UDP. Several nodes need the two apart: phones
+// register to a name that lists every node, so another node takes them
+// when theirs is gone, while a node's Record-Route must name the node
+// itself, which holds the phone's flow and its dialogs. A
+// --phone-sip-server that is a host name without a port is resolved by the
+// phones per RFC 3263 (NAPTR, SRV, A: "dns-naptr"); HOST:PORT or an IP
+// address is dialled as given.
+func phoneSIPServer(cfg config, sipPort int) (server string, port int, transport string) {
+	if cfg.PhoneSIPServer == "" {
+		return cfg.SIPHost, sipPort, "udp"
 	}
-	return cfg.SIPHost
+	if host, p, err := net.SplitHostPort(cfg.PhoneSIPServer); err == nil {
+		n, _ := strconv.Atoi(p)
+		return host, n, "udp"
+	}
+	if net.ParseIP(cfg.PhoneSIPServer) != nil {
+		return cfg.PhoneSIPServer, sipPort, "udp"
+	}
+	return cfg.PhoneSIPServer, 0, "dns-naptr"
 }
 
 // provisioningURL is --provisioning-url, or a URL built from the address

@@ -35,19 +35,25 @@ func TestProvisioningPlainHTTPWarning(t *testing.T) {
 }
 
 // Phone configs name --phone-sip-server when it is set (several nodes:
-// the name listing every node), else --sip-host, else nothing (the
-// provisioning handler then uses the account's domain).
+// the name listing every node; a bare host name is resolved by the phones
+// through NAPTR/SRV), else --sip-host, else nothing (the provisioning
+// handler then uses the account's domain).
 func TestPhoneSIPServer(t *testing.T) {
 	for _, c := range []struct {
-		cfg  config
-		want string
+		cfg       config
+		server    string
+		port      int
+		transport string
 	}{
-		{config{}, ""},
-		{config{SIPHost: "sip1.example.test"}, "sip1.example.test"},
-		{config{SIPHost: "sip1.example.test", PhoneSIPServer: "sip.example.test"}, "sip.example.test"},
+		{config{}, "", 5070, "udp"},
+		{config{SIPHost: "sip1.example.test"}, "sip1.example.test", 5070, "udp"},
+		{config{SIPHost: "sip1.example.test", PhoneSIPServer: "sip.example.test"}, "sip.example.test", 0, "dns-naptr"},
+		{config{SIPHost: "sip1.example.test", PhoneSIPServer: "sip.example.test:5080"}, "sip.example.test", 5080, "udp"},
+		{config{PhoneSIPServer: "192.0.2.10"}, "192.0.2.10", 5070, "udp"},
 	} {
-		if got := phoneSIPServer(c.cfg); got != c.want {
-			t.Errorf("%+v: %q, want %q", c.cfg, got, c.want)
+		server, port, transport := phoneSIPServer(c.cfg, 5070)
+		if server != c.server || port != c.port || transport != c.transport {
+			t.Errorf("%+v: %q %d %q, want %q %d %q", c.cfg, server, port, transport, c.server, c.port, c.transport)
 		}
 	}
 }
