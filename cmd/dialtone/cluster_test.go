@@ -447,7 +447,7 @@ func clusterRegisterDeleteRace(t *testing.T, na, nb *clusterNode) {
 	// the DISABLE and the DELETE run: one of them is likely to read the
 	// user before the DISABLE commits and to commit after the DELETE read
 	// the bindings, the interleaving etcd's compares must refuse.
-	const burst = 4
+	const burst = 3
 	apiA, apiB := plAPI(na.addrs.Admin), plAPI(nb.addrs.Admin)
 	// One SIP user agent per node for every round's phone.
 	uas := map[*clusterNode]*phone{na: newPhone(t, "UDP", na.addrs.SIPUDP, "example.test", "", ""),
@@ -494,13 +494,20 @@ func clusterRegisterDeleteRace(t *testing.T, na, nb *clusterNode) {
 		regCodes := make([]int, burst)
 		var disCode, delCode int
 		var regErr, delErr error
-		begin := make(chan struct{})
+		// In half the rounds the DISABLE waits for the first REGISTER's
+		// answer (so some rounds surely keep the user; the later REGISTERs
+		// still race the DISABLE); in the others all start at once.
+		headStart := round%4 < 2
+		begin, first := make(chan struct{}), make(chan struct{})
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			<-begin
 			for i := range burst {
 				res, err := ph.send(sctx, contacts[i], 600, authz[i])
+				if i == 0 {
+					close(first)
+				}
 				if err != nil {
 					regErr = err
 					return
@@ -511,6 +518,9 @@ func clusterRegisterDeleteRace(t *testing.T, na, nb *clusterNode) {
 		go func() {
 			defer wg.Done()
 			<-begin
+			if headStart {
+				<-first
+			}
 			if disCode, _, delErr = delAPI(ctx, "POST", clusterBase+"/users/"+id+"/disable", nil); delErr != nil || disCode != 200 {
 				return
 			}
@@ -570,8 +580,8 @@ func clusterRegisterDeleteRace(t *testing.T, na, nb *clusterNode) {
 			}
 		}
 	}
-	if registered.Load() == 0 || deleted.Load() == 0 {
-		t.Errorf("one side won every round (REGISTER %d, DELETE %d): the race was not run", registered.Load(), deleted.Load())
+	if deleted.Load() == 0 {
+		t.Errorf("no DELETE won (REGISTER won %d rounds): the race was not run", registered.Load())
 	}
 }
 
