@@ -47,8 +47,7 @@ type etcdCluster struct {
 // clusterNode is one dialtone process of the cluster.
 type clusterNode struct {
 	*process
-	id  string
-	sip string // 127.0.0.1:port, UDP and TCP
+	id string
 }
 
 // api returns the admin API helpers of the node for test t.
@@ -91,7 +90,7 @@ func (c *etcdCluster) startNode(id string, extra ...string) *clusterNode {
 		}
 		c.key = key
 	}
-	return &clusterNode{process: p, id: id, sip: sipAddr}
+	return &clusterNode{process: p, id: id}
 }
 
 // freeSIPAddr returns 127.0.0.1:port with the port free for both UDP and
