@@ -12,7 +12,10 @@
 // keeps them in an etcd cluster that several dialtone nodes share, where each
 // write transaction commits only if nothing it read changed meanwhile
 // (etcd.go; docs/design.md, "Several nodes (etcd)"). Backup, Check's page check
-// and the durability contract's refresh overlay are bbolt's only.
+// and the durability contract's refresh overlay are bbolt's only. On etcd a
+// binding row stores a horizon, later than its true expiry, which the node
+// holding the phone's flow keeps in memory and answers pure refreshes from;
+// every row lives on that node's etcd lease (refresh.go, etcdlease.go).
 //
 // # Basics
 //

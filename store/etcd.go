@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -70,6 +71,13 @@ type EtcdConfig struct {
 	// under it (AnnounceNode). Unique per node and stable across its
 	// restarts. Empty means the host name.
 	Node string
+	// LeaseTTL is the life of this node's etcd lease: the binding rows it
+	// writes and its nodes/<id> key vanish this long after the node dies
+	// (etcdlease.go). Whole seconds; zero means 15 s.
+	LeaseTTL time.Duration
+	// Logger receives the lease's events (lost, granted again); nil
+	// discards them.
+	Logger *slog.Logger
 }
 
 // OpenEtcd opens the store kept in an etcd cluster. Every node of a
@@ -77,9 +85,11 @@ type EtcdConfig struct {
 // them (a REGISTER on one node racing a DELETE of the user on another never
 // leaves a live binding of a deleted user).
 //
-// Unlike Open, every REGISTER is a write (no refresh overlay:
-// Options.RefreshWriteDelay is taken as negative), and a rule may run
-// more than once when another node changed what it read.
+// Unlike Open, a pure refresh is answered from this node's memory and
+// written only when its expiry passes the row's stored horizon (see
+// refreshOverlay, "held"); a negative Options.RefreshWriteDelay writes every
+// REGISTER instead. A rule may run more than once when another node changed
+// what it read. The node's binding rows live on its lease (etcdlease.go).
 func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	opts = withDefaults(opts)
 	if len(cfg.Endpoints) == 0 {
@@ -107,6 +117,12 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		}
 		cfg.Node = host
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discardLogger()
+	}
 	if strings.ContainsAny(cfg.Node, "/ \t\r\n") {
 		return nil, fmt.Errorf("etcd store: node name %q: no '/' or spaces", cfg.Node)
 	}
@@ -115,7 +131,9 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", where, err)
 	}
-	s := &etcdKV{cli: cli, root: strings.TrimSuffix(cfg.Prefix, "/") + "/", timeout: cfg.RequestTimeout, attempts: cfg.MaxAttempts}
+	s := &etcdKV{cli: cli, root: strings.TrimSuffix(cfg.Prefix, "/") + "/", timeout: cfg.RequestTimeout, attempts: cfg.MaxAttempts,
+		leaseTTL: cfg.LeaseTTL, log: cfg.Logger, leaseLost: make(chan struct{}, 1), leaseDone: make(chan struct{})}
+	close(s.leaseDone) // no keeper yet
 	fail := func(err error) (*DB, error) { s.close(); return nil, err }
 	// Reach the cluster now, with a clear error, rather than at the first rule.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DialTimeout)
@@ -150,8 +168,35 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	}
 	db := newDB(opts, aead)
 	db.kv, db.etcd, db.dir, db.node = s, s, cfg.Dir, cfg.Node
+	s.node = cfg.Node
 	db.refresh.delay = -1
+	if opts.RefreshWriteDelay >= 0 {
+		db.refresh.delay, db.refresh.held, db.refresh.node = 0, true, cfg.Node
+		db.refresh.rows = map[string]*heldAOR{}
+	}
 	db.loop.stopped = nil // no commit loop: batch is update
+	id, err := s.grantLease(context.Background())
+	if err != nil {
+		return fail(fmt.Errorf("open %s: grant this node's lease: %w", where, err))
+	}
+	s.lease.Store(int64(id))
+	ctx, stop := context.WithCancel(context.Background())
+	s.stopLease, s.leaseDone = stop, make(chan struct{})
+	go db.keepLease(ctx)
+	s.settle = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*s.timeout)
+		defer cancel()
+		if n, err := db.settleRows(ctx); err != nil || n > 0 {
+			s.log.Info("etcd store closing: bindings' true expiries written", "node", db.node, "rows", n, "err", err)
+		}
+		if s.announced.Load() != nil {
+			// Leaving the node list at once: no other node sends this
+			// one requests meanwhile (a restart announces it again).
+			if _, err := cli.Delete(ctx, s.root+"nodes/"+db.node); err != nil {
+				s.log.Warn("etcd store closing: cannot leave the node list; the entry goes with the lease", "node", db.node, "err", err)
+			}
+		}
+	}
 	if err := guard("initialise "+where, func() error {
 		return db.update(func(t *tx) error { return db.initRecords(t, where) })
 	}); err != nil {
@@ -165,9 +210,24 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 		s.close()
 		return nil, err
 	}
+	// A restart: the rows this node wrote before move onto its new lease.
+	adopt, rev := s.adopt, s.adoptRev
+	s.adopt = nil
+	if n, err := db.adoptRows(context.Background(), adopt, rev, id); err != nil {
+		s.close()
+		return nil, fmt.Errorf("open %s: adopt this node's bindings: %w", where, err)
+	} else if n > 0 {
+		s.log.Info("etcd store: bindings of this node's previous run adopted", "node", db.node, "rows", n)
+	}
 	db.etcd.watched.Store(first.Header.Revision + 1)
 	go db.watchEtcd(first.Header.Revision + 1)
 	return db, nil
+}
+
+// owns reports whether the binding row v names this node (Binding.Node).
+func (s *etcdKV) owns(v []byte) bool {
+	var b Binding
+	return s.node != "" && decodeBinding(v, &b) == nil && b.Node == s.node
 }
 
 // watchEtcd follows every change under the prefix from rev on, this node's
@@ -238,13 +298,38 @@ type etcdKV struct {
 	beforeCommit atomic.Pointer[func()]
 	// watched is the revision the watch has applied up to (exclusive).
 	watched atomic.Int64
+
+	node string // this node's id (Binding.Node of the rows on its lease)
+	// The node lease (etcdlease.go): its id, 0 while there is none.
+	lease     atomic.Int64
+	leaseTTL  time.Duration
+	leaseLost chan struct{} // a put found the lease gone: the keeper replaces it
+	leaseDone chan struct{} // closed when the keeper returns
+	stopLease context.CancelFunc
+	announced atomic.Pointer[string] // what AnnounceNode put, for a new lease
+	// adopt are the rows naming this node that Open found (loadLive), read
+	// at adoptRev, for adoptRows.
+	adopt    []etcdRow
+	adoptRev int64
+	// settle, run by a graceful close, writes the true expiries of this
+	// node's rows (nil: a store that failed to open; noSettle: a crash).
+	settle   func()
+	noSettle atomic.Bool
+	log      *slog.Logger
 }
 
 func (s *etcdKV) close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		if s.settle != nil && !s.noSettle.Load() {
+			s.settle()
+		}
 		s.closed.Store(true)
-		err = s.cli.Close()
+		if s.stopLease != nil {
+			s.stopLease()
+		}
+		<-s.leaseDone
+		err = s.cli.Close() // the lease is not revoked: see etcdlease.go
 	})
 	return err
 }
@@ -315,6 +400,8 @@ type etcdTx struct {
 	writable bool
 	rev      int64 // the revision every read is at; 0 until the first read
 	err      error // the first failed read; the transaction's outcome
+
+	committed int64 // the revision of its commit (0: none, or nothing written)
 
 	reads    map[string]etcdRead    // full key → what was read
 	ranges   map[string]struct{}    // version keys of ranges read
@@ -473,11 +560,22 @@ func (t *etcdTx) commit() (bool, error) {
 	sort.Strings(keys)
 	ops := make([]clientv3.Op, 0, len(keys)+4)
 	bumps := map[string]struct{}{}
+	var lease clientv3.LeaseID
 	for _, key := range keys {
 		w := t.writes[key]
-		if w.del {
+		switch {
+		case w.del:
 			ops = append(ops, clientv3.OpDelete(key))
-		} else {
+		case w.bucket == string(bBindings) && t.s.owns(w.val):
+			// A binding row lives on the lease of the node that holds its
+			// flow, this one (etcdlease.go). A row naming no node or another
+			// (one copied by dialtone migrate) is put as it is: it lives
+			// until its expiry, not until this process stops.
+			if lease = clientv3.LeaseID(t.s.lease.Load()); lease == 0 {
+				return false, ErrNoLease
+			}
+			ops = append(ops, clientv3.OpPut(key, string(w.val), clientv3.WithLease(lease)))
+		default:
 			ops = append(ops, clientv3.OpPut(key, string(w.val)))
 		}
 		if w.bucket == "" {
@@ -504,10 +602,16 @@ func (t *etcdTx) commit() (bool, error) {
 		if t.s.closed.Load() {
 			return false, berrors.ErrDatabaseNotOpen
 		}
+		if lease != 0 {
+			if err := t.s.leaseLostOnPut(err, lease); errors.Is(err, ErrNoLease) {
+				return false, err
+			}
+		}
 		return false, fmt.Errorf("etcd: commit: %w", err)
 	}
 	if resp.Succeeded {
 		t.s.commits.Add(1)
+		t.committed = resp.Header.Revision
 	}
 	return resp.Succeeded, nil
 }

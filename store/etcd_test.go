@@ -163,34 +163,6 @@ func meeting() func() {
 	}
 }
 
-// A refresh on the etcd backend is a write (no overlay): one etcd
-// transaction per REGISTER, and reading through the other node sees it.
-func TestEtcdWritesPerRegister(t *testing.T) {
-	clock, a, b := twoNodes(t)
-	mustAccount(t, a)
-	u := mustUser(t, a, "1002")
-	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
-		t.Fatal(err)
-	}
-	const n = 20
-	before, _ := store.EtcdStatsForTest(a)
-	for i := range n {
-		clock.Advance(60e9)
-		if _, err := a.Register(reg(u, "c1", uint32(i+2), "sip:1002@192.0.2.7", 600)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	after, _ := store.EtcdStatsForTest(a)
-	if got := after - before; got != n {
-		t.Fatalf("%d pure refreshes made %d etcd writes, want %d (one each: no overlay on etcd yet)", n, got, n)
-	}
-	bs, err := b.Bindings(u.AccountID, u.ID)
-	if err != nil || len(bs) != 1 || bs[0].CSeq != n+1 || !bs[0].ExpiresAt.Equal(clock.Now().Add(600e9)) {
-		t.Fatalf("node B reads %+v, %v: want the last refresh", bs, err)
-	}
-	t.Logf("etcd writes per pure refresh: %d", (after-before)/n)
-}
-
 // A password rotated through node B is what node A's digest check uses next
 // (node A's identity cache follows etcd's changes), within the watch's
 // delivery delay.

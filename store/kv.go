@@ -17,9 +17,11 @@ import (
 // the rule read (and re-running the rule on a conflict).
 //
 // Features tied to bbolt's file stay bbolt-only, behind a type assertion on
-// boltTx or a nil DB.bolt: the group commit and its refresh overlay (tx.go,
-// refresh.go), the file check of Check, Backup (Tx.WriteTo), Stats' file
-// figures, and the power-loss guarantees of docs/design.md.
+// boltTx or a nil DB.bolt: the group commit and its timed flush of the
+// refresh overlay (tx.go, refresh.go; etcd keeps the overlay's entries in
+// memory instead, see refreshOverlay's "held"), the file check of Check,
+// Backup (Tx.WriteTo), Stats' file figures, and the power-loss guarantees
+// of docs/design.md.
 
 // kvTx is one transaction, read-only or writable.
 type kvTx interface {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"container/heap"
 	"encoding/binary"
 	"math"
@@ -182,7 +183,15 @@ func (db *DB) loadLive() error {
 	var cs []bindingChange
 	var maxRev uint64
 	err := db.view(func(t *tx) error {
+		if et, ok := t.kvTx.(*etcdTx); ok {
+			// etcd: the rows of this node's previous run, to adopt.
+			defer func() { et.s.adoptRev = et.rev }()
+		}
 		return t.Bucket(bBindings).ForEach(func(key, v []byte) error {
+			if db.etcd != nil && ownRow(v, db.node) {
+				full, row := db.etcd.root+string(bBindings)+"/"+string(key), bytes.Clone(v)
+				db.etcd.adopt = append(db.etcd.adopt, etcdRow{key: full, old: row, val: row})
+			}
 			e, err := bindingExpiry(v)
 			if err == nil {
 				cs = append(cs, bindingChange{expires: e, delta: +1})

@@ -16,7 +16,6 @@ import (
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 // migrateSource is a stopped bbolt data directory holding a bit of every
@@ -105,7 +104,7 @@ func TestMigrateBoltToEtcdAndBack(t *testing.T) {
 	defer src.Close()
 	want := dump(t, src)
 	prefix := storetest.EtcdConfig(srcDir).Prefix
-	cli := etcdClient(t)
+	cli := etcdClient(t, "")
 	startRev := etcdRev(t, cli)
 
 	dst := mustEtcdAt(t, srcDir, prefix, clock)
@@ -153,6 +152,12 @@ func TestMigrateBoltToEtcdAndBack(t *testing.T) {
 	bs, err := e.Bindings(store.DefaultAccount, bound.ID)
 	if err != nil || len(bs) != 1 || bs[0].Contact != "sip:3000@192.0.2.7:5062" {
 		t.Fatalf("Bindings on etcd = %+v, %v; want the live binding", bs, err)
+	}
+	// The copied row is on no lease: it outlives the copying process and
+	// lives until its expiry (a lease would drop it one TTL after the copy).
+	rows, err := etcdClient(t, "").Get(context.Background(), prefix+"/bindings/", clientv3.WithPrefix())
+	if err != nil || len(rows.Kvs) != 1 || rows.Kvs[0].Lease != 0 {
+		t.Fatalf("copied binding rows = %v, %v; want one, on no lease", rows.Kvs, err)
 	}
 	// The digest: the password sealed in bbolt opens on etcd (same key).
 	u, _ := e.UserByExtension(store.DefaultAccount, "3001")
@@ -316,16 +321,6 @@ func diffDumps(want, got map[string]string) string {
 		return fmt.Sprintf("%d differences", n)
 	}
 	return out
-}
-
-func etcdClient(t *testing.T) *clientv3.Client {
-	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: storetest.EtcdConfig("").Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
 }
 
 func etcdRev(t *testing.T, cli *clientv3.Client) int64 {

@@ -29,7 +29,10 @@ var ErrNoNodes = errors.New("store: not a deployment of several nodes (bbolt)")
 func (db *DB) NodeID() string { return db.node }
 
 // AnnounceNode records this node under its id (nodes/<id> under the
-// prefix) for the other nodes to find. On bbolt it returns ErrNoNodes.
+// prefix) for the other nodes to find, on this node's lease: the key
+// vanishes a LeaseTTL after the node dies, and is put again on a new lease
+// if the node loses its own (etcdlease.go). On bbolt it returns ErrNoNodes;
+// while the node has no lease, ErrNoLease.
 func (db *DB) AnnounceNode(info NodeInfo) error {
 	if db.etcd == nil {
 		return ErrNoNodes
@@ -39,10 +42,16 @@ func (db *DB) AnnounceNode(info NodeInfo) error {
 	if err != nil {
 		return err
 	}
+	val := string(v)
+	db.etcd.announced.Store(&val)
+	id := clientv3.LeaseID(db.etcd.lease.Load())
+	if id == 0 {
+		return fmt.Errorf("announce node %s: %w", db.node, ErrNoLease)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), db.etcd.timeout)
 	defer cancel()
-	if _, err := db.etcd.cli.Put(ctx, db.etcd.root+"nodes/"+db.node, string(v)); err != nil {
-		return fmt.Errorf("announce node %s: %w", db.node, err)
+	if _, err := db.etcd.cli.Put(ctx, db.etcd.root+"nodes/"+db.node, val, clientv3.WithLease(id)); err != nil {
+		return fmt.Errorf("announce node %s: %w", db.node, db.etcd.leaseLostOnPut(err, id))
 	}
 	return nil
 }

@@ -40,6 +40,25 @@ import (
 //
 // Lock order: gate, then bbolt's writer lock, then mu; mu is never held
 // while waiting for the writer.
+//
+// Held (etcd): the entries are this node's memory of the true expiry of the
+// binding rows it owns (Binding.Node is this node), and they are never
+// flushed. A row in etcd stores as ExpiresAt a horizon: the true expiry
+// plus horizonPeriods registration periods, written when a REGISTER changes
+// the row. A pure refresh is answered from memory, without an etcd write,
+// while its new expiry stays at least one registration period before the
+// stored horizon; one that comes closer takes the slow path, which writes
+// the row with a new horizon. So at every moment stored horizon ≥ true
+// expiry + one period: a node that is not the owner, reading the row, never
+// finds it expired while the owner holds it live (its DeleteUser is
+// refused, its prune keeps it), even with a clock up to a period ahead of
+// the owner's, and the expires_at it shows is an upper bound. The owner
+// applies its entries to what it reads (its own DeleteUser, listings and
+// 200 OK use the true expiry), and its sweep (PruneExpired) deletes a row
+// at the true expiry. If the owner dies, the row vanishes with its lease
+// (etcdlease.go); a graceful Close first writes the true expiries
+// (settleRows). An entry applies to a row of this node with the same rev,
+// Call-ID and a CSeq not newer than its own.
 type refreshOverlay struct {
 	gate sync.RWMutex
 	mu   sync.Mutex
@@ -56,11 +75,66 @@ type refreshOverlay struct {
 	// loop flushes every waiting entry.
 	timer *time.Timer
 	delay time.Duration // < 0: no overlay, every refresh written at once
+	held  bool          // etcd: entries are kept, never flushed (see above)
+	node  string        // held: this node's id (Binding.Node of its rows)
+	// rows (held): "acct/user" → the rows of the AOR as this node last put
+	// them, to move them to a new lease or put them back if etcd deleted
+	// them with a lost lease (etcdlease.go). Under mu.
+	rows map[string]*heldAOR
+}
+
+// heldAOR is what this node put in one AOR: its rows, and the etcd revision
+// at which they were all as this node knows them (its last write to the
+// AOR, or the read that adopted them).
+type heldAOR struct {
+	rev  int64
+	rows map[string]heldRow // Binding.key() → the row
+}
+
+// heldAORLocked is the AOR's record, created if needed; mu held.
+func (o *refreshOverlay) heldAORLocked(aor string) *heldAOR {
+	h := o.rows[aor]
+	if h == nil {
+		h = &heldAOR{rows: map[string]heldRow{}}
+		o.rows[aor] = h
+	}
+	return h
+}
+
+// horizonPeriods is how many registration periods past its true expiry a
+// held row's stored expiry lies when written (see refreshOverlay): a phone
+// refreshing at half its expiry costs one etcd write every
+// 2·horizonPeriods−1 REGISTERs (19: 0.053 a REGISTER).
+const horizonPeriods = 10
+
+// horizon is the expiry stored for a row written at now for expires.
+func horizon(now time.Time, expires time.Duration) time.Time {
+	return now.Add(expires * (1 + horizonPeriods))
 }
 
 type aorOverlay struct {
 	inflight int                     // group-committed REGISTERs of the AOR not yet finished
 	entries  map[string]refreshEntry // Binding.key() → newest acknowledged refresh
+}
+
+// heldRow is one row of this node as stored, and its stored expiry.
+type heldRow struct {
+	val   []byte
+	until time.Time
+}
+
+// heldWrite is a row a REGISTER wrote on etcd: with its true expiry, and as
+// stored.
+type heldWrite struct {
+	b   Binding
+	val []byte
+}
+
+// heldWrites are the rows one REGISTER wrote on etcd, and the revision of
+// its commit.
+type heldWrites struct {
+	rows []heldWrite
+	rev  int64
 }
 
 // refreshEntry is an acknowledged refresh of one binding row. It applies to
@@ -85,10 +159,16 @@ func (e refreshEntry) applyTo(b *Binding) {
 // applyLocked gives b its acknowledged expiry; mu held.
 func (o *refreshOverlay) applyLocked(aor string, b *Binding) {
 	if st := o.aors[aor]; st != nil {
-		if e, ok := st.entries[b.key()]; ok && e.appliesTo(b) {
+		if e, ok := st.entries[b.key()]; ok && (e.appliesTo(b) || o.held && e.heldAppliesTo(b, o.node)) {
 			e.applyTo(b)
 		}
 	}
+}
+
+// heldAppliesTo: a held entry is the true state of the row written with
+// it (same CSeq) and of every later refresh of it.
+func (e refreshEntry) heldAppliesTo(b *Binding, node string) bool {
+	return e.rev == b.rev && e.callID == b.CallID && e.cseq >= b.CSeq && b.Node == node
 }
 
 // apply is applyLocked for every binding in bs, of the AOR "acct/user".
@@ -131,14 +211,49 @@ func (o *refreshOverlay) beginLocked(aor string) {
 }
 
 // end also records the bindings the REGISTER left (see hintedLocked), if it
-// succeeded.
-func (o *refreshOverlay) end(aor string, left []Binding, ok bool) {
+// succeeded; held, it remembers the true expiry of the rows it wrote and
+// forgets the entries of the rows it removed.
+func (o *refreshOverlay) end(aor string, left []Binding, wrote []heldWrite, rev int64, ok bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if ok {
 		o.hintedLocked(aor, left)
 	}
 	st := o.aors[aor]
+	if ok && o.held {
+		if st.entries == nil {
+			st.entries = map[string]refreshEntry{}
+		}
+		h := o.heldAORLocked(aor)
+		h.rev = max(h.rev, rev)
+		rows := h.rows
+		keep := make(map[string]bool, len(left))
+		for _, b := range left {
+			keep[b.key()] = true
+		}
+		for key := range st.entries {
+			if !keep[key] {
+				delete(st.entries, key)
+				o.n.Add(-1)
+			}
+		}
+		for key := range rows {
+			if !keep[key] {
+				delete(rows, key)
+			}
+		}
+		for _, w := range wrote {
+			b := w.b
+			if _, had := st.entries[b.key()]; !had {
+				o.n.Add(1)
+			}
+			st.entries[b.key()] = refreshEntry{rev: b.rev, callID: b.CallID, cseq: b.CSeq, expires: b.ExpiresAt, updated: b.UpdatedAt}
+			rows[b.key()] = heldRow{val: w.val, until: horizon(b.UpdatedAt, b.ExpiresAt.Sub(b.UpdatedAt))}
+		}
+		if len(rows) == 0 {
+			delete(o.rows, aor)
+		}
+	}
 	st.inflight--
 	if st.inflight == 0 && len(st.entries) == 0 {
 		delete(o.aors, aor)
@@ -157,6 +272,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 	o := &db.refresh
 	if o.delay < 0 || r.RemoveAll || len(r.Contacts) == 0 {
 		return nil, false, false
+	}
+	if o.held && db.etcd.lease.Load() == 0 {
+		return nil, false, false // no lease: the slow path says so
 	}
 	for _, c := range r.Contacts {
 		if c.Expires <= 0 {
@@ -212,7 +330,14 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 		return nil, false, false
 	}
 	current := make(map[string]Binding, len(rows))
+	var stored map[string]time.Time // held: each row's horizon
+	if o.held {
+		stored = make(map[string]time.Time, len(rows))
+	}
 	for _, b := range rows {
+		if o.held {
+			stored[b.key()] = b.ExpiresAt
+		}
 		o.applyLocked(aor, &b)
 		if b.Live(now) {
 			current[b.key()] = b
@@ -225,6 +350,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 		if !exists || b.Contact != c.URI || b.Q != c.Q || b.Source != r.Source || b.Transport != transport || b.Node != db.node ||
 			b.UserAgent != r.UserAgent || b.CallID != r.CallID || r.CSeq <= b.CSeq {
 			return nil, false, false
+		}
+		if o.held && now.Add(2*time.Duration(c.Expires)*time.Second).After(stored[key]) {
+			return nil, false, false // within a period of the horizon: written with a new one
 		}
 		olds = append(olds, b)
 		b.CSeq, b.UpdatedAt, b.ExpiresAt = r.CSeq, now, now.Add(time.Duration(c.Expires)*time.Second)
@@ -249,7 +377,9 @@ func (db *DB) tryRefresh(r RegisterRequest) (out []Binding, ok, begun bool) {
 		changes = append(changes, bindingChange{expires: old.ExpiresAt.UnixNano(), delta: -1}, bindingChange{expires: e.expires.UnixNano(), delta: +1})
 	}
 	db.live.apply(changes, now)
-	o.armTimerLocked(db.loop.flushDue)
+	if !o.held {
+		o.armTimerLocked(db.loop.flushDue)
+	}
 	out = sortedBindings(current)
 	db.sweep.lower(aor, out)
 	return out, true, false
@@ -268,6 +398,55 @@ func (o *refreshOverlay) hintedLocked(aor string, bs []Binding) {
 }
 
 const maxHints = 1 << 20
+
+// adopted records a row of this node found in etcd (at a restart, or
+// after a new lease): a hint for its refreshes, and the row as stored.
+func (o *refreshOverlay) adopted(b Binding, val []byte, rev int64) {
+	aor := k(b.AccountID, b.UserID)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.hintedLocked(aor, []Binding{b})
+	h := o.heldAORLocked(aor)
+	h.rev = max(h.rev, rev)
+	h.rows[b.key()] = heldRow{val: val, until: b.ExpiresAt}
+}
+
+// forgetExpired drops the held entries of the AORs a sweep read that
+// expired at or before now (their rows are gone, or are no longer this
+// node's: another node rewrote or deleted them).
+func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
+	if !o.held {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for aor := range aors {
+		var rows map[string]heldRow
+		if h := o.rows[aor]; h != nil {
+			rows = h.rows
+		}
+		if st := o.aors[aor]; st != nil {
+			for key, e := range st.entries {
+				if !e.expires.After(now) {
+					delete(st.entries, key)
+					delete(rows, key)
+					o.n.Add(-1)
+				}
+			}
+			if st.inflight == 0 && len(st.entries) == 0 {
+				delete(o.aors, aor)
+			}
+		}
+		for key, r := range rows {
+			if !r.until.After(now) {
+				delete(rows, key) // adopted, never refreshed, past its stored expiry
+			}
+		}
+		if len(rows) == 0 {
+			delete(o.rows, aor)
+		}
+	}
+}
 
 // hintKey hashes the AOR and the binding's key (Binding.key). Two bindings
 // with one hash share a hint: the second overwrites the first, whose next

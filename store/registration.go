@@ -26,7 +26,11 @@ type Binding struct {
 	CSeq         uint32    `json:"cseq"`
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
-	ExpiresAt    time.Time `json:"expires_at"`
+	// ExpiresAt is when the binding ends without a refresh. On etcd, read
+	// through a node other than Node, it is an upper bound (the row's
+	// stored horizon, up to 10 registration periods later); the owner
+	// node knows the true expiry (see refreshOverlay).
+	ExpiresAt time.Time `json:"expires_at"`
 	// Node is the dialtone node that holds the phone's flow (its TCP/TLS
 	// connection or UDP pinhole) in a deployment of several nodes on etcd:
 	// a request for the phone is sent from that node. Empty on one node.
@@ -97,8 +101,20 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 	if !begun {
 		db.refresh.begin(prefix)
 	}
+	// held (etcd): the rows written, with their true expiry. A pointer set
+	// only then, so that bbolt's closure captures nothing more.
+	var wrote *heldWrites
+	if db.refresh.held {
+		wrote = &heldWrites{}
+	}
 	err := db.batch(func(t *tx) error {
 		out = nil // fn may run more than once
+		if wrote != nil {
+			wrote.rows = wrote.rows[:0]
+			if et, ok := t.kvTx.(*etcdTx); ok {
+				t.OnCommit(func() { wrote.rev = et.committed })
+			}
+		}
 		u, err := t.user(r.AccountID, r.UserID)
 		if err != nil {
 			return err
@@ -182,7 +198,17 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 				t.bindingRemoved(current[victim].ExpiresAt)
 				delete(current, victim)
 			}
-			if err := b.Put([]byte(k(prefix, key)), encodeBinding(&nb)); err != nil {
+			if wrote != nil {
+				// The row stores the horizon; this node holds the true
+				// expiry (see refreshOverlay).
+				h := nb
+				h.ExpiresAt = horizon(t.now, time.Duration(c.Expires)*time.Second)
+				val := encodeBinding(&h)
+				wrote.rows = append(wrote.rows, heldWrite{b: nb, val: val})
+				if err := b.Put([]byte(k(prefix, key)), val); err != nil {
+					return err
+				}
+			} else if err := b.Put([]byte(k(prefix, key)), encodeBinding(&nb)); err != nil {
 				return err
 			}
 			if exists {
@@ -194,7 +220,12 @@ func (db *DB) Register(r RegisterRequest) ([]Binding, error) {
 		out = sortedBindings(current)
 		return nil
 	})
-	db.refresh.end(prefix, out, err == nil)
+	var written []heldWrite
+	var writtenAt int64
+	if wrote != nil {
+		written, writtenAt = wrote.rows, wrote.rev
+	}
+	db.refresh.end(prefix, out, written, writtenAt, err == nil)
 	if err == nil {
 		db.sweep.lower(prefix, out)
 	}
@@ -331,7 +362,16 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 func (db *DB) PruneExpired() (int, error) {
 	n := 0
 	var seen, kept map[string]int64
+	held := db.refresh.held
+	var swept time.Time
+	if held {
+		// As bbolt's update does: no pure refresh is checked against the
+		// rows this sweep is deleting (see refreshOverlay's gate).
+		db.refresh.gate.Lock()
+		defer db.refresh.gate.Unlock()
+	}
 	err := db.update(func(t *tx) error {
+		swept = t.now
 		n = 0
 		now := t.now.UnixNano()
 		seen, kept = t.db.sweep.due(now), map[string]int64{}
@@ -342,7 +382,15 @@ func (db *DB) PruneExpired() (int, error) {
 			doomed = doomed[:0]
 			if err := b.ForEachPrefix([]byte(aor+"/"), func(key, v []byte) error {
 				e, decErr := bindingExpiry(v)
-				if decErr == nil && e <= now {
+				if decErr == nil && held {
+					// The stored expiry of this node's rows is a horizon:
+					// the true one is in memory.
+					var bd Binding
+					if decodeBinding(v, &bd) == nil {
+						t.db.refresh.applyOne(&bd)
+						e = bd.ExpiresAt.UnixNano()
+					}
+				} else if decErr == nil && e <= now {
 					// Expired on disk; a refresh not yet written may keep it.
 					var bd Binding
 					if decodeBinding(v, &bd) == nil {
@@ -378,6 +426,7 @@ func (db *DB) PruneExpired() (int, error) {
 		return 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
 	db.sweep.settle(seen, kept)
+	db.refresh.forgetExpired(seen, swept)
 	return n, nil
 }
 

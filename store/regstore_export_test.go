@@ -33,6 +33,9 @@ func BindingEncodingsForTest(db *DB, acct, userID string) ([]byte, error) {
 // dropped.
 func CrashCloseForTest(db *DB) error {
 	db.stopCommitLoop(false)
+	if db.etcd != nil {
+		db.etcd.noSettle.Store(true) // and its lease is not revoked
+	}
 	return db.kv.close()
 }
 
@@ -112,4 +115,32 @@ func WaitWatchedForTest(db *DB) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return db.waitWatched(ctx)
+}
+
+// LeaseForTest is the id of db's etcd lease (0 while it has none).
+func LeaseForTest(db *DB) int64 { return db.etcd.lease.Load() }
+
+// DropLeaseForTest stops db's lease keeper and forgets its lease, as if etcd
+// had been unreachable for longer than the TTL and no new lease could be
+// granted yet (the lease itself is left to expire).
+func DropLeaseForTest(db *DB) {
+	db.etcd.stopLease()
+	<-db.etcd.leaseDone
+	db.etcd.lease.Store(0)
+}
+
+// HorizonPeriods is how many registration periods past its true expiry an
+// etcd row's stored expiry lies.
+const HorizonPeriods = horizonPeriods
+
+// RegainLeaseForTest grants db a new lease and puts on it what its lost
+// lease held, as the keeper does once etcd answers again (after
+// DropLeaseForTest; the keeper is not started again).
+func RegainLeaseForTest(db *DB) error {
+	id, err := db.etcd.grantLease(context.Background())
+	if err != nil {
+		return err
+	}
+	db.takeLease(context.Background(), id)
+	return nil
 }

@@ -26,8 +26,9 @@ type tx struct {
 // refresh gate until the commit, so no pure refresh is checked against a
 // state it is changing (see refreshOverlay).
 //
-// On etcd there is no overlay (every refresh is written) and no gate: each
-// update is its own optimistic transaction, re-run on a conflict.
+// On etcd there is no gate here (PruneExpired takes it itself, see
+// refreshOverlay's "held"): each update is its own optimistic transaction,
+// re-run on a conflict.
 func (db *DB) update(fn func(*tx) error) error {
 	if db.bolt != nil {
 		db.refresh.gate.Lock()

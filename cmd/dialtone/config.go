@@ -51,8 +51,9 @@ type config struct {
 
 	Store                     string // "" or bbolt: --data; etcd://host:port,…: etcd (storeflag.go)
 	EtcdCert, EtcdKey, EtcdCA string
-	NodeID                    string // on etcd: this node's name (storeflag.go)
-	SIPAdvertise              string // on etcd: HOST:PORT the other nodes reach our SIP on
+	NodeID                    string        // on etcd: this node's name (storeflag.go)
+	SIPAdvertise              string        // on etcd: HOST:PORT the other nodes reach our SIP on
+	EtcdLeaseTTL              time.Duration // 0: the store's default (15 s)
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -99,6 +100,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.EtcdCA, "etcd-ca", "", "PEM CA bundle that signed the etcd servers' certificates (enables TLS to etcd)")
 	fs.StringVar(&c.NodeID, "node-id", "", "with --store etcd://…: this node's name among the nodes, unique and stable across restarts (default: the host name)")
 	fs.StringVar(&c.SIPAdvertise, "sip-advertise", "", "with --store etcd://…: HOST:PORT the other nodes reach this node's SIP (UDP/TCP) listener on, to pass it calls and check-syncs for the phones registered here (default: --sip-addr when it is a specific IP)")
+	fs.DurationVar(&c.EtcdLeaseTTL, "etcd-lease-ttl", 15*time.Second, "etcd: this node's lease; the registrations it holds vanish this long after it dies (whole seconds, at least 2s)")
 
 	if err := fs.Parse(args); err != nil {
 		return c, err

@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// gin's only global: without it gin prints its route table on start.
 	gin.SetMode(gin.ReleaseMode)
 
-	db, err := openStore(cfg)
+	db, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}

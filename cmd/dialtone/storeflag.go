@@ -5,10 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dialtone-voip/dialtone/store"
 )
@@ -25,12 +27,15 @@ func (c config) etcdConfig() (*store.EtcdConfig, error) {
 		}
 		return nil, nil
 	}
+	if c.EtcdLeaseTTL != 0 && (c.EtcdLeaseTTL < 2*time.Second || c.EtcdLeaseTTL%time.Second != 0) {
+		return nil, fmt.Errorf("--etcd-lease-ttl %v: want whole seconds, at least 2s", c.EtcdLeaseTTL)
+	}
 	rest, ok := strings.CutPrefix(c.Store, "etcd://")
 	if !ok {
 		return nil, fmt.Errorf("--store %q: want etcd://host:port[,host:port…][/prefix], or nothing for the bbolt file in --data", c.Store)
 	}
 	hosts, prefix, _ := strings.Cut(rest, "/")
-	ec := &store.EtcdConfig{Dir: c.DataDir, Node: c.NodeID}
+	ec := &store.EtcdConfig{Dir: c.DataDir, Node: c.NodeID, LeaseTTL: c.EtcdLeaseTTL}
 	if prefix != "" {
 		ec.Prefix = "/" + strings.TrimSuffix(prefix, "/")
 	}
@@ -113,8 +118,8 @@ func (c config) etcdTLS() (*tls.Config, error) {
 }
 
 // openStore opens the store --store names: the bbolt file in --data by
-// default, or the etcd cluster.
-func openStore(c config) (*store.DB, error) {
+// default, or the etcd cluster (its lease events go to log).
+func openStore(c config, log *slog.Logger) (*store.DB, error) {
 	ec, err := c.etcdConfig()
 	if err != nil {
 		return nil, err
@@ -125,5 +130,6 @@ func openStore(c config) (*store.DB, error) {
 	if ec.TLS, err = c.etcdTLS(); err != nil {
 		return nil, err
 	}
+	ec.Logger = log
 	return store.OpenEtcd(*ec, store.Options{})
 }

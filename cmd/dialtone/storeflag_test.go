@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest/etcdtest"
@@ -20,7 +21,8 @@ func TestStoreFlag(t *testing.T) {
 		endpoints string
 		prefix    string
 		node      string
-		advertise string // what sipAdvertise gives for a socket bound to 10.0.0.5:5060
+		advertise string        // what sipAdvertise gives for a socket bound to 10.0.0.5:5060
+		ttl       time.Duration // 0: the default, 15 s
 		err       string
 	}{
 		{args: nil},
@@ -40,6 +42,9 @@ func TestStoreFlag(t *testing.T) {
 		{args: []string{"--store", "etcd://e1:2379", "--sip-advertise", "10.0.0.5:5060", "--node-id", "a;mac=1"}, err: "--node-id"},
 		{args: []string{"--node-id", "a"}, err: "need --store etcd"},
 		{args: []string{"--sip-advertise", "10.0.0.5:5060"}, err: "need --store etcd"},
+		{args: []string{"--store", "etcd://e1:2379", "--etcd-lease-ttl", "1s"}, err: "at least 2s"},
+		{args: []string{"--store", "etcd://e1:2379", "--etcd-lease-ttl", "2500ms"}, err: "whole seconds"},
+		{args: []string{"--store", "etcd://e1:2379", "--sip-addr", "10.0.0.5:5060", "--etcd-lease-ttl", "4s"}, endpoints: "http://e1:2379", ttl: 4 * time.Second},
 	} {
 		cfg, err := parseConfig(c.args, noEnv, io.Discard)
 		if c.err != "" {
@@ -61,8 +66,11 @@ func TestStoreFlag(t *testing.T) {
 			}
 			continue
 		}
-		if got := strings.Join(ec.Endpoints, " "); got != c.endpoints || ec.Prefix != c.prefix || ec.Dir != cfg.DataDir || ec.Node != c.node {
-			t.Errorf("%v: %+v, want endpoints %s prefix %q node %q", c.args, ec, c.endpoints, c.prefix, c.node)
+		if c.ttl == 0 {
+			c.ttl = 15 * time.Second
+		}
+		if got := strings.Join(ec.Endpoints, " "); got != c.endpoints || ec.Prefix != c.prefix || ec.Dir != cfg.DataDir || ec.Node != c.node || ec.LeaseTTL != c.ttl {
+			t.Errorf("%v: %+v, want endpoints %s prefix %q node %q lease %v", c.args, ec, c.endpoints, c.prefix, c.node, c.ttl)
 		}
 		want := c.advertise
 		if want == "" {
