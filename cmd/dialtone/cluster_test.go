@@ -7,9 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -115,30 +113,6 @@ func freeSIPAddr(t *testing.T) string {
 	return ""
 }
 
-// binaryFlags lists the flags the dialtone binary knows (from --help).
-func binaryFlags(t *testing.T, bin string) map[string]bool {
-	t.Helper()
-	out, err := exec.Command(bin, "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("dialtone --help: %v\n%s", err, out)
-	}
-	flags := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z0-9-]+)`).FindAllSubmatch(out, -1) {
-		flags[string(m[1])] = true
-	}
-	return flags
-}
-
-// needFlags skips t when the binary lacks one of the flags.
-func needFlags(t *testing.T, flags map[string]bool, waitsFor string, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if !flags[n] {
-			t.Skipf("waits for %s: dialtone has no --%s yet", waitsFor, n)
-		}
-	}
-}
-
 // clusterUser is a user created through the admin API with its SIP password.
 type clusterUser struct {
 	id, ext, name, password string
@@ -181,7 +155,6 @@ func TestCluster(t *testing.T) {
 		t.Skip("runs three etcd members and two dialtone processes")
 	}
 	bin := buildBinary(t)
-	flags := binaryFlags(t, bin)
 	// A short announcement (0.5 s, the shortest allowed) keeps the disabled-extension call short.
 	ann := filepath.Join(t.TempDir(), "short.wav")
 	if err := os.WriteFile(ann, wav8k(0.5), 0o600); err != nil {
@@ -197,10 +170,7 @@ func TestCluster(t *testing.T) {
 		t.Run("CallAcrossNodes", func(t *testing.T) { clusterCallAcrossNodes(t, a, b) })
 	})
 	t.Run("EtcdMemberFailure", func(t *testing.T) { clusterEtcdMemberFailure(t, newEtcdCluster(t, bin)) })
-	t.Run("NodeFailure", func(t *testing.T) {
-		needFlags(t, flags, "node leases (the lease branch: store/etcd*.go)", "etcd-lease-ttl")
-		clusterNodeFailure(t, newEtcdCluster(t, bin))
-	})
+	t.Run("NodeFailure", func(t *testing.T) { clusterNodeFailure(t, newEtcdCluster(t, bin)) })
 }
 
 // clusterSameAsOneNode walks TestEndToEnd's path with its steps spread
