@@ -126,6 +126,8 @@ func toError(err error) (status int, body errorBody, internal bool) {
 		}
 	case errors.Is(err, store.ErrNoSpace):
 		status, d.Code, d.Message = http.StatusInsufficientStorage, "insufficient_storage", "the server's disk is full: nothing was changed; retry once space is freed"
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrNoLease):
+		status, d.Code, d.Message = http.StatusServiceUnavailable, "unavailable", "the store's etcd cluster did not answer: nothing was changed; retry"
 	case errors.Is(err, store.ErrConflict):
 		// Several nodes on etcd: writes through other nodes changed what
 		// this one read, on every attempt. Nothing changed; retrying works.

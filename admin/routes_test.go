@@ -305,6 +305,8 @@ func TestToError(t *testing.T) {
 			`{"error":{"blockers":[{"id":"q-1","kind":"queue","name":"Demo 1"},{"id":"cf-12","kind":"callflow","name":"Sales line","status":"ACTIVE","version":2},{"id":"x","kind":"unknown","version":3}],"code":"delete_blocked","message":"user 1002 cannot be deleted: 3 blockers"}}`},
 		{"lost to other nodes", fmt.Errorf("sip credentials of u-1: %w", store.ErrConflict), 503,
 			`{"error":{"code":"unavailable","message":"concurrent changes through other nodes won every attempt: nothing was changed; retry"}}`},
+		{"etcd unreachable", fmt.Errorf("etcd: commit: %w", store.ErrUnavailable), 503,
+			`{"error":{"code":"unavailable","message":"the store's etcd cluster did not answer: nothing was changed; retry"}}`},
 		{"unauthorized", store.ErrUnauthorized, 401, `{"error":{"code":"unauthorized","message":"missing or invalid bearer token"}}`},
 		{"anything else", errors.New("disk on fire: /secret/path"), 500, `{"error":{"code":"internal","message":"internal error"}}`},
 	} {

@@ -140,9 +140,15 @@ func (r *Registrar) onRegister(req *sip.Request, rs responder) {
 		if code == 500 && !errors.Is(err, store.ErrOutOfOrder) {
 			s.log.Error("register", "aor", aor(req), "err", err)
 		}
+		if code == 503 {
+			s.log.Debug("register: the store cannot write now", "aor", aor(req), "err", err)
+		}
 		res := s.newResponse(req, code, reason)
-		if errors.Is(err, store.ErrNoSpace) {
+		switch {
+		case errors.Is(err, store.ErrNoSpace):
 			res.AppendHeader(sip.NewHeader("Retry-After", "30")) // the phone keeps its binding and retries (§20.33)
+		case code == 503:
+			res.AppendHeader(sip.NewHeader("Retry-After", "5"))
 		}
 		s.send(req, rs, res)
 		return
@@ -191,6 +197,11 @@ func registerStatus(err error) (int, string) {
 		return 404, "Not Found"
 	case errors.Is(err, store.ErrNoSpace):
 		return 500, "Insufficient Storage" // with Retry-After: nothing was written
+	case errors.Is(err, store.ErrNoLease), errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrConflict):
+		// Several nodes: etcd did not answer, this node has no lease, or
+		// other nodes' writes won every attempt. Nothing was written; the
+		// phone keeps its binding and retries (with Retry-After, §21.5.4).
+		return 503, "Service Unavailable"
 	case errors.Is(err, store.ErrOutOfOrder):
 		// §10.3 step 7 leaves the status open; 500 is what RFC 3261 uses
 		// for an out-of-order CSeq elsewhere (§12.2.2).

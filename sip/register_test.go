@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -602,5 +603,28 @@ func TestMetricsRegistered(t *testing.T) {
 	// A second server on the same registry is refused, not silently merged.
 	if _, err := New(Config{}, e.db, nil, e.reg); err == nil {
 		t.Error("New() on a registry that already has our metrics = nil error")
+	}
+}
+
+// A store that cannot write now (several nodes on etcd: no quorum, no
+// lease, every attempt lost to other nodes) answers 503, which the phone
+// retries after Retry-After with its binding kept; a refusal of the rules
+// keeps its own status.
+func TestRegisterStatusOfStoreErrors(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		code int
+	}{
+		{fmt.Errorf("etcd: commit: %w", store.ErrUnavailable), 503},
+		{fmt.Errorf("register: %w", store.ErrNoLease), 503},
+		{store.ErrConflict, 503},
+		{store.ErrDisabled, 403},
+		{store.ErrNotFound, 404},
+		{store.ErrNoSpace, 500},
+		{errors.New("anything else"), 500},
+	} {
+		if code, _ := registerStatus(c.err); code != c.code {
+			t.Errorf("registerStatus(%v) = %d, want %d", c.err, code, c.code)
+		}
 	}
 }

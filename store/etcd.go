@@ -23,6 +23,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // The etcd backend. Key layout, under EtcdConfig.Prefix (P):
@@ -222,6 +224,21 @@ func OpenEtcd(cfg EtcdConfig, opts Options) (*DB, error) {
 	db.etcd.watched.Store(first.Header.Revision + 1)
 	go db.watchEtcd(first.Header.Revision + 1)
 	return db, nil
+}
+
+// ErrUnavailable means the etcd cluster did not answer in time (no quorum,
+// unreachable): nothing was written; the caller may try again.
+var ErrUnavailable = errors.New("store: the etcd cluster did not answer (unreachable or without a quorum); nothing was written, try again")
+
+// unavailable marks err with ErrUnavailable when it says etcd did not
+// answer (a timeout, no connection, no leader), not that it refused.
+func unavailable(err error) error {
+	code := status.Code(err)
+	if errors.Is(err, context.DeadlineExceeded) || code == codes.Unavailable || code == codes.DeadlineExceeded ||
+		errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrTimeout) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
 }
 
 // owns reports whether the binding row v names this node (Binding.Node).
@@ -459,7 +476,7 @@ func (t *etcdTx) rangeGet(key string, opts ...clientv3.OpOption) (*clientv3.GetR
 		if t.s.closed.Load() {
 			err = berrors.ErrDatabaseNotOpen
 		}
-		t.err = fmt.Errorf("etcd: read %q: %w", strings.TrimPrefix(key, t.s.root), err)
+		t.err = fmt.Errorf("etcd: read %q: %w", strings.TrimPrefix(key, t.s.root), unavailable(err))
 		return nil, t.err
 	}
 	if t.rev == 0 {
@@ -607,7 +624,7 @@ func (t *etcdTx) commit() (bool, error) {
 				return false, err
 			}
 		}
-		return false, fmt.Errorf("etcd: commit: %w", err)
+		return false, fmt.Errorf("etcd: commit: %w", unavailable(err))
 	}
 	if resp.Succeeded {
 		t.s.commits.Add(1)

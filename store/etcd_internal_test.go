@@ -126,7 +126,7 @@ func TestEtcdTxReadsOwnWrites(t *testing.T) {
 		seq2, err = b.NextSequence()
 		return err
 	})
-	if err != nil || seq2 != seq1+1 {
+	if err != nil || seq1 == 0 || seq2 <= seq1 { // ids grow (time-ordered on etcd, NextSequence)
 		t.Fatalf("update: %v, sequences %d %d", err, seq1, seq2)
 	}
 }

@@ -3,12 +3,14 @@ package store_test
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest"
+	"github.com/dialtone-voip/dialtone/store/storetest/etcdtest"
 )
 
 // openNode opens a second store.DB on the same etcd prefix as dir's store,
@@ -254,5 +256,33 @@ func TestEtcdConcurrentAuditWriters(t *testing.T) {
 	_, cb := store.EtcdStatsForTest(b)
 	if ca+cb > writers {
 		t.Fatalf("%d runs lost to a conflict for %d independent audit writes", ca+cb, 2*writers*each)
+	}
+}
+
+// A cluster that does not answer gives ErrUnavailable (503 for admin
+// writes and REGISTER, with Retry-After), not a bare transport error, and
+// writes nothing.
+func TestEtcdUnreachableIsUnavailable(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only")
+	}
+	dir := t.TempDir()
+	srv, err := etcdtest.Start(filepath.Join(dir, "etcd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.OpenEtcd(store.EtcdConfig{Endpoints: srv.Endpoints, Dir: filepath.Join(dir, "data"), Node: "n1",
+		RequestTimeout: 500 * time.Millisecond, LeaseTTL: 2 * time.Second}, store.Options{})
+	if err != nil {
+		srv.Close()
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustAccount(t, db)
+	srv.Close()
+	_, err = db.CreateUser(store.DefaultAccount, store.NewUser{Extension: "1009", Name: "Unreachable"}, admin)
+
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("CreateUser with etcd gone = %v, want ErrUnavailable", err)
 	}
 }
