@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -621,7 +622,8 @@ func clusterCallAcrossNodes(t *testing.T, na, nb *clusterNode) {
 
 // clusterEtcdMemberFailure: with one etcd member of three killed (the
 // leader, the hardest one to lose), REGISTER through both nodes and the
-// admin writes of a user's life through both nodes still succeed.
+// admin writes of a user's life through both nodes still succeed; with a
+// second one killed, both nodes refuse writes with 503 and Retry-After.
 func clusterEtcdMemberFailure(t *testing.T, c *etcdCluster) {
 	na, nb := c.startNode("a"), c.startNode("b")
 	a, b := na.api(t), nb.api(t)
@@ -669,6 +671,41 @@ func clusterEtcdMemberFailure(t *testing.T, c *etcdCluster) {
 	if code, _ := b.api("GET", clusterBase+"/users/"+before.id, nil); code != 200 {
 		t.Fatalf("GET through b of a user created before the kill = %d", code)
 	}
+
+	// A second member killed: no quorum, nothing can be written. Both
+	// nodes say so (503 with Retry-After: the phone keeps its binding and
+	// retries) once etcd does not answer, rather than hang or accept what
+	// they cannot store. The phone registered through a before, so a
+	// knows its credentials and the REGISTER of a new contact reaches the
+	// write.
+	pha := newPhone(t, "UDP", na.addrs.SIPUDP, "example.test", before.ext, before.password)
+	if res := pha.register("sip:4001@127.0.0.1:5062", 600, "MD5"); res.StatusCode != 200 {
+		t.Fatalf("REGISTER through a of a user created before the kill = %d", res.StatusCode)
+	}
+	c.etcd.Kill((leader + 1) % 3)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		res, err := pha.tryRegister(ctx, "sip:4001@127.0.0.1:5061", 600, "MD5") // a new contact: a write
+		if err != nil || res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+			t.Errorf("REGISTER through a without an etcd quorum = %v %v, want 503 with Retry-After; a logged:\n%s", res, err, lastLines(na.logs.String(), 5))
+		}
+	}()
+	req, _ := http.NewRequest("POST", "http://"+nb.addrs.Admin+clusterBase+"/users", strings.NewReader(`{"extension":"4020","name":"No quorum"}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 503 || res.Header.Get("Retry-After") == "" {
+		t.Errorf("POST /users through b without an etcd quorum = %d (Retry-After %q), want 503 with Retry-After", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+	wg.Wait()
 }
 
 // clusterNodeFailure: node a is killed (SIGKILL) while it holds two
@@ -732,4 +769,10 @@ func clusterNodeFailure(t *testing.T, c *etcdCluster) {
 	if regs := registrations(t, b, moving.id); len(regs) != 1 {
 		t.Fatalf("registrations of the phone that moved to b = %v, want 1", regs)
 	}
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
