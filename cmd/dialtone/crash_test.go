@@ -25,6 +25,7 @@ import (
 type process struct {
 	cmd   *exec.Cmd
 	addrs addrs
+	logs  *syncBuffer // its stderr (JSON lines)
 }
 
 func buildBinary(t *testing.T) string {
@@ -37,10 +38,13 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-func startProcess(t *testing.T, bin, dataDir string) *process {
+// startProcess starts dialtone on dataDir with the test's defaults; extra
+// flags come after them (so a later --sip-addr wins).
+func startProcess(t *testing.T, bin, dataDir string, extra ...string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, "--data", dataDir, "--sip-addr", "127.0.0.1:0", "--provisioning-addr", "127.0.0.1:0",
-		"--admin-addr", "127.0.0.1:0", "--domain", "example.test", "--bootstrap-token", testToken, "--log-format", "json")
+	args := append([]string{"--data", dataDir, "--sip-addr", "127.0.0.1:0", "--provisioning-addr", "127.0.0.1:0",
+		"--admin-addr", "127.0.0.1:0", "--domain", "example.test", "--bootstrap-token", testToken, "--log-format", "json"}, extra...)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -49,26 +53,32 @@ func startProcess(t *testing.T, bin, dataDir string) *process {
 		t.Fatal(err)
 	}
 	readyc := make(chan addrs, 1)
-	var logs bytes.Buffer
+	logs := &syncBuffer{mu: make(chan struct{}, 1)}
+	exited := make(chan struct{}) // its stderr closed: it exited
 	go func() {
+		defer close(exited)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			line := sc.Bytes()
-			logs.Write(line)
-			logs.WriteByte('\n')
+			logs.Write(append(line, '\n'))
 			var m map[string]any
 			if json.Unmarshal(line, &m) == nil && m["msg"] == "dialtone ready" {
-				readyc <- addrs{SIPUDP: fmt.Sprint(m["sip_udp"]), SIPTCP: fmt.Sprint(m["sip_tcp"]), Admin: fmt.Sprint(m["admin"])}
+				readyc <- addrs{SIPUDP: fmt.Sprint(m["sip_udp"]), SIPTCP: fmt.Sprint(m["sip_tcp"]), Admin: fmt.Sprint(m["admin"]),
+					Provisioning: fmt.Sprint(m["provisioning"])}
 			}
 		}
 	}()
 	select {
 	case a := <-readyc:
-		return &process{cmd: cmd, addrs: a}
+		return &process{cmd: cmd, addrs: a, logs: logs}
+	case <-exited:
+		cmd.Wait()
+		t.Fatalf("dialtone process exited before it was ready; its log:\n%s", logs)
+		return nil
 	case <-time.After(20 * time.Second):
 		cmd.Process.Kill()
 		cmd.Wait()
-		t.Fatalf("dialtone process not ready after 20 s")
+		t.Fatalf("dialtone process not ready after 20 s; its log:\n%s", logs)
 		return nil
 	}
 }

@@ -80,11 +80,20 @@ func (p *phone) tryRegister(ctx context.Context, contact string, expires int, al
 	if err != nil || res.StatusCode != 401 {
 		return res, err
 	}
+	authz, err := p.answer(res, alg)
+	if err != nil {
+		return nil, err
+	}
+	return p.send(ctx, contact, expires, authz)
+}
+
+// answer returns the Authorization answering res's 401 challenge for alg.
+func (p *phone) answer(res *sip.Response, alg string) (string, error) {
 	var chal *digest.Challenge
 	for _, h := range res.GetHeaders("WWW-Authenticate") {
 		c, err := digest.ParseChallenge(h.Value())
 		if err != nil {
-			return nil, fmt.Errorf("bad challenge %q: %v", h.Value(), err)
+			return "", fmt.Errorf("bad challenge %q: %v", h.Value(), err)
 		}
 		if strings.EqualFold(c.Algorithm, alg) {
 			chal = c
@@ -92,14 +101,14 @@ func (p *phone) tryRegister(ctx context.Context, contact string, expires int, al
 		}
 	}
 	if chal == nil {
-		return nil, fmt.Errorf("no %s challenge in %v", alg, res.GetHeaders("WWW-Authenticate"))
+		return "", fmt.Errorf("no %s challenge in %v", alg, res.GetHeaders("WWW-Authenticate"))
 	}
 	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + p.domain,
 		Username: p.user, Password: p.password, Count: 1, Cnonce: sip.GenerateTagN(12)})
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	return p.send(ctx, contact, expires, cred.String())
+	return cred.String(), nil
 }
 
 func (p *phone) send(ctx context.Context, contact string, expires int, authz string) (*sip.Response, error) {
