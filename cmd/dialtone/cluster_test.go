@@ -682,9 +682,22 @@ func clusterEtcdMemberFailure(t *testing.T, c *etcdCluster) {
 	if res := pha.register("sip:4001@127.0.0.1:5062", 600, "MD5"); res.StatusCode != 200 {
 		t.Fatalf("REGISTER through a of a user created before the kill = %d", res.StatusCode)
 	}
+	// A user b has never seen: without a quorum b cannot even look up
+	// its credentials, and says so the same way.
+	unseen := createUser(t, a, "4002", "Never through b")
 	c.etcd.Kill((leader + 1) % 3)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		phb := newPhone(t, "UDP", nb.addrs.SIPUDP, "example.test", unseen.ext, unseen.password)
+		res, err := phb.tryRegister(ctx, "sip:4002@127.0.0.1:5063", 600, "MD5")
+		if err != nil || res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+			t.Errorf("REGISTER through b of a user it never saw, without an etcd quorum = %v %v, want 503 with Retry-After; b logged:\n%s", res, err, lastLines(nb.logs.String(), 5))
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
