@@ -29,7 +29,7 @@
 # growth over the steady part divided by the registrations answered in it.
 #
 # Knobs (environment): BENCH_USERS (default 2000), BENCH_RATES (default
-# "250 500 1000 1500 2000 3000 4000"), BENCH_STEP (seconds of steady part,
+# "100 250 500 1000 1500 2000 3000 4000 6000"), BENCH_STEP (seconds of steady part,
 # default 6), BENCH_TRANSPORT (udp or tcp, default udp), BENCH_NODES (default
 # "1 2 3"), BENCH_KEEP=1 keeps the temporary directory, BENCH_BIN=DIR uses
 # DIR/dialtone and DIR/sipload instead of building them.
@@ -37,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 USERS=${BENCH_USERS:-2000}
-RATES=${BENCH_RATES:-"250 500 1000 1500 2000 3000 4000"}
+RATES=${BENCH_RATES:-"100 250 500 1000 1500 2000 3000 4000 6000"}
 STEP=${BENCH_STEP:-6}
 TRANSPORT=${BENCH_TRANSPORT:-udp}
 NODES=${BENCH_NODES:-"1 2 3"}
@@ -107,7 +107,8 @@ etcd_rev() {
 
 # run_step N RATE: every generator at RATE/N against its node (with the
 # extra sipload flags in STEP_FLAGS); prints
-# "pass achieved p99max writes_per_reg".
+# "pass achieved p99max writes_per_reg dialtone_cpu_us etcd_cpu_us" (CPU per
+# registration: the nodes' mean, and the three etcd members' together).
 run_step() {
 	local n=$1 rate=$2 i per warm
 	per=$(awk -v r="$rate" -v n="$n" 'BEGIN{printf "%.1f", r/n}')
@@ -116,7 +117,7 @@ run_step() {
 	for i in $(seq 1 "$n"); do
 		local node=n$i
 		"$BIN/sipload" -target "${NODE_SIP[$node]}" -transport "$TRANSPORT" -users-file "$TMP/users.$n.$i.csv" -domain "$DOMAIN" \
-			-rate "$per" -warmup "${warm}s" -duration "${STEP}s" ${STEP_FLAGS:-} -json >"$TMP/step.$i.out" 2>&1 &
+			-rate "$per" -warmup "${warm}s" -duration "${STEP}s" -target-pid "${NODE_PID[$node]}" ${STEP_FLAGS:-} -json >"$TMP/step.$i.out" 2>&1 &
 		gens+=($!)
 	done
 	local samples="$TMP/revs"
@@ -125,11 +126,16 @@ run_step() {
 		(while :; do echo "$(date +%s.%N) $(etcd_rev)"; sleep 0.5; done) >>"$samples" 2>/dev/null &
 		local poller=$!
 	fi
-	local start
+	local start e0=0 e1=0
 	start=$(date +%s.%N)
+	if [ -n "$ETCD_CLIENT" ]; then
+		sleep "$warm"
+		e0=$(cpu_ticks "${ETCD_PIDS[@]}")
+	fi
 	for p in "${gens[@]}"; do wait "$p" || true; done
+	[ -n "$ETCD_CLIENT" ] && e1=$(cpu_ticks "${ETCD_PIDS[@]}")
 	[ -n "$ETCD_CLIENT" ] && { kill "$poller" 2>/dev/null || true; wait "$poller" 2>/dev/null || true; }
-	local pass=1 achieved=0 p99max=0 ok=0
+	local pass=1 achieved=0 p99max=0 ok=0 cpu=0
 	for i in $(seq 1 "$n"); do
 		local f="$TMP/step.$i.out" r fail p99
 		r=$(jget rate "$f")
@@ -137,6 +143,7 @@ run_step() {
 		p99=$(jget p99_ms "$f")
 		if [ -z "$r" ]; then pass=0; r=0; fail=1; p99=0; fi
 		achieved=$(awk -v a="$achieved" -v r="$r" 'BEGIN{print a+r}')
+		cpu=$(awk -v a="$cpu" -v c="$(jget target_cpu_us_per_reg "$f")" -v n="$n" 'BEGIN{print a+c/n}')
 		p99max=$(awk -v a="$p99max" -v p="$p99" 'BEGIN{print (p>a)?p:a}')
 		awk -v f="$fail" -v p="$p99" -v r="$r" -v o="$per" 'BEGIN{exit !(f<=0.001 && p<=100 && r>=0.97*o)}' || pass=0
 	done
@@ -148,24 +155,37 @@ run_step() {
 			$2 != "" { t=$1-s; if (t>=w+1 && a=="") {a=$2; ta=t} if (t<=w+d-1) {b=$2; tb=t} }
 			END { if (a=="" || b=="" || tb<=ta || rate<=0) print "-"; else printf "%.3f", (b-a)/(rate*(tb-ta)) }' "$samples")
 	fi
-	echo "$pass $achieved $p99max $wpr"
+	local ecpu=-
+	if [ -n "$ETCD_CLIENT" ]; then
+		ecpu=$(awk -v d="$((e1 - e0))" -v hz="$(getconf CLK_TCK)" -v r="$achieved" -v s="$STEP" 'BEGIN{ if (r>0) printf "%.0f", d/hz*1e6/(r*s); else print "-" }')
+	fi
+	echo "$pass $achieved $p99max $wpr $cpu $ecpu"
+}
+
+# cpu_ticks PID…: utime+stime of the processes, in clock ticks.
+cpu_ticks() {
+	local p t=0
+	for p in "$@"; do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
 }
 
 # ramp SETUP N: the best passing step of N nodes; appends a result row.
 RESULTS=()
 ramp() {
-	local setup=$1 n=$2 best=0 bestp99=- bestw=- rate
+	local setup=$1 n=$2 best=0 bestp99=- bestw=- bestcpu=- bestecpu=- rate
 	for i in $(seq 1 "$n"); do
 		awk -v n="$n" -v i="$i" 'NR == 1 || (NR - 1) % n == i % n' "$TMP/users.csv" >"$TMP/users.$n.$i.csv"
 	done
 	for rate in $RATES; do
-		read -r pass achieved p99 wpr < <(run_step "$n" "$rate")
-		printf '   %-14s offered %6s/s: achieved %8.0f/s p99 %7.2f ms, etcd writes/REGISTER %s  %s\n' \
-			"$setup" "$rate" "$achieved" "$p99" "$wpr" "$([ "$pass" = 1 ] && echo pass || echo FAIL)"
+		read -r pass achieved p99 wpr cpu ecpu < <(run_step "$n" "$rate")
+		printf '   %-20s offered %6s/s: achieved %8.0f/s p99 %7.2f ms, dialtone %5.0f µs/reg, etcd %s µs/reg, etcd writes/REGISTER %s  %s\n' \
+			"$setup" "$rate" "$achieved" "$p99" "$cpu" "$ecpu" "$wpr" "$([ "$pass" = 1 ] && echo pass || echo FAIL)"
 		[ "$pass" = 1 ] || break
-		best=$achieved bestp99=$p99 bestw=$wpr
+		best=$achieved bestp99=$p99 bestw=$wpr bestcpu=$cpu bestecpu=$ecpu
 	done
-	RESULTS+=("$setup|$n|$best|$bestp99|$bestw")
+	RESULTS+=("$setup|$n|$best|$bestp99|$bestw|${bestcpu:--}|${bestecpu:--}")
 }
 
 echo "== one node on bbolt"
@@ -177,6 +197,7 @@ stop_node n1
 echo "== a 3-member etcd cluster"
 CLUSTER=""
 EPS=()
+ETCD_PIDS=()
 for m in 1 2 3; do
 	cp=$(free_port)
 	pp=$(free_port)
@@ -192,6 +213,7 @@ for m in 1 2 3; do
 		--initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token dialtone-bench \
 		--log-level error >"$TMP/etcd$m.log" 2>&1 &
 	PIDS+=($!)
+	ETCD_PIDS+=($!)
 done
 ETCD_CLIENT="http://${EPS[0]}"
 for i in $(seq 300); do [ -n "$(etcd_rev)" ] && break; sleep 0.1; done
@@ -217,10 +239,10 @@ for n in n1 n2 n3; do kill -0 "${NODE_PID[$n]}" 2>/dev/null || { tail -20 "$TMP/
 
 echo
 echo "dialtone REGISTER with digest over $TRANSPORT, $USERS users, every process on this machine ($(nproc) CPUs shared)"
-printf '%-18s %6s %14s %12s %10s %22s\n' setup nodes "max reg/s" "p99 ms" "ratio" "etcd writes/REGISTER"
+printf '%-20s %6s %10s %9s %7s %22s %18s %20s\n' setup nodes "max reg/s" "p99 ms" "ratio" "dialtone CPU µs/reg" "etcd CPU µs/reg" "etcd writes/REGISTER"
 base=""
 for row in "${RESULTS[@]}"; do
-	IFS='|' read -r setup n best p99 w <<<"$row"
+	IFS='|' read -r setup n best p99 w cpu ecpu <<<"$row"
 	[ -z "$base" ] && base=$best
-	printf '%-18s %6s %14.0f %12s %10s %22s\n' "$setup" "$n" "$best" "$p99" "$(awk -v a="$best" -v b="$base" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-"}')" "$w"
+	printf '%-20s %6s %10.0f %9s %7s %22s %18s %20s\n' "$setup" "$n" "$best" "$p99" "$(awk -v a="$best" -v b="$base" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-"}')" "$cpu" "$ecpu" "$w"
 done
