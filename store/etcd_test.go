@@ -267,19 +267,19 @@ func TestEtcdUnreachableIsUnavailable(t *testing.T) {
 		t.Skip("etcd only")
 	}
 	dir := t.TempDir()
-	srv, err := etcdtest.Start(filepath.Join(dir, "etcd"))
+	srv, err := etcdtest.StartCluster(filepath.Join(dir, "etcd"), 1) // Kill cuts the clients at once
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := store.OpenEtcd(store.EtcdConfig{Endpoints: srv.Endpoints, Dir: filepath.Join(dir, "data"), Node: "n1",
+	defer srv.Close()
+	db, err := store.OpenEtcd(store.EtcdConfig{Endpoints: srv.Endpoints(), Dir: filepath.Join(dir, "data"), Node: "n1",
 		RequestTimeout: 500 * time.Millisecond, LeaseTTL: 2 * time.Second}, store.Options{})
 	if err != nil {
-		srv.Close()
 		t.Fatal(err)
 	}
 	defer db.Close()
 	mustAccount(t, db)
-	srv.Close()
+	srv.Kill(0)
 	_, err = db.CreateUser(store.DefaultAccount, store.NewUser{Extension: "1009", Name: "Unreachable"}, admin)
 
 	if !errors.Is(err, store.ErrUnavailable) {
