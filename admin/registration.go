@@ -15,7 +15,13 @@ type registrationJSON struct {
 	UserAgent    string `json:"user_agent"`
 	MAC          string `json:"mac,omitempty"`
 	RegisteredAt string `json:"registered_at" format:"date-time"`
-	ExpiresAt    string `json:"expires_at" format:"date-time"`
+	// ExpiresAt: read through the node that holds the binding (Node), its
+	// true expiry; through another node, an upper bound (docs/design.md,
+	// "What another node shows").
+	ExpiresAt string `json:"expires_at" format:"date-time"`
+	// Node is the dialtone node that holds the phone's flow, with several
+	// nodes on etcd; absent on one node.
+	Node string `json:"node,omitempty"`
 }
 
 type registrationList struct {
@@ -33,7 +39,7 @@ func registrationsOut(bs []store.Binding) []registrationJSON {
 	out := make([]registrationJSON, 0, len(bs))
 	for _, b := range bs {
 		out = append(out, registrationJSON{UserID: b.UserID, Contact: b.Contact, Source: b.Source, Transport: b.Transport,
-			UserAgent: b.UserAgent, MAC: b.MAC, RegisteredAt: rfc3339(b.RegisteredAt), ExpiresAt: rfc3339(b.ExpiresAt)})
+			UserAgent: b.UserAgent, MAC: b.MAC, RegisteredAt: rfc3339(b.RegisteredAt), ExpiresAt: rfc3339(b.ExpiresAt), Node: b.Node})
 	}
 	return out
 }

@@ -48,3 +48,30 @@ func TestCallRecordsSurviveUserDeletion(t *testing.T) {
 		t.Fatalf("filter by outcome: %d, %v; want 1", len(busy), err)
 	}
 }
+
+// A cursor walking backwards over a range with no keys ends (an empty
+// page is a page): Calls of an account with no call records, on an etcd
+// bucket holding nothing below the account's keys, used to fetch the same
+// empty range for ever.
+func TestEtcdCursorBelowEmptyRange(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("etcd only")
+	}
+	db := storetest.Open(t, storetest.NewClock())
+	if _, _, err := db.EnsureAccount("acme", "acme.test"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := db.Calls("acme", store.CallFilter{})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Calls of an account without call records did not return")
+	}
+}

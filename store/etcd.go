@@ -1008,6 +1008,11 @@ func (c *etcdCursor) remoteBelow(s string) (string, []byte, bool) {
 		if resp.More && len(kvs) > 0 {
 			c.lo = string(kvs[0].Key)
 		}
+		if c.page == nil {
+			// Nothing below s: an empty page, not "no page", or the loop
+			// would fetch the same empty range for ever.
+			c.page = []*mvccpb.KeyValue{}
+		}
 	}
 }
 

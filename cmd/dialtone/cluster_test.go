@@ -184,8 +184,8 @@ func clusterSameAsOneNode(t *testing.T, na, nb *clusterNode) {
 		t.Fatalf("REGISTER through a = %d %s", res.StatusCode, res.Reason)
 	}
 	regs := registrations(t, b, u.id)
-	if len(regs) != 1 || regs[0]["transport"] != "udp" || regs[0]["user_agent"] != "e2e-phone/1.0" {
-		t.Fatalf("registrations through b = %v, want the one made through a", regs)
+	if len(regs) != 1 || regs[0]["transport"] != "udp" || regs[0]["user_agent"] != "e2e-phone/1.0" || regs[0]["node"] != "a" {
+		t.Fatalf("registrations through b = %v, want the one made through a (node a)", regs)
 	}
 
 	code, refused := b.api("DELETE", clusterBase+"/users/"+u.id, nil)
