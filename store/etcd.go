@@ -486,11 +486,15 @@ func (t *etcdTx) rangeGet(key string, opts ...clientv3.OpOption) (*clientv3.GetR
 	if t.rev > 0 {
 		opts = append(opts, clientv3.WithRev(t.rev))
 	}
-	if t.local {
-		opts = append(opts, clientv3.WithSerializable())
-	}
 	ctx, cancel := t.ctx()
 	defer cancel()
+	if t.local {
+		// A member cut off from the others keeps answering serializable
+		// reads from what it had: with require-leader it refuses instead
+		// (no leader), and the refresh takes the slow path.
+		opts = append(opts, clientv3.WithSerializable())
+		ctx = clientv3.WithRequireLeader(ctx)
+	}
 	resp, err := t.s.cli.Get(ctx, key, opts...)
 	if err != nil {
 		if t.s.closed.Load() {

@@ -313,6 +313,7 @@ walk:
 			if sv == nil && nestedBucket(sb, sk) {
 				return res, fmt.Errorf("key %q is a nested bucket, which dialtone does not write", sk)
 			}
+			sv = forDest(sb, db, sv)
 			if c == 0 && bytes.Equal(sv, dv) {
 				res.skipped++
 			} else {
@@ -354,6 +355,24 @@ walk:
 	}
 	res.writes = len(writes)
 	return res, nil
+}
+
+// forDest is v, a record of bucket sb, as the destination bucket db keeps
+// it. A binding copied from etcd into bbolt names no node: on one node
+// every binding is its own (Binding.Node empty), and a row naming an etcd
+// node would be taken for another node's, unreachable (sip/hop.go). Other
+// records are copied as they are.
+func forDest(sb, db kvBucket, v []byte) []byte {
+	from, ok := sb.(*etcdBucket)
+	if _, toBolt := db.(boltBucket); !ok || !toBolt || from.name != string(bBindings) {
+		return v
+	}
+	var b Binding
+	if decodeBinding(v, &b) != nil || b.Node == "" {
+		return v
+	}
+	b.Node = ""
+	return encodeBinding(&b)
 }
 
 // nestedBucket reports whether key in a bbolt bucket is a bucket (its

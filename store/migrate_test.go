@@ -368,3 +368,45 @@ func maxOpsPerTxn(t *testing.T, cli *clientv3.Client, prefix string, rev int64) 
 	}
 	return most
 }
+
+// A backup of a deployment on etcd into bbolt: the bindings a node held
+// name no node in the copy (on one node every binding is its own; a row
+// naming an etcd node would be taken for another node's), and a second run
+// still copies nothing.
+func TestMigrateEtcdBindingsToBoltNameNoNode(t *testing.T) {
+	if storetest.Backend() != "etcd" {
+		t.Skip("needs etcd: runs in the etcd pass")
+	}
+	clock := storetest.NewClock()
+	dir := t.TempDir()
+	e := mustEtcdAt(t, dir, storetest.EtcdConfig(dir).Prefix, clock)
+	defer e.Close()
+	mustAccount(t, e)
+	u := mustUser(t, e, "3100")
+	if bs, err := e.Register(reg(u, "c1", 1, "sip:3100@192.0.2.7:5062", 600)); err != nil || len(bs) != 1 || bs[0].Node != "migrate-test" {
+		t.Fatalf("Register on etcd = %+v, %v; want one binding of node migrate-test", bs, err)
+	}
+	backDir := t.TempDir()
+	key, err := os.ReadFile(filepath.Join(dir, store.KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(backDir, store.KeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	back, err := store.Open(backDir, store.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if _, err := store.Migrate(e, back, store.MigrateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := back.Bindings(store.DefaultAccount, u.ID)
+	if err != nil || len(bs) != 1 || bs[0].Node != "" || bs[0].Contact != "sip:3100@192.0.2.7:5062" {
+		t.Fatalf("bindings in the bbolt copy = %+v, %v; want the one binding, naming no node", bs, err)
+	}
+	if st, err := store.Migrate(e, back, store.MigrateOptions{}); err != nil || st.Copied != 0 {
+		t.Fatalf("second run = %+v, %v; want nothing copied", st, err)
+	}
+}
