@@ -52,7 +52,8 @@ type branchEvent struct {
 // relayed; the first 2xx is relayed and every other branch is cancelled; a
 // 6xx ends the call likewise; when every branch failed the best final
 // response is relayed (RFC 3261 §16.7: 6xx, then 486 and other 4xx, 3xx,
-// 5xx, then 480/408); without an answer within ringFor the caller gets 480
+// 5xx, then 480/408; a 401/407 from another node refusing our hop is never
+// relayed: that branch failed, hop.go); without an answer within ringFor the caller gets 480
 // and every branch is cancelled. A CANCEL from the caller cancels every
 // branch. A 2xx arriving after the call was decided is acknowledged and hung
 // up (ACK + BYE), so the phone stops ringing and no one is left in a call.
@@ -113,6 +114,7 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 
 	finished := false
 	var best *sip.Response
+	refusedBy := "" // a node that refused our hop (its 401/407 never reaches the caller)
 	ring := time.NewTimer(ringFor)
 	defer ring.Stop()
 	var grace <-chan time.Time
@@ -183,6 +185,12 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 				}
 				cancelOthers(br.i)
 			case finished:
+			case br.node != nil && (code == 401 || code == 407):
+				// The other node took our INVITE for an outside request:
+				// its challenge (its realm, its nonce) is not the caller's
+				// to answer. A failed branch.
+				refusedBy = br.node.ID
+				p.core.log.Warn("node refused our hop: check clocks/--sip-advertise", "node", br.node.ID, "status", code, "call_id", callID)
 			case code >= 600:
 				finished = true
 				_ = p.relay(req, tx, ev.res)
@@ -220,8 +228,12 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 		return
 	}
 	if best == nil {
+		detail := "no branch answered"
+		if refusedBy != "" {
+			detail = "node " + refusedBy + " refused the hop"
+		}
 		p.core.reply(req, tx, 480, "Temporarily Unavailable")
-		call.finish(store.OutcomeUnavailable, 480, "no branch answered")
+		call.finish(store.OutcomeUnavailable, 480, detail)
 		return
 	}
 	code := best.StatusCode
