@@ -79,6 +79,12 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 	defer wg.Wait()
 	branches := make([]*branch, 0, len(targets))
 	pending := 0
+	// Phones on our own flows first: their INVITEs leave at once, before
+	// any connection to another node is dialled (hopDialTimeout).
+	targets = slices.Clone(targets)
+	slices.SortStableFunc(targets, func(x, y target) int {
+		return cmpBool(x.node != nil, y.node != nil)
+	})
 	for _, tg := range targets {
 		b := tg.b
 		br := &branch{i: len(branches), b: b, node: tg.node}
@@ -309,7 +315,11 @@ func (p *Proxy) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, 
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	dial := connectTimeout
+	if br.node != nil {
+		dial = hopDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dial)
 	defer cancel()
 	ctr, err := p.core.cli.TransactionRequest(ctx, fwd, noBuild)
 	if err != nil {
@@ -469,4 +479,16 @@ func outcomeOf(code int) string {
 		return store.OutcomeCancelled
 	}
 	return store.OutcomeRouted
+}
+
+// cmpBool orders false before true.
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	default:
+		return 1
+	}
 }
