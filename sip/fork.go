@@ -52,7 +52,8 @@ type branchEvent struct {
 // relayed; the first 2xx is relayed and every other branch is cancelled; a
 // 6xx ends the call likewise; when every branch failed the best final
 // response is relayed (RFC 3261 §16.7: 6xx, then 486 and other 4xx, 3xx,
-// 5xx, then 480/408); without an answer within ringFor the caller gets 480
+// 5xx, then 480/408; a 401/407 from another node refusing our hop is never
+// relayed: that branch failed, hop.go); without an answer within ringFor the caller gets 480
 // and every branch is cancelled. A CANCEL from the caller cancels every
 // branch. A 2xx arriving after the call was decided is acknowledged and hung
 // up (ACK + BYE), so the phone stops ringing and no one is left in a call.
@@ -78,6 +79,12 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 	defer wg.Wait()
 	branches := make([]*branch, 0, len(targets))
 	pending := 0
+	// Phones on our own flows first: their INVITEs leave at once, before
+	// any connection to another node is dialled (hopDialTimeout).
+	targets = slices.Clone(targets)
+	slices.SortStableFunc(targets, func(x, y target) int {
+		return cmpBool(x.node != nil, y.node != nil)
+	})
 	for _, tg := range targets {
 		b := tg.b
 		br := &branch{i: len(branches), b: b, node: tg.node}
@@ -113,6 +120,7 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 
 	finished := false
 	var best *sip.Response
+	refusedBy := "" // a node that refused our hop (its 401/407 never reaches the caller)
 	ring := time.NewTimer(ringFor)
 	defer ring.Stop()
 	var grace <-chan time.Time
@@ -183,6 +191,12 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 				}
 				cancelOthers(br.i)
 			case finished:
+			case br.node != nil && (code == 401 || code == 407):
+				// The other node took our INVITE for an outside request:
+				// its challenge (its realm, its nonce) is not the caller's
+				// to answer. A failed branch.
+				refusedBy = br.node.ID
+				p.core.log.Warn("node refused our hop: check clocks/--sip-advertise", "node", br.node.ID, "status", code, "call_id", callID)
 			case code >= 600:
 				finished = true
 				_ = p.relay(req, tx, ev.res)
@@ -220,8 +234,12 @@ func (p *Proxy) proxyInvite(req *sip.Request, tx sip.ServerTransaction, call *ca
 		return
 	}
 	if best == nil {
+		detail := "no branch answered"
+		if refusedBy != "" {
+			detail = "node " + refusedBy + " refused the hop"
+		}
 		p.core.reply(req, tx, 480, "Temporarily Unavailable")
-		call.finish(store.OutcomeUnavailable, 480, "no branch answered")
+		call.finish(store.OutcomeUnavailable, 480, detail)
 		return
 	}
 	code := best.StatusCode
@@ -297,7 +315,11 @@ func (p *Proxy) startBranch(req *sip.Request, br *branch, winner *atomic.Int32, 
 		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	dial := connectTimeout
+	if br.node != nil {
+		dial = hopDialTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dial)
 	defer cancel()
 	ctr, err := p.core.cli.TransactionRequest(ctx, fwd, noBuild)
 	if err != nil {
@@ -457,4 +479,16 @@ func outcomeOf(code int) string {
 		return store.OutcomeCancelled
 	}
 	return store.OutcomeRouted
+}
+
+// cmpBool orders false before true.
+func cmpBool(x, y bool) int {
+	switch {
+	case x == y:
+		return 0
+	case !x:
+		return -1
+	default:
+		return 1
+	}
 }

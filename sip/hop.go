@@ -49,6 +49,11 @@ const (
 	// INVITE that came over a hop: the node that took the call decides
 	// (ring timeout, callflow), and cancels earlier.
 	hopRingMax = 10 * time.Minute
+	// hopDialTimeout bounds opening a connection to another node: the
+	// branches of a call start one after the other, so a node that drops
+	// packets silently would hold the others back for the whole
+	// connectTimeout. Nodes are near each other; a live one answers fast.
+	hopDialTimeout = 2 * time.Second
 	// maxHopField bounds each field of the header.
 	maxHopField = 128
 )

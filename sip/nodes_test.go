@@ -360,3 +360,42 @@ func TestDeadNodeSkipped(t *testing.T) {
 		t.Errorf("call → %d, want the live phone's 486", res.StatusCode)
 	}
 }
+
+// TestHopRefusedNotRelayed: when the node holding the callee's flow refuses
+// our hop (here node a announces another host than the one its requests
+// come from, as a wrong --sip-advertise does), it challenges the INVITE as
+// an outside request; that 401/407, with the other node's realm and nonce,
+// never reaches the already authenticated caller: the branch failed, the
+// caller gets 480 without a challenge, and the record says why.
+func TestHopRefusedNotRelayed(t *testing.T) {
+	a, b, _ := twoNodes(t)
+	u, pw := a.addUser("1002")
+	callee := b.newPhone("TCP", "1002", pw, "sip:1002@192.0.2.10:5062;transport=tcp", "")
+	if bs := a.bindings(u); len(bs) != 1 || bs[0].Node != "b" {
+		t.Fatalf("bindings = %+v, want one held by node b", bs)
+	}
+	if err := a.db.AnnounceNode(store.NodeInfo{SIPAddr: "192.0.2.77:5060"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "node b sees a's new announcement", func() bool {
+		n, err := b.db.Node("a")
+		return err == nil && n.SIPAddr == "192.0.2.77:5060"
+	})
+	cl := a.caller(nil, "UDP", "1001", a.password).start("1002", offer(4000, "0"), false)
+	res := cl.waitFinal(within)
+	if res.StatusCode != 480 {
+		t.Errorf("call through a refusing node → %d, want 480", res.StatusCode)
+	}
+	for _, h := range []string{"WWW-Authenticate", "Proxy-Authenticate"} {
+		if v := res.GetHeader(h); v != nil {
+			t.Errorf("the caller got %s: %s", h, v.Value())
+		}
+	}
+	expectNothing(t, callee, "refused hop")
+	if rec := a.waitRecord(cl.callID); rec.Status != 480 || rec.Outcome != store.OutcomeUnavailable || !strings.Contains(rec.Detail, "node b refused") {
+		t.Errorf("record %+v, want 480 unavailable, node b refused the hop", rec)
+	}
+	if got := b.metric("dialtone_sip_hops_total", "refused"); got != 1 {
+		t.Errorf("node b: hops_total{refused} = %v, want 1", got)
+	}
+}

@@ -396,7 +396,8 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		if !ok {
 			s.metrics.hops.WithLabelValues("refused").Inc()
-			s.log.Info("hop header refused", "method", methodLabel(req.Method), "source", req.Source(), "transport", req.Transport())
+			// Debug: any outsider can send one (no rate limit); the metric counts them.
+			s.log.Debug("hop header refused", "method", methodLabel(req.Method), "source", req.Source(), "transport", req.Transport())
 		}
 	}
 	r, ok := t.byMethod[req.Method]
