@@ -142,6 +142,9 @@ func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
 	}
 	o.mu.Unlock()
 	moved, missing, err := s.reput(ctx, rows, id)
+	if s.afterReput != nil {
+		s.afterReput()
+	}
 	restored := 0
 	if err == nil {
 		restored, err = db.restoreRows(missing)
@@ -200,8 +203,9 @@ const restoreBatch = 40
 // nothing else: only where the AOR is unchanged since this node's last
 // write or adoption (its version key has not moved: the expiry of a lease
 // moves none, a rule that deleted or replaced a row does), the key is
-// free, the row still live by this node's memory, and its user exists and
-// is enabled. It returns how many it put.
+// free, the row still in this node's memory as it was put (a REGISTER
+// that committed during the re-put may have removed or replaced it) and
+// live by its true expiry, and its user exists and is enabled. It returns how many it put.
 func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 	type lost struct {
 		aor  string
@@ -222,11 +226,7 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 		}
 		aor := k(b.AccountID, b.UserID)
 		h := o.rows[aor]
-		if h == nil {
-			continue
-		}
-		o.applyLocked(aor, &b)
-		if !b.Live(now) {
+		if h == nil || !o.stillHeldLocked(aor, b.key(), r.old, now) {
 			continue
 		}
 		l := byAOR[aor]
@@ -270,6 +270,16 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 					if bk.Get([]byte(key)) != nil {
 						continue
 					}
+					// A REGISTER of the AOR that committed since the row
+					// was found missing (during the re-put) may have
+					// removed or replaced it: only a row still in memory
+					// as it was, and live, comes back.
+					o.mu.Lock()
+					held := o.stillHeldLocked(l.aor, strings.TrimPrefix(key, l.aor+"/"), l.vals[i], t.now)
+					o.mu.Unlock()
+					if !held {
+						continue
+					}
 					if err := bk.Put([]byte(key), l.vals[i]); err != nil {
 						return err
 					}
@@ -284,6 +294,36 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 		total += n
 	}
 	return total, nil
+}
+
+// stillHeldLocked reports whether this node's memory still has the row
+// bkey (Binding.key) of the AOR stored as val, and live at now by its true
+// expiry (its entry; an adopted row without one: its stored expiry). A row
+// the phone removed (Expires 0, Contact: *, evicted over maxContacts) or
+// replaced, or that expired and was forgotten, is no longer there. o.mu held.
+func (o *refreshOverlay) stillHeldLocked(aor, bkey string, val []byte, now time.Time) bool {
+	h := o.rows[aor]
+	if h == nil {
+		return false
+	}
+	r, ok := h.rows[bkey]
+	if !ok || !bytes.Equal(r.val, val) {
+		return false
+	}
+	var b Binding
+	if decodeBinding(val, &b) != nil {
+		return false
+	}
+	if st := o.aors[aor]; st != nil {
+		if e, ok := st.entries[bkey]; ok && (e.appliesTo(&b) || e.heldAppliesTo(&b, o.node)) {
+			e.applyTo(&b)
+			return b.Live(now)
+		}
+	}
+	if r.until.Before(b.ExpiresAt) {
+		b.ExpiresAt = r.until
+	}
+	return b.Live(now)
 }
 
 // reput writes rows again on lease id, each only if it still holds old, in

@@ -496,3 +496,39 @@ func TestEtcdRestoreAfterLostLeaseFollowsRules(t *testing.T) {
 	}
 	storetest.MustCheck(t, b)
 }
+
+// A REGISTER that commits while node A re-puts its rows on a new lease
+// (here: removes contact X, adds Z) is not undone by the restore: X, which
+// the phone removed, stays removed.
+func TestEtcdRestoreKeepsRemovalDuringReput(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	old := store.LeaseForTest(a)
+	store.DropLeaseForTest(a)
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	store.SetAfterReputForTest(a, func() {
+		r := reg(u, "c1", 2, "sip:1002@192.0.2.7", 0)
+		r.Contacts = append(r.Contacts, store.ContactUpdate{URI: "sip:1002@192.0.2.99", Expires: 600})
+		if bs, err := a.Register(r); err != nil || len(bs) != 1 {
+			t.Errorf("un-register X, register Z: %+v, %v", bs, err)
+		}
+	})
+	defer store.SetAfterReputForTest(a, nil)
+	if err := store.RegainLeaseForTest(a); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []*store.DB{a, b} {
+		if bs := liveOn(t, db, u); len(bs) != 1 || bs[0].Contact != "sip:1002@192.0.2.99" {
+			t.Fatalf("node %s sees %+v, want only Z", db.NodeID(), bs)
+		}
+	}
+}

@@ -144,3 +144,7 @@ func RegainLeaseForTest(db *DB) error {
 	db.takeLease(context.Background(), id)
 	return nil
 }
+
+// SetAfterReputForTest makes f run in db's next lease takeovers between
+// the re-put of its rows and their restore (nil: nothing).
+func SetAfterReputForTest(db *DB, f func()) { db.etcd.afterReput = f }
