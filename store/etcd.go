@@ -327,7 +327,7 @@ type etcdKV struct {
 
 	// afterReput, if set (tests), runs in takeLease between the re-put
 	// and the restore.
-	afterReput func()
+	afterReput atomic.Pointer[func()]
 	// adopt are the rows naming this node that Open found (loadLive), read
 	// at adoptRev, for adoptRows.
 	adopt    []etcdRow

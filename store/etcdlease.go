@@ -74,14 +74,27 @@ func (s *etcdKV) leaseLostOnPut(err error, id clientv3.LeaseID) error {
 }
 
 // keepLease keeps the lease alive, and replaces it when it is lost, until
-// the store closes (ctx).
+// the store closes (ctx). A new lease is kept alive from the moment it is
+// granted: the re-put of this node's rows onto it (moveRows; thousands of
+// rows may take longer than the TTL) runs beside the keep-alive.
 func (db *DB) keepLease(ctx context.Context) {
 	s := db.etcd
 	defer close(s.leaseDone)
+	var moving chan struct{} // closed when the re-put onto the lease is done
 	for {
 		if id := clientv3.LeaseID(s.lease.Load()); id != 0 {
 			ch, err := s.cli.KeepAlive(ctx, id)
+			if err != nil && moving != nil {
+				close(moving) // not moved: the next lease moves them
+			}
 			if err == nil {
+				if moving != nil {
+					done := moving
+					go func() {
+						defer close(done)
+						db.moveRows(ctx, id)
+					}()
+				}
 			alive:
 				for {
 					select {
@@ -93,6 +106,10 @@ func (db *DB) keepLease(ctx context.Context) {
 						break alive
 					}
 				}
+			}
+			if moving != nil {
+				<-moving // its puts fail at once without the lease
+				moving = nil
 			}
 			if ctx.Err() != nil {
 				return
@@ -116,22 +133,33 @@ func (db *DB) keepLease(ctx context.Context) {
 			case <-time.After(rand.N(wait) + wait/2):
 			}
 		}
-		db.takeLease(ctx, id)
+		s.useLease(id)
+		moving = make(chan struct{})
 	}
 }
 
-// takeLease makes id this node's lease, then puts on it what lived on the
-// one it lost, from this node's memory of its rows (refreshOverlay.rows):
-// the rows etcd still has as this node put them move onto it; the live
-// ones etcd deleted with the old lease are put back (restoreRows); and its
-// nodes key.
+// takeLease makes id this node's lease and puts on it what lived on the
+// one it lost (useLease, then moveRows).
 func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
-	s := db.etcd
+	db.etcd.useLease(id)
+	db.moveRows(ctx, id)
+}
+
+// useLease makes id this node's lease.
+func (s *etcdKV) useLease(id clientv3.LeaseID) {
 	select {
 	case <-s.leaseLost: // about a lease before this one
 	default:
 	}
 	s.lease.Store(int64(id))
+}
+
+// moveRows puts on lease id what lived on the one this node lost, from its
+// memory of its rows (refreshOverlay.rows): the rows etcd still has as this
+// node put them move onto it; the live ones etcd deleted with the old lease
+// are put back (restoreRows); and its nodes key.
+func (db *DB) moveRows(ctx context.Context, id clientv3.LeaseID) {
+	s := db.etcd
 	var rows []etcdRow
 	o := &db.refresh
 	o.mu.Lock()
@@ -142,8 +170,8 @@ func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
 	}
 	o.mu.Unlock()
 	moved, missing, err := s.reput(ctx, rows, id)
-	if s.afterReput != nil {
-		s.afterReput()
+	if f := s.afterReput.Load(); f != nil {
+		(*f)()
 	}
 	restored := 0
 	if err == nil {

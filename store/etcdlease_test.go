@@ -532,3 +532,52 @@ func TestEtcdRestoreKeepsRemovalDuringReput(t *testing.T) {
 		}
 	}
 }
+
+// A node that lost its lease keeps the new one alive while it re-puts its
+// rows on it (thousands of rows take longer than a TTL): the takeover,
+// held here until etcd has renewed the new lease or let it expire, sees
+// it renewed.
+func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 2*time.Second)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	cli := etcdClient(t, dir)
+	old := store.LeaseForTest(a)
+	renewed := make(chan bool, 1)
+	store.SetAfterReputForTest(a, func() {
+		id := clientv3.LeaseID(store.LeaseForTest(a))
+		last := int64(1 << 62)
+		for {
+			resp, err := cli.TimeToLive(context.Background(), id)
+			switch {
+			case err != nil || resp.TTL < 0:
+				renewed <- false
+				return
+			case resp.TTL > last:
+				renewed <- true
+				return
+			}
+			last = resp.TTL
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-renewed:
+		store.SetAfterReputForTest(a, nil)
+		if !ok {
+			t.Fatal("the new lease expired while the node re-put its rows: no keep-alive during the takeover")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no takeover within 30 s")
+	}
+	waitFor(t, "the binding restored", func() bool { return len(liveOn(t, b, u)) == 1 })
+}

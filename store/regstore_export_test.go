@@ -147,4 +147,10 @@ func RegainLeaseForTest(db *DB) error {
 
 // SetAfterReputForTest makes f run in db's next lease takeovers between
 // the re-put of its rows and their restore (nil: nothing).
-func SetAfterReputForTest(db *DB, f func()) { db.etcd.afterReput = f }
+func SetAfterReputForTest(db *DB, f func()) {
+	if f == nil {
+		db.etcd.afterReput.Store(nil)
+		return
+	}
+	db.etcd.afterReput.Store(&f)
+}
