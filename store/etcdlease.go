@@ -358,51 +358,67 @@ func (o *refreshOverlay) stillHeldLocked(aor, bkey string, val []byte, now time.
 // transactions of leaseBatch rows. It bumps no range version key: a row
 // moves to another lease or gets an earlier expiry, and no reader of a
 // range could have relied on the difference. It returns how many it wrote,
-// and the rows it left (changed or gone).
+// and the rows it left (changed or gone). A batch one of whose rows changed
+// reads them all in the same transaction (its else branch), and the rows
+// found unchanged are put again as one batch.
 func (s *etcdKV) reput(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (int, []etcdRow, error) {
 	done := 0
 	var left []etcdRow
 	for len(rows) > 0 {
 		batch := rows[:min(leaseBatch, len(rows))]
 		rows = rows[len(batch):]
-		ok, err := s.reputTxn(ctx, batch, id)
-		if err != nil {
-			return done, left, err
-		}
-		if ok {
-			done += len(batch)
-			continue
-		}
-		// One of them changed: each on its own.
-		for _, r := range batch {
-			ok, err := s.reputTxn(ctx, []etcdRow{r}, id)
+		for len(batch) > 0 {
+			ok, same, err := s.reputTxn(ctx, batch, id)
 			if err != nil {
 				return done, left, err
 			}
 			if ok {
-				done++
-			} else {
-				left = append(left, r)
+				done += len(batch)
+				break
 			}
+			var again []etcdRow
+			for i, r := range batch {
+				if same[i] {
+					again = append(again, r)
+				} else {
+					left = append(left, r)
+				}
+			}
+			batch = again
 		}
 	}
 	return done, left, nil
 }
 
-func (s *etcdKV) reputTxn(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (bool, error) {
+// reputTxn puts rows on lease id if each still holds old; if not, same
+// tells which of them did when the transaction ran.
+func (s *etcdKV) reputTxn(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (bool, []bool, error) {
 	cmps := make([]clientv3.Cmp, 0, len(rows))
 	ops := make([]clientv3.Op, 0, len(rows))
+	gets := make([]clientv3.Op, 0, len(rows))
 	for _, r := range rows {
 		cmps = append(cmps, clientv3.Compare(clientv3.Value(r.key), "=", string(r.old)))
 		ops = append(ops, clientv3.OpPut(r.key, string(r.val), clientv3.WithLease(id)))
+		gets = append(gets, clientv3.OpGet(r.key))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(gets...).Commit()
 	if err != nil {
-		return false, s.leaseLostOnPut(err, id)
+		return false, nil, s.leaseLostOnPut(err, id)
 	}
-	return resp.Succeeded, nil
+	if resp.Succeeded {
+		return true, nil, nil
+	}
+	same := make([]bool, len(rows))
+	for i, r := range resp.Responses {
+		if i >= len(rows) {
+			break
+		}
+		kvs := r.GetResponseRange().GetKvs()
+		same[i] = len(kvs) == 1 && bytes.Equal(kvs[0].Value, rows[i].old)
+	}
+	return false, same, nil
 }
 
 // reannounce puts this node's nodes/<id> key again, on lease id, if
