@@ -274,11 +274,15 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 			batch = append(batch, todo[0])
 		}
 		n := 0
+		var wrote []string // the AORs it put rows in (their version keys move)
+		var rev int64      // the revision of its commit
 		err := db.update(func(t *tx) error {
-			n = 0
+			n, wrote = 0, wrote[:0]
 			et, _ := t.kvTx.(*etcdTx)
+			t.OnCommit(func() { rev = et.committed })
 			bk := t.Bucket(bBindings)
 			for _, l := range batch {
+				put := false
 				vk := et.s.root + "_v/" + string(bBindings) + "/" + l.aor + "/"
 				if et.get(vk); et.err != nil {
 					return et.err
@@ -312,6 +316,10 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 						return err
 					}
 					n++
+					put = true
+				}
+				if put {
+					wrote = append(wrote, l.aor)
 				}
 			}
 			return nil
@@ -319,6 +327,16 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 		if err != nil {
 			return total, err
 		}
+		// The AORs are as this node knows them at that revision (the
+		// transaction checked their version keys): a later loss of the
+		// lease restores these rows again.
+		o.mu.Lock()
+		for _, aor := range wrote {
+			if h := o.rows[aor]; h != nil {
+				h.rev = max(h.rev, rev)
+			}
+		}
+		o.mu.Unlock()
 		total += n
 	}
 	return total, nil

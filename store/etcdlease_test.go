@@ -581,3 +581,31 @@ func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
 	}
 	waitFor(t, "the binding restored", func() bool { return len(liveOn(t, b, u)) == 1 })
 }
+
+// A node that loses its lease twice puts its rows back twice: the first
+// restore's own write is no change by a rule.
+func TestEtcdSecondLeaseLossRestoresAgain(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	cli := etcdClient(t, dir)
+	for round := 1; round <= 2; round++ {
+		old := store.LeaseForTest(a)
+		store.DropLeaseForTest(a)
+		if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.RegainLeaseForTest(a); err != nil {
+			t.Fatal(err)
+		}
+		if bs := liveOn(t, b, u); len(bs) != 1 {
+			t.Fatalf("after lease loss %d node B sees %+v, want the binding restored", round, bs)
+		}
+	}
+}
