@@ -342,6 +342,37 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 	return total, nil
 }
 
+// knownAt reports whether et reads the AOR as this node last knew it (its
+// version key has not moved since; see heldAOR.rev): then the AOR is, once
+// et commits, as this node knows it plus et's own writes, and knownSince
+// records that (the sweep deleting rows of an AOR this node holds), so
+// that a later restore is not refused for a change that was this node's.
+func (o *refreshOverlay) knownAt(et *etcdTx, aor string) (bool, error) {
+	vk := et.s.root + "_v/" + string(bBindings) + "/" + aor + "/"
+	if et.get(vk); et.err != nil {
+		return false, et.err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := o.rows[aor]
+	return h != nil && et.reads[vk].mod <= h.rev, nil
+}
+
+// knownSince records rev, the commit of a write this node made to aors
+// while it knew them (knownAt), as the revision at which it knows them.
+func (o *refreshOverlay) knownSince(aors []string, rev int64) {
+	if len(aors) == 0 || rev == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, aor := range aors {
+		if h := o.rows[aor]; h != nil {
+			h.rev = max(h.rev, rev)
+		}
+	}
+}
+
 // stillHeldLocked reports whether this node's memory still has the row
 // bkey (Binding.key) of the AOR stored as val, and live at now by its true
 // expiry (its entry; an adopted row without one: its stored expiry). A row

@@ -614,3 +614,35 @@ func TestEtcdSecondLeaseLossRestoresAgain(t *testing.T) {
 		}
 	}
 }
+
+// The node's own sweep deleting an expired row of an AOR does not stop a
+// later lease loss from putting back the AOR's other, live row.
+func TestEtcdRestoreAfterOwnSweep(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 60)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(reg(u, "c2", 1, "sip:1002@192.0.2.8", 600)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(61 * time.Second)
+	if n, err := a.PruneExpired(); err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v; want 1 pruned", n, err)
+	}
+	old := store.LeaseForTest(a)
+	store.DropLeaseForTest(a)
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RegainLeaseForTest(a); err != nil {
+		t.Fatal(err)
+	}
+	if bs := liveOn(t, b, u); len(bs) != 1 || bs[0].Contact != "sip:1002@192.0.2.8" {
+		t.Fatalf("node B sees %+v, want the live row put back", bs)
+	}
+}

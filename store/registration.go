@@ -370,9 +370,15 @@ func (db *DB) PruneExpired() (int, error) {
 		db.refresh.gate.Lock()
 		defer db.refresh.gate.Unlock()
 	}
+	var known []string // held: AORs as this node knows them, rows swept
+	var rev int64      // held: the revision of the sweep's commit
 	err := db.update(func(t *tx) error {
 		swept = t.now
-		n = 0
+		n, known = 0, known[:0]
+		et, _ := t.kvTx.(*etcdTx)
+		if held && et != nil {
+			t.OnCommit(func() { rev = et.committed })
+		}
 		now := t.now.UnixNano()
 		seen, kept = t.db.sweep.due(now), map[string]int64{}
 		b := t.Bucket(bBindings)
@@ -410,6 +416,13 @@ func (db *DB) PruneExpired() (int, error) {
 			}); err != nil {
 				return err
 			}
+			if held && et != nil && len(doomed) > 0 {
+				if ok, err := t.db.refresh.knownAt(et, aor); err != nil {
+					return err
+				} else if ok {
+					known = append(known, aor)
+				}
+			}
 			for _, key := range doomed {
 				if err := b.Delete(key); err != nil {
 					return err
@@ -426,6 +439,7 @@ func (db *DB) PruneExpired() (int, error) {
 		return 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
 	db.sweep.settle(seen, kept)
+	db.refresh.knownSince(known, rev)
 	db.refresh.forgetExpired(seen, swept)
 	return n, nil
 }
