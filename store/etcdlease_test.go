@@ -646,3 +646,37 @@ func TestEtcdRestoreAfterOwnSweep(t *testing.T) {
 		t.Fatalf("node B sees %+v, want the live row put back", bs)
 	}
 }
+
+// A node that writes every refresh (RefreshWriteDelay < 0: no memory of its
+// rows) restarts over rows naming it: it opens, and moves them onto its
+// new lease.
+func TestEtcdRestartWithoutHeldMemory(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	cfg := storetest.EtcdConfig(dir)
+	cfg.Node = "node-a"
+	opts := store.Options{Now: clock.Now, RefreshWriteDelay: -1}
+	a, err := store.OpenEtcd(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	old := store.LeaseForTest(a)
+	store.CrashCloseForTest(a)
+	a2, err := store.OpenEtcd(cfg, opts)
+	if err != nil {
+		t.Fatalf("reopen over its own rows: %v", err)
+	}
+	defer a2.Close()
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	if bs := liveOn(t, b, u); len(bs) != 1 || bs[0].Node != "node-a" {
+		t.Fatalf("node B sees %+v, want the row adopted onto the new lease", bs)
+	}
+}

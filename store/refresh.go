@@ -401,7 +401,11 @@ const maxHints = 1 << 20
 
 // adopted records a row of this node found in etcd (at a restart, or
 // after a new lease): a hint for its refreshes, and the row as stored.
+// Not held (every refresh written), the node keeps no memory of its rows.
 func (o *refreshOverlay) adopted(b Binding, val []byte, rev int64) {
+	if !o.held {
+		return
+	}
 	aor := k(b.AccountID, b.UserID)
 	o.mu.Lock()
 	defer o.mu.Unlock()
