@@ -9,6 +9,7 @@ import (
 
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest"
+	"github.com/dialtone-voip/dialtone/store/storetest/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -678,5 +679,37 @@ func TestEtcdRestartWithoutHeldMemory(t *testing.T) {
 	}
 	if bs := liveOn(t, b, u); len(bs) != 1 || bs[0].Node != "node-a" {
 		t.Fatalf("node B sees %+v, want the row adopted onto the new lease", bs)
+	}
+}
+
+// The sweep of more AORs than etcd's default --max-txn-ops (128) allows
+// in one transaction's compares succeeds: it sweeps in chunks.
+func TestEtcdSweepManyAORsUnderDefaultTxnLimit(t *testing.T) {
+	etcdOnly(t)
+	srv, err := etcdtest.StartLimited(t.TempDir(), 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	clock := storetest.NewClock()
+	db, err := store.OpenEtcd(store.EtcdConfig{Endpoints: srv.Endpoints, Dir: t.TempDir(), Prefix: "/limited", Node: "node-a"}, store.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustAccount(t, db)
+	const n = 140
+	for i := range n {
+		u := mustUser(t, db, fmt.Sprint(3000+i))
+		if _, err := db.Register(reg(u, "c1", 1, fmt.Sprintf("sip:%d@192.0.2.7", 3000+i), 60)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(61 * time.Second)
+	if got, err := db.PruneExpired(); err != nil || got != n {
+		t.Fatalf("sweep of %d due AORs = %d, %v; want all pruned", n, got, err)
+	}
+	if got, err := db.PruneExpired(); err != nil || got != 0 {
+		t.Fatalf("second sweep = %d, %v; want nothing left", got, err)
 	}
 }

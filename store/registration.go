@@ -359,9 +359,46 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 // cmd/dialtone's sweeper once a minute. It reads only the AORs the sweep
 // index says may hold an expired row (see sweepIndex), not every binding. Correctness never depends on
 // it: reads and LiveBindings ignore expired rows whether or not they are gone.
+// On etcd it sweeps sweepChunk AORs a transaction, each under the gate.
 func (db *DB) PruneExpired() (int, error) {
+	due := db.sweep.due(db.now().UnixNano())
+	chunk := len(due)
+	if db.etcd != nil {
+		// etcd counts a transaction's compares, one or more an AOR read,
+		// against its --max-txn-ops (default 128): one sweep of every due
+		// AOR would fail for ever once more than that are due.
+		chunk = sweepChunk
+	}
+	aors := make([]string, 0, len(due))
+	for aor := range due {
+		aors = append(aors, aor)
+	}
+	sort.Strings(aors)
+	total := 0
+	for len(aors) > 0 {
+		part := aors[:min(chunk, len(aors))]
+		aors = aors[len(part):]
+		n, err := db.pruneAORs(part, due)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+// sweepChunk is how many AORs one sweep transaction reads on etcd.
+const sweepChunk = 50
+
+// pruneAORs is PruneExpired for some of the AORs the sweep index said were
+// due (due: the values it had), in one transaction.
+func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 	n := 0
-	var seen, kept map[string]int64
+	seen := make(map[string]int64, len(aors))
+	for _, aor := range aors {
+		seen[aor] = due[aor]
+	}
+	var kept map[string]int64
 	held := db.refresh.held
 	var swept time.Time
 	if held {
@@ -380,7 +417,7 @@ func (db *DB) PruneExpired() (int, error) {
 			t.OnCommit(func() { rev = et.committed })
 		}
 		now := t.now.UnixNano()
-		seen, kept = t.db.sweep.due(now), map[string]int64{}
+		kept = map[string]int64{}
 		b := t.Bucket(bBindings)
 		var doomed [][]byte
 		for aor := range seen {
