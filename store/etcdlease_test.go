@@ -713,3 +713,32 @@ func TestEtcdSweepManyAORsUnderDefaultTxnLimit(t *testing.T) {
 		t.Fatalf("second sweep = %d, %v; want nothing left", got, err)
 	}
 }
+
+// A node's memory of an AOR whose phones another node signed out is
+// forgotten by its sweep, not kept for ever.
+func TestEtcdHeldMemoryForgottenAfterSignOut(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(reg(u, "c2", 1, "sip:1002@192.0.2.8", 1200)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SignOut(u.AccountID, u.ID, admin); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []time.Duration{601 * time.Second, 700 * time.Second, 24 * time.Hour} {
+		clock.Advance(step)
+		if _, err := a.PruneExpired(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if x, y, z := store.HeldForTest(a); x+y+z != 0 {
+		t.Fatalf("held memory of a signed-out AOR: %d AORs, %d rows, %d entries; want none", x, y, z)
+	}
+}

@@ -452,6 +452,34 @@ func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
 	}
 }
 
+// forgetAORs forgets all held memory of aors, in which a sweep reading at
+// revision rev found no row of this node (another node signed the phones
+// out, or rewrote their rows): unless this node wrote to one since, or a
+// REGISTER of it is in flight. Without this, the memory of a row removed
+// before its expiry outlived it: the sweep no longer reads an AOR without
+// rows, so forgetExpired never saw it again.
+func (o *refreshOverlay) forgetAORs(aors []string, rev int64) {
+	if !o.held || len(aors) == 0 || rev == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, aor := range aors {
+		if h := o.rows[aor]; h != nil && h.rev > rev {
+			continue
+		}
+		st := o.aors[aor]
+		if st != nil && st.inflight > 0 {
+			continue
+		}
+		delete(o.rows, aor)
+		if st != nil {
+			o.n.Add(-int64(len(st.entries)))
+			delete(o.aors, aor)
+		}
+	}
+}
+
 // hintKey hashes the AOR and the binding's key (Binding.key). Two bindings
 // with one hash share a hint: the second overwrites the first, whose next
 // refresh then reads the store, like any binding without a hint.

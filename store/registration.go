@@ -409,22 +409,25 @@ func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 	}
 	var known []string // held: AORs as this node knows them, rows swept
 	var rev int64      // held: the revision of the sweep's commit
+	var none []string  // held: AORs left with no row of this node
+	var readRev int64  // held: the revision the sweep read them at
 	err := db.update(func(t *tx) error {
 		swept = t.now
-		n, known = 0, known[:0]
+		n, known, none = 0, known[:0], none[:0]
 		et, _ := t.kvTx.(*etcdTx)
 		if held && et != nil {
-			t.OnCommit(func() { rev = et.committed })
+			t.OnCommit(func() { rev, readRev = et.committed, et.rev })
 		}
 		now := t.now.UnixNano()
 		kept = map[string]int64{}
 		b := t.Bucket(bBindings)
 		var doomed [][]byte
 		for aor := range seen {
-			next, left := int64(math.MaxInt64), false
+			next, left, mine := int64(math.MaxInt64), false, false
 			doomed = doomed[:0]
 			if err := b.ForEachPrefix([]byte(aor+"/"), func(key, v []byte) error {
 				e, decErr := bindingExpiry(v)
+				own := false
 				if decErr == nil && held {
 					// The stored expiry of this node's rows is a horizon:
 					// the true one is in memory.
@@ -432,6 +435,7 @@ func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 					if decodeBinding(v, &bd) == nil {
 						t.db.refresh.applyOne(&bd)
 						e = bd.ExpiresAt.UnixNano()
+						own = bd.Node == t.db.node
 					}
 				} else if decErr == nil && e <= now {
 					// Expired on disk; a refresh not yet written may keep it.
@@ -449,9 +453,13 @@ func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 					return nil
 				}
 				next, left = min(next, e), true
+				mine = mine || own
 				return nil
 			}); err != nil {
 				return err
+			}
+			if held && et != nil && !mine {
+				none = append(none, aor)
 			}
 			if held && et != nil && len(doomed) > 0 {
 				if ok, err := t.db.refresh.knownAt(et, aor); err != nil {
@@ -478,6 +486,7 @@ func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 	db.sweep.settle(seen, kept)
 	db.refresh.knownSince(known, rev)
 	db.refresh.forgetExpired(seen, swept)
+	db.refresh.forgetAORs(none, readRev)
 	return n, nil
 }
 

@@ -154,3 +154,19 @@ func SetAfterReputForTest(db *DB, f func()) {
 	}
 	db.etcd.afterReput.Store(&f)
 }
+
+// HeldForTest counts db's held memory: AORs and rows (refreshOverlay.rows),
+// and refresh entries.
+func HeldForTest(db *DB) (aors, rows, entries int) {
+	o := &db.refresh
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, h := range o.rows {
+		aors++
+		rows += len(h.rows)
+	}
+	for _, st := range o.aors {
+		entries += len(st.entries)
+	}
+	return aors, rows, entries
+}
