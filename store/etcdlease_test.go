@@ -712,6 +712,22 @@ func TestEtcdSweepManyAORsUnderDefaultTxnLimit(t *testing.T) {
 	if got, err := db.PruneExpired(); err != nil || got != 0 {
 		t.Fatalf("second sweep = %d, %v; want nothing left", got, err)
 	}
+	// Fewer AORs, each full of expired rows: more deletes than the limit.
+	const full = 20
+	for i := range full {
+		u := mustUser(t, db, fmt.Sprint(4000+i))
+		r := reg(u, "c1", 1, fmt.Sprintf("sip:%d@192.0.2.7", 4000+i), 60)
+		for j := 1; j < 10; j++ {
+			r.Contacts = append(r.Contacts, store.ContactUpdate{URI: fmt.Sprintf("sip:%d@192.0.2.%d", 4000+i, 10+j), Expires: 60})
+		}
+		if bs, err := db.Register(r); err != nil || len(bs) != 10 {
+			t.Fatalf("register 10 contacts: %d, %v", len(bs), err)
+		}
+	}
+	clock.Advance(61 * time.Second)
+	if got, err := db.PruneExpired(); err != nil || got != 10*full {
+		t.Fatalf("sweep of %d AORs of 10 expired rows = %d, %v; want all pruned", full, got, err)
+	}
 }
 
 // A node's memory of an AOR whose phones another node signed out is

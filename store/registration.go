@@ -376,28 +376,30 @@ func (db *DB) PruneExpired() (int, error) {
 	sort.Strings(aors)
 	total := 0
 	for len(aors) > 0 {
-		part := aors[:min(chunk, len(aors))]
-		aors = aors[len(part):]
-		n, err := db.pruneAORs(part, due)
+		n, done, err := db.pruneAORs(aors[:min(chunk, len(aors))], due)
 		total += n
 		if err != nil {
 			return total, err
 		}
+		aors = aors[done:]
 	}
 	return total, nil
 }
 
-// sweepChunk is how many AORs one sweep transaction reads on etcd.
-const sweepChunk = 50
+// sweepChunk is how many AORs one sweep transaction reads on etcd, and
+// sweepWrites how many rows it deletes at most before it leaves the AORs
+// it has not read to the next one (AORs full of expired rows).
+const (
+	sweepChunk  = 50
+	sweepWrites = 60
+)
 
-// pruneAORs is PruneExpired for some of the AORs the sweep index said were
-// due (due: the values it had), in one transaction.
-func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
-	n := 0
-	seen := make(map[string]int64, len(aors))
-	for _, aor := range aors {
-		seen[aor] = due[aor]
-	}
+// pruneAORs is PruneExpired for the first of aors, AORs the sweep index said
+// were due (due: the values it had), in one transaction; it returns how
+// many rows it deleted and how many of aors it swept (at least one).
+func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, int, error) {
+	n, done := 0, 0
+	var seen map[string]int64
 	var kept map[string]int64
 	held := db.refresh.held
 	var swept time.Time
@@ -419,10 +421,15 @@ func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 			t.OnCommit(func() { rev, readRev = et.committed, et.rev })
 		}
 		now := t.now.UnixNano()
-		kept = map[string]int64{}
+		kept, seen, done = map[string]int64{}, map[string]int64{}, 0
 		b := t.Bucket(bBindings)
 		var doomed [][]byte
-		for aor := range seen {
+		for _, aor := range aors {
+			if et != nil && done > 0 && n+done >= sweepWrites {
+				break // its deletes and version keys: under etcd's --max-txn-ops
+			}
+			done++
+			seen[aor] = due[aor]
 			next, left, mine := int64(math.MaxInt64), false, false
 			doomed = doomed[:0]
 			if err := b.ForEachPrefix([]byte(aor+"/"), func(key, v []byte) error {
@@ -481,13 +488,13 @@ func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("prune expired bindings: %w", err)
+		return 0, 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
 	db.sweep.settle(seen, kept)
 	db.refresh.knownSince(known, rev)
 	db.refresh.forgetExpired(seen, swept)
 	db.refresh.forgetAORs(none, readRev)
-	return n, nil
+	return n, done, nil
 }
 
 // MACFromUserAgent finds a MAC address in a Yealink-style User-Agent
