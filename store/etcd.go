@@ -324,6 +324,10 @@ type etcdKV struct {
 	leaseDone chan struct{} // closed when the keeper returns
 	stopLease context.CancelFunc
 	announced atomic.Pointer[string] // what AnnounceNode put, for a new lease
+
+	// afterReput, if set (tests), runs in takeLease between the re-put
+	// and the restore.
+	afterReput atomic.Pointer[func()]
 	// adopt are the rows naming this node that Open found (loadLive), read
 	// at adoptRev, for adoptRows.
 	adopt    []etcdRow

@@ -74,14 +74,27 @@ func (s *etcdKV) leaseLostOnPut(err error, id clientv3.LeaseID) error {
 }
 
 // keepLease keeps the lease alive, and replaces it when it is lost, until
-// the store closes (ctx).
+// the store closes (ctx). A new lease is kept alive from the moment it is
+// granted: the re-put of this node's rows onto it (moveRows; thousands of
+// rows may take longer than the TTL) runs beside the keep-alive.
 func (db *DB) keepLease(ctx context.Context) {
 	s := db.etcd
 	defer close(s.leaseDone)
+	var moving chan struct{} // closed when the re-put onto the lease is done
 	for {
 		if id := clientv3.LeaseID(s.lease.Load()); id != 0 {
 			ch, err := s.cli.KeepAlive(ctx, id)
+			if err != nil && moving != nil {
+				close(moving) // not moved: the next lease moves them
+			}
 			if err == nil {
+				if moving != nil {
+					done := moving
+					go func() {
+						defer close(done)
+						db.moveRows(ctx, id)
+					}()
+				}
 			alive:
 				for {
 					select {
@@ -93,6 +106,10 @@ func (db *DB) keepLease(ctx context.Context) {
 						break alive
 					}
 				}
+			}
+			if moving != nil {
+				<-moving // its puts fail at once without the lease
+				moving = nil
 			}
 			if ctx.Err() != nil {
 				return
@@ -116,22 +133,33 @@ func (db *DB) keepLease(ctx context.Context) {
 			case <-time.After(rand.N(wait) + wait/2):
 			}
 		}
-		db.takeLease(ctx, id)
+		s.useLease(id)
+		moving = make(chan struct{})
 	}
 }
 
-// takeLease makes id this node's lease, then puts on it what lived on the
-// one it lost, from this node's memory of its rows (refreshOverlay.rows):
-// the rows etcd still has as this node put them move onto it; the live
-// ones etcd deleted with the old lease are put back (restoreRows); and its
-// nodes key.
+// takeLease makes id this node's lease and puts on it what lived on the
+// one it lost (useLease, then moveRows).
 func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
-	s := db.etcd
+	db.etcd.useLease(id)
+	db.moveRows(ctx, id)
+}
+
+// useLease makes id this node's lease.
+func (s *etcdKV) useLease(id clientv3.LeaseID) {
 	select {
 	case <-s.leaseLost: // about a lease before this one
 	default:
 	}
 	s.lease.Store(int64(id))
+}
+
+// moveRows puts on lease id what lived on the one this node lost, from its
+// memory of its rows (refreshOverlay.rows): the rows etcd still has as this
+// node put them move onto it; the live ones etcd deleted with the old lease
+// are put back (restoreRows); and its nodes key.
+func (db *DB) moveRows(ctx context.Context, id clientv3.LeaseID) {
+	s := db.etcd
 	var rows []etcdRow
 	o := &db.refresh
 	o.mu.Lock()
@@ -142,6 +170,9 @@ func (db *DB) takeLease(ctx context.Context, id clientv3.LeaseID) {
 	}
 	o.mu.Unlock()
 	moved, missing, err := s.reput(ctx, rows, id)
+	if f := s.afterReput.Load(); f != nil {
+		(*f)()
+	}
 	restored := 0
 	if err == nil {
 		restored, err = db.restoreRows(missing)
@@ -200,8 +231,9 @@ const restoreBatch = 40
 // nothing else: only where the AOR is unchanged since this node's last
 // write or adoption (its version key has not moved: the expiry of a lease
 // moves none, a rule that deleted or replaced a row does), the key is
-// free, the row still live by this node's memory, and its user exists and
-// is enabled. It returns how many it put.
+// free, the row still in this node's memory as it was put (a REGISTER
+// that committed during the re-put may have removed or replaced it) and
+// live by its true expiry, and its user exists and is enabled. It returns how many it put.
 func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 	type lost struct {
 		aor  string
@@ -222,11 +254,7 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 		}
 		aor := k(b.AccountID, b.UserID)
 		h := o.rows[aor]
-		if h == nil {
-			continue
-		}
-		o.applyLocked(aor, &b)
-		if !b.Live(now) {
+		if h == nil || !o.stillHeldLocked(aor, b.key(), r.old, now) {
 			continue
 		}
 		l := byAOR[aor]
@@ -246,11 +274,15 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 			batch = append(batch, todo[0])
 		}
 		n := 0
+		var wrote []string // the AORs it put rows in (their version keys move)
+		var rev int64      // the revision of its commit
 		err := db.update(func(t *tx) error {
-			n = 0
+			n, wrote = 0, wrote[:0]
 			et, _ := t.kvTx.(*etcdTx)
+			t.OnCommit(func() { rev = et.committed })
 			bk := t.Bucket(bBindings)
 			for _, l := range batch {
+				put := false
 				vk := et.s.root + "_v/" + string(bBindings) + "/" + l.aor + "/"
 				if et.get(vk); et.err != nil {
 					return et.err
@@ -270,10 +302,24 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 					if bk.Get([]byte(key)) != nil {
 						continue
 					}
+					// A REGISTER of the AOR that committed since the row
+					// was found missing (during the re-put) may have
+					// removed or replaced it: only a row still in memory
+					// as it was, and live, comes back.
+					o.mu.Lock()
+					held := o.stillHeldLocked(l.aor, strings.TrimPrefix(key, l.aor+"/"), l.vals[i], t.now)
+					o.mu.Unlock()
+					if !held {
+						continue
+					}
 					if err := bk.Put([]byte(key), l.vals[i]); err != nil {
 						return err
 					}
 					n++
+					put = true
+				}
+				if put {
+					wrote = append(wrote, l.aor)
 				}
 			}
 			return nil
@@ -281,60 +327,147 @@ func (db *DB) restoreRows(missing []etcdRow) (int, error) {
 		if err != nil {
 			return total, err
 		}
+		// The AORs are as this node knows them at that revision (the
+		// transaction checked their version keys): a later loss of the
+		// lease restores these rows again.
+		o.mu.Lock()
+		for _, aor := range wrote {
+			if h := o.rows[aor]; h != nil {
+				h.rev = max(h.rev, rev)
+			}
+		}
+		o.mu.Unlock()
 		total += n
 	}
 	return total, nil
+}
+
+// knownAt reports whether et reads the AOR as this node last knew it (its
+// version key has not moved since; see heldAOR.rev): then the AOR is, once
+// et commits, as this node knows it plus et's own writes, and knownSince
+// records that (the sweep deleting rows of an AOR this node holds), so
+// that a later restore is not refused for a change that was this node's.
+func (o *refreshOverlay) knownAt(et *etcdTx, aor string) (bool, error) {
+	vk := et.s.root + "_v/" + string(bBindings) + "/" + aor + "/"
+	if et.get(vk); et.err != nil {
+		return false, et.err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	h := o.rows[aor]
+	return h != nil && et.reads[vk].mod <= h.rev, nil
+}
+
+// knownSince records rev, the commit of a write this node made to aors
+// while it knew them (knownAt), as the revision at which it knows them.
+func (o *refreshOverlay) knownSince(aors []string, rev int64) {
+	if len(aors) == 0 || rev == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, aor := range aors {
+		if h := o.rows[aor]; h != nil {
+			h.rev = max(h.rev, rev)
+		}
+	}
+}
+
+// stillHeldLocked reports whether this node's memory still has the row
+// bkey (Binding.key) of the AOR stored as val, and live at now by its true
+// expiry (its entry; an adopted row without one: its stored expiry). A row
+// the phone removed (Expires 0, Contact: *, evicted over maxContacts) or
+// replaced, or that expired and was forgotten, is no longer there. o.mu held.
+func (o *refreshOverlay) stillHeldLocked(aor, bkey string, val []byte, now time.Time) bool {
+	h := o.rows[aor]
+	if h == nil {
+		return false
+	}
+	r, ok := h.rows[bkey]
+	if !ok || !bytes.Equal(r.val, val) {
+		return false
+	}
+	var b Binding
+	if decodeBinding(val, &b) != nil {
+		return false
+	}
+	if st := o.aors[aor]; st != nil {
+		if e, ok := st.entries[bkey]; ok && (e.appliesTo(&b) || e.heldAppliesTo(&b, o.node)) {
+			e.applyTo(&b)
+			return b.Live(now)
+		}
+	}
+	if r.until.Before(b.ExpiresAt) {
+		b.ExpiresAt = r.until
+	}
+	return b.Live(now)
 }
 
 // reput writes rows again on lease id, each only if it still holds old, in
 // transactions of leaseBatch rows. It bumps no range version key: a row
 // moves to another lease or gets an earlier expiry, and no reader of a
 // range could have relied on the difference. It returns how many it wrote,
-// and the rows it left (changed or gone).
+// and the rows it left (changed or gone). A batch one of whose rows changed
+// reads them all in the same transaction (its else branch), and the rows
+// found unchanged are put again as one batch.
 func (s *etcdKV) reput(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (int, []etcdRow, error) {
 	done := 0
 	var left []etcdRow
 	for len(rows) > 0 {
 		batch := rows[:min(leaseBatch, len(rows))]
 		rows = rows[len(batch):]
-		ok, err := s.reputTxn(ctx, batch, id)
-		if err != nil {
-			return done, left, err
-		}
-		if ok {
-			done += len(batch)
-			continue
-		}
-		// One of them changed: each on its own.
-		for _, r := range batch {
-			ok, err := s.reputTxn(ctx, []etcdRow{r}, id)
+		for len(batch) > 0 {
+			ok, same, err := s.reputTxn(ctx, batch, id)
 			if err != nil {
 				return done, left, err
 			}
 			if ok {
-				done++
-			} else {
-				left = append(left, r)
+				done += len(batch)
+				break
 			}
+			var again []etcdRow
+			for i, r := range batch {
+				if same[i] {
+					again = append(again, r)
+				} else {
+					left = append(left, r)
+				}
+			}
+			batch = again
 		}
 	}
 	return done, left, nil
 }
 
-func (s *etcdKV) reputTxn(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (bool, error) {
+// reputTxn puts rows on lease id if each still holds old; if not, same
+// tells which of them did when the transaction ran.
+func (s *etcdKV) reputTxn(ctx context.Context, rows []etcdRow, id clientv3.LeaseID) (bool, []bool, error) {
 	cmps := make([]clientv3.Cmp, 0, len(rows))
 	ops := make([]clientv3.Op, 0, len(rows))
+	gets := make([]clientv3.Op, 0, len(rows))
 	for _, r := range rows {
 		cmps = append(cmps, clientv3.Compare(clientv3.Value(r.key), "=", string(r.old)))
 		ops = append(ops, clientv3.OpPut(r.key, string(r.val), clientv3.WithLease(id)))
+		gets = append(gets, clientv3.OpGet(r.key))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(gets...).Commit()
 	if err != nil {
-		return false, s.leaseLostOnPut(err, id)
+		return false, nil, s.leaseLostOnPut(err, id)
 	}
-	return resp.Succeeded, nil
+	if resp.Succeeded {
+		return true, nil, nil
+	}
+	same := make([]bool, len(rows))
+	for i, r := range resp.Responses {
+		if i >= len(rows) {
+			break
+		}
+		kvs := r.GetResponseRange().GetKvs()
+		same[i] = len(kvs) == 1 && bytes.Equal(kvs[0].Value, rows[i].old)
+	}
+	return false, same, nil
 }
 
 // reannounce puts this node's nodes/<id> key again, on lease id, if

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dialtone-voip/dialtone/store"
 	"github.com/dialtone-voip/dialtone/store/storetest"
+	"github.com/dialtone-voip/dialtone/store/storetest/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -495,4 +496,265 @@ func TestEtcdRestoreAfterLostLeaseFollowsRules(t *testing.T) {
 		t.Fatalf("a signed-out phone put back: %+v", bs)
 	}
 	storetest.MustCheck(t, b)
+}
+
+// A REGISTER that commits while node A re-puts its rows on a new lease
+// (here: removes contact X, adds Z) is not undone by the restore: X, which
+// the phone removed, stays removed.
+func TestEtcdRestoreKeepsRemovalDuringReput(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	old := store.LeaseForTest(a)
+	store.DropLeaseForTest(a)
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	store.SetAfterReputForTest(a, func() {
+		r := reg(u, "c1", 2, "sip:1002@192.0.2.7", 0)
+		r.Contacts = append(r.Contacts, store.ContactUpdate{URI: "sip:1002@192.0.2.99", Expires: 600})
+		if bs, err := a.Register(r); err != nil || len(bs) != 1 {
+			t.Errorf("un-register X, register Z: %+v, %v", bs, err)
+		}
+	})
+	defer store.SetAfterReputForTest(a, nil)
+	if err := store.RegainLeaseForTest(a); err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range []*store.DB{a, b} {
+		if bs := liveOn(t, db, u); len(bs) != 1 || bs[0].Contact != "sip:1002@192.0.2.99" {
+			t.Fatalf("node %s sees %+v, want only Z", db.NodeID(), bs)
+		}
+	}
+}
+
+// A node that lost its lease keeps the new one alive while it re-puts its
+// rows on it (thousands of rows take longer than a TTL): the takeover,
+// held here for longer than the TTL, finds the new lease still alive.
+func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 2*time.Second)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	cli := etcdClient(t, dir)
+	old := store.LeaseForTest(a)
+	renewed := make(chan bool, 1)
+	report := func(ok bool) {
+		select {
+		case renewed <- ok:
+		default:
+		}
+	}
+	store.SetAfterReputForTest(a, func() {
+		// Held past the lease's TTL (etcd's clock: real time), polling.
+		id := clientv3.LeaseID(store.LeaseForTest(a))
+		start := time.Now()
+		for {
+			resp, err := cli.TimeToLive(context.Background(), id)
+			switch {
+			case err != nil || resp.TTL <= 0:
+				report(false)
+				return
+			case time.Since(start) > 3*time.Second:
+				report(true)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ok := <-renewed:
+		store.SetAfterReputForTest(a, nil)
+		if !ok {
+			t.Fatal("the new lease expired while the node re-put its rows: no keep-alive during the takeover")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no takeover within 30 s")
+	}
+	waitFor(t, "the binding restored", func() bool { return len(liveOn(t, b, u)) == 1 })
+}
+
+// A node that loses its lease twice puts its rows back twice: the first
+// restore's own write is no change by a rule.
+func TestEtcdSecondLeaseLossRestoresAgain(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	cli := etcdClient(t, dir)
+	for round := 1; round <= 2; round++ {
+		old := store.LeaseForTest(a)
+		store.DropLeaseForTest(a)
+		if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+			t.Fatal(err)
+		}
+		if err := store.RegainLeaseForTest(a); err != nil {
+			t.Fatal(err)
+		}
+		if bs := liveOn(t, b, u); len(bs) != 1 {
+			t.Fatalf("after lease loss %d node B sees %+v, want the binding restored", round, bs)
+		}
+	}
+}
+
+// The node's own sweep deleting an expired row of an AOR does not stop a
+// later lease loss from putting back the AOR's other, live row.
+func TestEtcdRestoreAfterOwnSweep(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 60)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(reg(u, "c2", 1, "sip:1002@192.0.2.8", 600)); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(61 * time.Second)
+	if n, err := a.PruneExpired(); err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v; want 1 pruned", n, err)
+	}
+	old := store.LeaseForTest(a)
+	store.DropLeaseForTest(a)
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.RegainLeaseForTest(a); err != nil {
+		t.Fatal(err)
+	}
+	if bs := liveOn(t, b, u); len(bs) != 1 || bs[0].Contact != "sip:1002@192.0.2.8" {
+		t.Fatalf("node B sees %+v, want the live row put back", bs)
+	}
+}
+
+// A node that writes every refresh (RefreshWriteDelay < 0: no memory of its
+// rows) restarts over rows naming it: it opens, and moves them onto its
+// new lease.
+func TestEtcdRestartWithoutHeldMemory(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	cfg := storetest.EtcdConfig(dir)
+	cfg.Node = "node-a"
+	opts := store.Options{Now: clock.Now, RefreshWriteDelay: -1}
+	a, err := store.OpenEtcd(cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	old := store.LeaseForTest(a)
+	store.CrashCloseForTest(a)
+	a2, err := store.OpenEtcd(cfg, opts)
+	if err != nil {
+		t.Fatalf("reopen over its own rows: %v", err)
+	}
+	defer a2.Close()
+	if _, err := etcdClient(t, dir).Revoke(context.Background(), clientv3.LeaseID(old)); err != nil {
+		t.Fatal(err)
+	}
+	if bs := liveOn(t, b, u); len(bs) != 1 || bs[0].Node != "node-a" {
+		t.Fatalf("node B sees %+v, want the row adopted onto the new lease", bs)
+	}
+}
+
+// The sweep of more AORs than etcd's default --max-txn-ops (128) allows
+// in one transaction's compares succeeds: it sweeps in chunks.
+func TestEtcdSweepManyAORsUnderDefaultTxnLimit(t *testing.T) {
+	etcdOnly(t)
+	srv, err := etcdtest.StartLimited(t.TempDir(), 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	clock := storetest.NewClock()
+	db, err := store.OpenEtcd(store.EtcdConfig{Endpoints: srv.Endpoints, Dir: t.TempDir(), Prefix: "/limited", Node: "node-a"}, store.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mustAccount(t, db)
+	const n = 140
+	for i := range n {
+		u := mustUser(t, db, fmt.Sprint(3000+i))
+		if _, err := db.Register(reg(u, "c1", 1, fmt.Sprintf("sip:%d@192.0.2.7", 3000+i), 60)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(61 * time.Second)
+	if got, err := db.PruneExpired(); err != nil || got != n {
+		t.Fatalf("sweep of %d due AORs = %d, %v; want all pruned", n, got, err)
+	}
+	if got, err := db.PruneExpired(); err != nil || got != 0 {
+		t.Fatalf("second sweep = %d, %v; want nothing left", got, err)
+	}
+	// Fewer AORs, each full of expired rows: more deletes than the limit.
+	const full = 20
+	for i := range full {
+		u := mustUser(t, db, fmt.Sprint(4000+i))
+		r := reg(u, "c1", 1, fmt.Sprintf("sip:%d@192.0.2.7", 4000+i), 60)
+		for j := 1; j < 10; j++ {
+			r.Contacts = append(r.Contacts, store.ContactUpdate{URI: fmt.Sprintf("sip:%d@192.0.2.%d", 4000+i, 10+j), Expires: 60})
+		}
+		if bs, err := db.Register(r); err != nil || len(bs) != 10 {
+			t.Fatalf("register 10 contacts: %d, %v", len(bs), err)
+		}
+	}
+	clock.Advance(61 * time.Second)
+	if got, err := db.PruneExpired(); err != nil || got != 10*full {
+		t.Fatalf("sweep of %d AORs of 10 expired rows = %d, %v; want all pruned", full, got, err)
+	}
+}
+
+// A node's memory of an AOR whose phones another node signed out is
+// forgotten by its sweep, not kept for ever.
+func TestEtcdHeldMemoryForgottenAfterSignOut(t *testing.T) {
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	a := openLeased(t, dir, clock, "node-a", 0)
+	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(reg(u, "c2", 1, "sip:1002@192.0.2.8", 1200)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SignOut(u.AccountID, u.ID, admin); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []time.Duration{601 * time.Second, 700 * time.Second, 24 * time.Hour} {
+		clock.Advance(step)
+		if _, err := a.PruneExpired(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if x, y, z := store.HeldForTest(a); x+y+z != 0 {
+		t.Fatalf("held memory of a signed-out AOR: %d AORs, %d rows, %d entries; want none", x, y, z)
+	}
 }

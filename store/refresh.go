@@ -401,7 +401,11 @@ const maxHints = 1 << 20
 
 // adopted records a row of this node found in etcd (at a restart, or
 // after a new lease): a hint for its refreshes, and the row as stored.
+// Not held (every refresh written), the node keeps no memory of its rows.
 func (o *refreshOverlay) adopted(b Binding, val []byte, rev int64) {
+	if !o.held {
+		return
+	}
 	aor := k(b.AccountID, b.UserID)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -444,6 +448,34 @@ func (o *refreshOverlay) forgetExpired(aors map[string]int64, now time.Time) {
 		}
 		if len(rows) == 0 {
 			delete(o.rows, aor)
+		}
+	}
+}
+
+// forgetAORs forgets all held memory of aors, in which a sweep reading at
+// revision rev found no row of this node (another node signed the phones
+// out, or rewrote their rows): unless this node wrote to one since, or a
+// REGISTER of it is in flight. Without this, the memory of a row removed
+// before its expiry outlived it: the sweep no longer reads an AOR without
+// rows, so forgetExpired never saw it again.
+func (o *refreshOverlay) forgetAORs(aors []string, rev int64) {
+	if !o.held || len(aors) == 0 || rev == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, aor := range aors {
+		if h := o.rows[aor]; h != nil && h.rev > rev {
+			continue
+		}
+		st := o.aors[aor]
+		if st != nil && st.inflight > 0 {
+			continue
+		}
+		delete(o.rows, aor)
+		if st != nil {
+			o.n.Add(-int64(len(st.entries)))
+			delete(o.aors, aor)
 		}
 	}
 }

@@ -359,9 +359,48 @@ func (db *DB) SignOut(accountID, userID string, actor Actor) ([]Binding, error) 
 // cmd/dialtone's sweeper once a minute. It reads only the AORs the sweep
 // index says may hold an expired row (see sweepIndex), not every binding. Correctness never depends on
 // it: reads and LiveBindings ignore expired rows whether or not they are gone.
+// On etcd it sweeps sweepChunk AORs a transaction, each under the gate.
 func (db *DB) PruneExpired() (int, error) {
-	n := 0
-	var seen, kept map[string]int64
+	due := db.sweep.due(db.now().UnixNano())
+	chunk := len(due)
+	if db.etcd != nil {
+		// etcd counts a transaction's compares, one or more an AOR read,
+		// against its --max-txn-ops (default 128): one sweep of every due
+		// AOR would fail for ever once more than that are due.
+		chunk = sweepChunk
+	}
+	aors := make([]string, 0, len(due))
+	for aor := range due {
+		aors = append(aors, aor)
+	}
+	sort.Strings(aors)
+	total := 0
+	for len(aors) > 0 {
+		n, done, err := db.pruneAORs(aors[:min(chunk, len(aors))], due)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		aors = aors[done:]
+	}
+	return total, nil
+}
+
+// sweepChunk is how many AORs one sweep transaction reads on etcd, and
+// sweepWrites how many rows it deletes at most before it leaves the AORs
+// it has not read to the next one (AORs full of expired rows).
+const (
+	sweepChunk  = 50
+	sweepWrites = 60
+)
+
+// pruneAORs is PruneExpired for the first of aors, AORs the sweep index said
+// were due (due: the values it had), in one transaction; it returns how
+// many rows it deleted and how many of aors it swept (at least one).
+func (db *DB) pruneAORs(aors []string, due map[string]int64) (int, int, error) {
+	n, done := 0, 0
+	var seen map[string]int64
+	var kept map[string]int64
 	held := db.refresh.held
 	var swept time.Time
 	if held {
@@ -370,18 +409,32 @@ func (db *DB) PruneExpired() (int, error) {
 		db.refresh.gate.Lock()
 		defer db.refresh.gate.Unlock()
 	}
+	var known []string // held: AORs as this node knows them, rows swept
+	var rev int64      // held: the revision of the sweep's commit
+	var none []string  // held: AORs left with no row of this node
+	var readRev int64  // held: the revision the sweep read them at
 	err := db.update(func(t *tx) error {
 		swept = t.now
-		n = 0
+		n, known, none = 0, known[:0], none[:0]
+		et, _ := t.kvTx.(*etcdTx)
+		if held && et != nil {
+			t.OnCommit(func() { rev, readRev = et.committed, et.rev })
+		}
 		now := t.now.UnixNano()
-		seen, kept = t.db.sweep.due(now), map[string]int64{}
+		kept, seen, done = map[string]int64{}, map[string]int64{}, 0
 		b := t.Bucket(bBindings)
 		var doomed [][]byte
-		for aor := range seen {
-			next, left := int64(math.MaxInt64), false
+		for _, aor := range aors {
+			if et != nil && done > 0 && n+done >= sweepWrites {
+				break // its deletes and version keys: under etcd's --max-txn-ops
+			}
+			done++
+			seen[aor] = due[aor]
+			next, left, mine := int64(math.MaxInt64), false, false
 			doomed = doomed[:0]
 			if err := b.ForEachPrefix([]byte(aor+"/"), func(key, v []byte) error {
 				e, decErr := bindingExpiry(v)
+				own := false
 				if decErr == nil && held {
 					// The stored expiry of this node's rows is a horizon:
 					// the true one is in memory.
@@ -389,6 +442,7 @@ func (db *DB) PruneExpired() (int, error) {
 					if decodeBinding(v, &bd) == nil {
 						t.db.refresh.applyOne(&bd)
 						e = bd.ExpiresAt.UnixNano()
+						own = bd.Node == t.db.node
 					}
 				} else if decErr == nil && e <= now {
 					// Expired on disk; a refresh not yet written may keep it.
@@ -406,9 +460,20 @@ func (db *DB) PruneExpired() (int, error) {
 					return nil
 				}
 				next, left = min(next, e), true
+				mine = mine || own
 				return nil
 			}); err != nil {
 				return err
+			}
+			if held && et != nil && !mine {
+				none = append(none, aor)
+			}
+			if held && et != nil && len(doomed) > 0 {
+				if ok, err := t.db.refresh.knownAt(et, aor); err != nil {
+					return err
+				} else if ok {
+					known = append(known, aor)
+				}
 			}
 			for _, key := range doomed {
 				if err := b.Delete(key); err != nil {
@@ -423,11 +488,13 @@ func (db *DB) PruneExpired() (int, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("prune expired bindings: %w", err)
+		return 0, 0, fmt.Errorf("prune expired bindings: %w", err)
 	}
 	db.sweep.settle(seen, kept)
+	db.refresh.knownSince(known, rev)
 	db.refresh.forgetExpired(seen, swept)
-	return n, nil
+	db.refresh.forgetAORs(none, readRev)
+	return n, done, nil
 }
 
 // MACFromUserAgent finds a MAC address in a Yealink-style User-Agent

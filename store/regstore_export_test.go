@@ -144,3 +144,29 @@ func RegainLeaseForTest(db *DB) error {
 	db.takeLease(context.Background(), id)
 	return nil
 }
+
+// SetAfterReputForTest makes f run in db's next lease takeovers between
+// the re-put of its rows and their restore (nil: nothing).
+func SetAfterReputForTest(db *DB, f func()) {
+	if f == nil {
+		db.etcd.afterReput.Store(nil)
+		return
+	}
+	db.etcd.afterReput.Store(&f)
+}
+
+// HeldForTest counts db's held memory: AORs and rows (refreshOverlay.rows),
+// and refresh entries.
+func HeldForTest(db *DB) (aors, rows, entries int) {
+	o := &db.refresh
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, h := range o.rows {
+		aors++
+		rows += len(h.rows)
+	}
+	for _, st := range o.aors {
+		entries += len(st.entries)
+	}
+	return aors, rows, entries
+}

@@ -26,7 +26,11 @@ type Server struct {
 }
 
 // Start starts a member with its data in dir and waits until it serves.
-func Start(dir string) (*Server, error) {
+func Start(dir string) (*Server, error) { return StartLimited(dir, 0) }
+
+// StartLimited is Start with etcd's --max-txn-ops at maxTxnOps (0: room for
+// dialtone's largest transactions; 128 is etcd's default).
+func StartLimited(dir string, maxTxnOps uint) (*Server, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
@@ -35,6 +39,9 @@ func Start(dir string) (*Server, error) {
 	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 	cfg := memberConfig("test", dir, client, peer)
 	cfg.InitialCluster = cfg.Name + "=" + peer.String()
+	if maxTxnOps > 0 {
+		cfg.MaxTxnOps = maxTxnOps
+	}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd: %w", err)
