@@ -224,6 +224,16 @@ func NewHandler(db *store.DB, cfg Config, log *slog.Logger, reg prometheus.Regis
 	if h.nonces, err = newNonces(db.Now); err != nil {
 		return nil, err
 	}
+	// Several nodes: a challenge from one node may be answered to another
+	// (an HTTP load balancer); every node verifies every node's nonces.
+	switch key, err := db.NonceKey("provisioning"); {
+	case err == nil:
+		if err := h.nonces.n.SetKey(key); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, store.ErrNoNodes):
+		return nil, fmt.Errorf("provisioning: nonce key: %w", err)
+	}
 
 	h.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "dialtone_provisioning_fetches_total",

@@ -212,6 +212,16 @@ func New(cfg Config, db *store.DB, log *slog.Logger, reg prometheus.Registerer) 
 	if err != nil {
 		return nil, err
 	}
+	// Several nodes: a challenge from one node may be answered to another
+	// (DNS SRV, a load balancer); every node verifies every node's nonces.
+	switch key, err := db.NonceKey("sip"); {
+	case err == nil:
+		if err := n.SetKey(key); err != nil {
+			return nil, err
+		}
+	case !errors.Is(err, store.ErrNoNodes):
+		return nil, fmt.Errorf("sip: nonce key: %w", err)
+	}
 	dummy := make([]byte, 16)
 	if _, err := rand.Read(dummy); err != nil {
 		return nil, err

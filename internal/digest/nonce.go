@@ -1,6 +1,7 @@
 package digest
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -67,6 +68,17 @@ func NewNonces(ttl time.Duration, maxEntries int) (*Nonces, error) {
 		return nil, err
 	}
 	return &Nonces{key: key, ttl: ttl, cur: map[Key]uint32{}, prev: map[Key]uint32{}, maxEntries: maxEntries}, nil
+}
+
+// SetKey replaces the random key nonces are made with by key (at least 32
+// bytes), shared by the processes that must verify each other's nonces
+// (several nodes of one deployment). Call it before the first Issue.
+func (n *Nonces) SetKey(key []byte) error {
+	if len(key) < 32 {
+		return errors.New("digest: nonce key shorter than 32 bytes")
+	}
+	n.key = bytes.Clone(key)
+	return nil
 }
 
 // TTL is how long a nonce stays fresh.
