@@ -169,6 +169,7 @@ func TestCluster(t *testing.T) {
 		t.Run("SameAsOneNode", func(t *testing.T) { clusterSameAsOneNode(t, a, b) })
 		t.Run("RegisterDeleteRace", func(t *testing.T) { clusterRegisterDeleteRace(t, a, b) })
 		t.Run("CallAcrossNodes", func(t *testing.T) { clusterCallAcrossNodes(t, a, b) })
+		t.Run("ChallengeAnsweredToOtherNode", func(t *testing.T) { clusterChallengeAcross(t, a, b) })
 	})
 	t.Run("EtcdMemberFailure", func(t *testing.T) { clusterEtcdMemberFailure(t, newEtcdCluster(t, bin)) })
 	t.Run("NodeFailure", func(t *testing.T) { clusterNodeFailure(t, newEtcdCluster(t, bin)) })
@@ -557,6 +558,30 @@ func clusterRegisterDeleteRace(t *testing.T, na, nb *clusterNode) {
 
 // clusterCallAcrossNodes: a phone registered over TCP through b (its
 // Contact unreachable: only b's flow reaches it) is called through a.
+// clusterChallengeAcross: a phone behind DNS SRV or a load balancer may
+// send its answer to a challenge to another node than the one that sent
+// it. Node a's 401 answered to node b registers (the nodes' digest nonces
+// share a key derived from secret.key).
+func clusterChallengeAcross(t *testing.T, na, nb *clusterNode) {
+	u := createUser(t, na.api(t), "3201", "Moves between challenge and answer")
+	pa := newPhone(t, "UDP", na.addrs.SIPUDP, "example.test", u.ext, u.password)
+	pb := newPhone(t, "UDP", nb.addrs.SIPUDP, "example.test", u.ext, u.password)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	chal, err := pa.send(ctx, "sip:3201@127.0.0.1:5099", 600, "")
+	if err != nil || chal.StatusCode != 401 {
+		t.Fatalf("REGISTER through a = %v, %v; want its 401", chal, err)
+	}
+	authz, err := pa.answer(chal, "MD5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := pb.send(ctx, "sip:3201@127.0.0.1:5099", 600, authz)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("a's challenge answered to b = %v, %v; want 200", res, err)
+	}
+}
+
 func clusterCallAcrossNodes(t *testing.T, na, nb *clusterNode) {
 	a := na.api(t)
 	callee := createUser(t, a, "3101", "Callee")
