@@ -46,6 +46,20 @@ func etcdClient(t *testing.T, dir string) *clientv3.Client {
 }
 
 // waitFor polls cond until it holds (etcd expires leases on its own clock:
+
+// leasedNodes is the set-up the lease tests share (etcd only): node B with
+// the default account and user 1002, and node A ("node-a") on a lease of
+// ttl (0: the default) over the same prefix and clock.
+func leasedNodes(t *testing.T, ttl time.Duration) (*storetest.Clock, string, *store.DB, *store.DB, store.User) {
+	t.Helper()
+	etcdOnly(t)
+	clock, dir := storetest.NewClock(), t.TempDir()
+	b := storetest.OpenDir(t, dir, clock)
+	mustAccount(t, b)
+	u := mustUser(t, b, "1002")
+	return clock, dir, openLeased(t, dir, clock, "node-a", ttl), b, u
+}
+
 // no fake time there), failing after 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) time.Duration {
 	t.Helper()
@@ -262,13 +276,8 @@ func TestEtcdRefreshInMemoryKeepsBindingForOtherNodes(t *testing.T) {
 // its rows and its nodes key with its lease, within the TTL; a deletion
 // through another node then succeeds.
 func TestEtcdCrashedNodeBindingsVanishByLease(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
 	const ttl = 2 * time.Second
-	a := openLeased(t, dir, clock, "node-a", ttl)
+	_, _, a, b, u := leasedNodes(t, ttl)
 	if err := a.AnnounceNode(store.NodeInfo{SIPAddr: "127.0.0.1:5071"}); err != nil {
 		t.Fatal(err)
 	}
@@ -299,13 +308,8 @@ func TestEtcdCrashedNodeBindingsVanishByLease(t *testing.T) {
 // (they move onto its new lease, and outlive the old one), and answers the
 // phones' next refreshes from memory again.
 func TestEtcdRestartAdoptsRows(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
 	const ttl = 2 * time.Second
-	a := openLeased(t, dir, clock, "node-a", ttl)
+	clock, dir, a, b, u := leasedNodes(t, ttl)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
 		t.Fatal(err)
 	}
@@ -378,12 +382,7 @@ func TestEtcdCloseWritesTrueExpiries(t *testing.T) {
 // and one whose lease etcd revoked grants itself a new one, announces
 // itself again and registers phones again.
 func TestEtcdLostLease(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 4*time.Second) // keep-alives every 1.3 s: the revoke is seen soon
+	_, dir, a, b, u := leasedNodes(t, 4*time.Second) // keep-alives every 1.3 s: the revoke is seen soon
 	if err := a.AnnounceNode(store.NodeInfo{SIPAddr: "127.0.0.1:5071"}); err != nil {
 		t.Fatal(err)
 	}
@@ -502,12 +501,7 @@ func TestEtcdRestoreAfterLostLeaseFollowsRules(t *testing.T) {
 // (here: removes contact X, adds Z) is not undone by the restore: X, which
 // the phone removed, stays removed.
 func TestEtcdRestoreKeepsRemovalDuringReput(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 0)
+	_, dir, a, b, u := leasedNodes(t, 0)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
 		t.Fatal(err)
 	}
@@ -538,12 +532,7 @@ func TestEtcdRestoreKeepsRemovalDuringReput(t *testing.T) {
 // rows on it (thousands of rows take longer than a TTL): the takeover,
 // held here for longer than the TTL, finds the new lease still alive.
 func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 2*time.Second)
+	_, dir, a, b, u := leasedNodes(t, 2*time.Second)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
 		t.Fatal(err)
 	}
@@ -591,12 +580,7 @@ func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
 // A node that loses its lease twice puts its rows back twice: the first
 // restore's own write is no change by a rule.
 func TestEtcdSecondLeaseLossRestoresAgain(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 0)
+	_, dir, a, b, u := leasedNodes(t, 0)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
 		t.Fatal(err)
 	}
@@ -619,12 +603,7 @@ func TestEtcdSecondLeaseLossRestoresAgain(t *testing.T) {
 // The node's own sweep deleting an expired row of an AOR does not stop a
 // later lease loss from putting back the AOR's other, live row.
 func TestEtcdRestoreAfterOwnSweep(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 0)
+	clock, dir, a, b, u := leasedNodes(t, 0)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 60)); err != nil {
 		t.Fatal(err)
 	}
@@ -733,12 +712,7 @@ func TestEtcdSweepManyAORsUnderDefaultTxnLimit(t *testing.T) {
 // A node's memory of an AOR whose phones another node signed out is
 // forgotten by its sweep, not kept for ever.
 func TestEtcdHeldMemoryForgottenAfterSignOut(t *testing.T) {
-	etcdOnly(t)
-	clock, dir := storetest.NewClock(), t.TempDir()
-	b := storetest.OpenDir(t, dir, clock)
-	mustAccount(t, b)
-	u := mustUser(t, b, "1002")
-	a := openLeased(t, dir, clock, "node-a", 0)
+	clock, _, a, b, u := leasedNodes(t, 0)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
 		t.Fatal(err)
 	}

@@ -176,17 +176,7 @@ func TestMigrateBoltToEtcdAndBack(t *testing.T) {
 
 	// Back to bbolt, for a backup: a directory with the deployment's key.
 	backDir := t.TempDir()
-	key, err := os.ReadFile(filepath.Join(srcDir, store.KeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(backDir, store.KeyFile), key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	back, err := store.Open(backDir, store.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	back := openBoltWithKeyOf(t, backDir, srcDir, clock)
 	snapshot := dump(t, e) // the source plus the audit entry of the read above
 	if _, err := store.Migrate(e, back, store.MigrateOptions{}); err != nil {
 		t.Fatalf("Migrate etcd → bbolt = %v", err)
@@ -386,18 +376,7 @@ func TestMigrateEtcdBindingsToBoltNameNoNode(t *testing.T) {
 	if bs, err := e.Register(reg(u, "c1", 1, "sip:3100@192.0.2.7:5062", 600)); err != nil || len(bs) != 1 || bs[0].Node != "migrate-test" {
 		t.Fatalf("Register on etcd = %+v, %v; want one binding of node migrate-test", bs, err)
 	}
-	backDir := t.TempDir()
-	key, err := os.ReadFile(filepath.Join(dir, store.KeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(backDir, store.KeyFile), key, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	back, err := store.Open(backDir, store.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	back := openBoltWithKeyOf(t, t.TempDir(), dir, clock)
 	defer back.Close()
 	if _, err := store.Migrate(e, back, store.MigrateOptions{}); err != nil {
 		t.Fatal(err)
@@ -409,4 +388,22 @@ func TestMigrateEtcdBindingsToBoltNameNoNode(t *testing.T) {
 	if st, err := store.Migrate(e, back, store.MigrateOptions{}); err != nil || st.Copied != 0 {
 		t.Fatalf("second run = %+v, %v; want nothing copied", st, err)
 	}
+}
+
+// openBoltWithKeyOf opens a bbolt store in the new directory dir holding
+// the secret.key of keyDir (a backup of that deployment).
+func openBoltWithKeyOf(t *testing.T, dir, keyDir string, clock *storetest.Clock) *store.DB {
+	t.Helper()
+	key, err := os.ReadFile(filepath.Join(keyDir, store.KeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, store.KeyFile), key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(dir, store.Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
 }
