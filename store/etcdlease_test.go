@@ -532,7 +532,11 @@ func TestEtcdRestoreKeepsRemovalDuringReput(t *testing.T) {
 // rows on it (thousands of rows take longer than a TTL): the takeover,
 // held here for longer than the TTL, finds the new lease still alive.
 func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
-	_, dir, a, b, u := leasedNodes(t, 2*time.Second)
+	// A TTL of 5 s: keep-alives every ~1.7 s, so only a missing keeper
+	// lets it lapse, not one late keep-alive on a loaded machine (a 2 s
+	// TTL flaked in a CI run with every package under -race).
+	const ttl = 5 * time.Second
+	_, dir, a, b, u := leasedNodes(t, ttl)
 	if _, err := a.Register(reg(u, "c1", 1, "sip:1002@192.0.2.7", 600)); err != nil {
 		t.Fatal(err)
 	}
@@ -555,7 +559,7 @@ func TestEtcdNewLeaseKeptAliveDuringTakeover(t *testing.T) {
 			case err != nil || resp.TTL <= 0:
 				report(false)
 				return
-			case time.Since(start) > 3*time.Second:
+			case time.Since(start) > ttl+time.Second:
 				report(true)
 				return
 			}
